@@ -1,0 +1,244 @@
+// Stormwatch: everything that lives in one resource group.
+//
+//   az deployment group create -g RG -f infra/main.bicep -p @infra/main.parameters.json
+//
+// Then subscription.bicep (Activity Log -> raw hub, Reader for enrich_fn) and, optionally,
+// tenant.bicep (Entra ID sign-in and audit logs -> raw hub). See infra/README.md.
+
+targetScope = 'resourceGroup'
+
+@description('Azure region for every resource (must offer Flex Consumption).')
+param location string = resourceGroup().location
+
+@description('Short prefix for resource names (lowercase letters and digits, 3-11 characters).')
+@minLength(3)
+@maxLength(11)
+param namePrefix string = 'stormwatch'
+
+@description('Tags applied to every resource.')
+param tags object = {}
+
+@description('Hub the diagnostic settings deliver to.')
+param rawHubName string = 'raw'
+
+@description('Hub normalize_fn publishes normalized events to.')
+param normalizedHubName string = 'normalized'
+
+@description('Hub detect_fn publishes alerts to.')
+param alertsHubName string = 'alerts'
+
+@description('Consumer group of normalize_fn on the raw hub.')
+param normalizeConsumerGroup string = 'normalize'
+
+@description('Consumer group of detect_fn on the normalized hub.')
+param detectConsumerGroup string = 'detect'
+
+@description('Partitions of the raw hub (cannot be changed later on the Standard tier).')
+@minValue(1)
+@maxValue(32)
+param rawPartitionCount int = 4
+
+@description('Partitions of the normalized and alerts hubs (cannot be changed later on the Standard tier).')
+@minValue(1)
+@maxValue(32)
+param fanoutPartitionCount int = 4
+
+@description('Days each hub retains events (1-7 on the Standard tier).')
+@minValue(1)
+@maxValue(7)
+param messageRetentionInDays int = 1
+
+@description('Throughput units per Event Hubs namespace (1 TU = 1 MB/s or 1000 events/s in).')
+@minValue(1)
+@maxValue(40)
+param eventHubsCapacity int = 1
+
+@description('Let the namespaces add throughput units under load.')
+param eventHubsAutoInflate bool = true
+
+@description('Upper bound of throughput units when auto-inflate is on.')
+@minValue(1)
+@maxValue(40)
+param eventHubsMaximumThroughputUnits int = 4
+
+@description('Maximum instances of the function app.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Spread function app instances over availability zones (only in some regions; keeps at least two billed always-ready instances per function).')
+param zoneRedundant bool = false
+
+@description('Memory per function app instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Storage replication.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param storageSku string = 'Standard_LRS'
+
+@description('Days Log Analytics keeps data.')
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+@description('Region whose Azure service tags enrich_fn uses to recognise Azure-owned IP addresses.')
+param serviceTagsRegion string = location
+
+@description('Let enrich_fn dismiss Defender alerts (also deploy subscription.bicep with grantSecurityAdmin=true).')
+param allowAlertDismiss bool = false
+
+var token = toLower(uniqueString(subscription().id, resourceGroup().id, namePrefix))
+var compactPrefix = take(replace(toLower(namePrefix), '-', ''), 9)
+
+var deploymentContainerName = 'app-package'
+var deadletterContainerName = 'deadletters'
+var stateTableName = 'detectionstate'
+var alertsTableName = 'alerts'
+var enrichCacheTableName = 'enrichcache'
+
+// environment().resourceManager ends with '/'; the app expects a base URL without it.
+var armEndpointRaw = environment().resourceManager
+var armEndpoint = endsWith(armEndpointRaw, '/') ? substring(armEndpointRaw, 0, length(armEndpointRaw) - 1) : armEndpointRaw
+
+module identity 'modules/identity.bicep' = {
+  name: 'stormwatch-identity'
+  params: {
+    location: location
+    name: 'id-${namePrefix}-${token}'
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'stormwatch-monitoring'
+  params: {
+    location: location
+    workspaceName: 'log-${namePrefix}-${token}'
+    appInsightsName: 'appi-${namePrefix}-${token}'
+    retentionInDays: logRetentionInDays
+    principalId: identity.outputs.principalId
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'stormwatch-storage'
+  params: {
+    location: location
+    name: 'st${compactPrefix}${token}'
+    skuName: storageSku
+    deploymentContainerName: deploymentContainerName
+    deadletterContainerName: deadletterContainerName
+    tableNames: [
+      stateTableName
+      alertsTableName
+      enrichCacheTableName
+    ]
+    principalId: identity.outputs.principalId
+    tags: tags
+  }
+}
+
+module eventHubs 'modules/eventhubs.bicep' = {
+  name: 'stormwatch-eventhubs'
+  params: {
+    location: location
+    rawNamespaceName: 'evhns-${namePrefix}-raw-${token}'
+    fanoutNamespaceName: 'evhns-${namePrefix}-fan-${token}'
+    rawHubName: rawHubName
+    normalizedHubName: normalizedHubName
+    alertsHubName: alertsHubName
+    normalizeConsumerGroup: normalizeConsumerGroup
+    detectConsumerGroup: detectConsumerGroup
+    rawPartitionCount: rawPartitionCount
+    fanoutPartitionCount: fanoutPartitionCount
+    messageRetentionInDays: messageRetentionInDays
+    capacity: eventHubsCapacity
+    autoInflate: eventHubsAutoInflate
+    maximumThroughputUnits: eventHubsMaximumThroughputUnits
+    principalId: identity.outputs.principalId
+    tags: tags
+  }
+}
+
+// Every name in shared.settings.required_in_azure() must appear here (tests/test_infra.py checks).
+// Because these values read the monitoring, storage and eventHubs module outputs, the function app
+// is deployed only after those modules, including the identity's role assignments, have finished:
+// the host's first start already has its data-plane roles.
+// Identity-based connections: `<prefix>__fullyQualifiedNamespace` / `__accountName` name the
+// resource, `__credential` + `__clientId` select the user-assigned identity. No value is a secret.
+var appSettings = {
+  // Functions host storage (checkpoints, leases) through the identity.
+  AzureWebJobsStorage__accountName: storage.outputs.name
+  AzureWebJobsStorage__credential: 'managedidentity'
+  AzureWebJobsStorage__clientId: identity.outputs.clientId
+  // Event Hubs trigger connections.
+  RawEventHubConnection__fullyQualifiedNamespace: eventHubs.outputs.rawNamespaceFqdn
+  RawEventHubConnection__credential: 'managedidentity'
+  RawEventHubConnection__clientId: identity.outputs.clientId
+  EventHubConnection__fullyQualifiedNamespace: eventHubs.outputs.fanoutNamespaceFqdn
+  EventHubConnection__credential: 'managedidentity'
+  EventHubConnection__clientId: identity.outputs.clientId
+  // azure-identity's DefaultAzureCredential (publisher, tables, blobs, ARM) selects the identity by this.
+  AZURE_CLIENT_ID: identity.outputs.clientId
+  // Telemetry: the connection string only addresses the resource; with DisableLocalAuth on
+  // Application Insights, ingestion is accepted only with the identity's Entra token.
+  APPLICATIONINSIGHTS_CONNECTION_STRING: monitoring.outputs.appInsightsConnectionString
+  APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identity.outputs.clientId};Authorization=AAD'
+  // Stormwatch settings (shared/settings.py).
+  STORMWATCH_RAW_HUB: eventHubs.outputs.rawHubName
+  STORMWATCH_NORMALIZE_CONSUMER_GROUP: eventHubs.outputs.normalizeConsumerGroup
+  STORMWATCH_NORMALIZED_HUB: eventHubs.outputs.normalizedHubName
+  STORMWATCH_DETECT_CONSUMER_GROUP: eventHubs.outputs.detectConsumerGroup
+  STORMWATCH_ALERTS_HUB: eventHubs.outputs.alertsHubName
+  STORMWATCH_PUBLISHER: 'eventhub'
+  STORMWATCH_BLOB_ENDPOINT: storage.outputs.blobEndpoint
+  STORMWATCH_TABLE_ENDPOINT: storage.outputs.tableEndpoint
+  STORMWATCH_DEADLETTER_CONTAINER: deadletterContainerName
+  STORMWATCH_STATE_TABLE: stateTableName
+  STORMWATCH_ALERTS_TABLE: alertsTableName
+  STORMWATCH_ENRICH_CACHE_TABLE: enrichCacheTableName
+  STORMWATCH_ARM_ENDPOINT: armEndpoint
+  STORMWATCH_SUBSCRIPTION_ID: subscription().subscriptionId
+  STORMWATCH_SERVICE_TAGS_REGION: serviceTagsRegion
+  STORMWATCH_ALLOW_ALERT_DISMISS: allowAlertDismiss ? 'true' : 'false'
+}
+
+module functionApp 'modules/functionapp.bicep' = {
+  name: 'stormwatch-functionapp'
+  params: {
+    location: location
+    planName: 'plan-${namePrefix}-${token}'
+    appName: 'func-${namePrefix}-${token}'
+    identityId: identity.outputs.id
+    deploymentContainerUrl: storage.outputs.deploymentContainerUrl
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    zoneRedundant: zoneRedundant
+    appSettings: appSettings
+    tags: tags
+  }
+}
+
+output functionAppName string = functionApp.outputs.name
+output functionAppHostName string = functionApp.outputs.defaultHostName
+output identityPrincipalId string = identity.outputs.principalId
+output identityClientId string = identity.outputs.clientId
+output storageAccountName string = storage.outputs.name
+output rawNamespaceName string = eventHubs.outputs.rawNamespaceName
+output fanoutNamespaceName string = eventHubs.outputs.fanoutNamespaceName
+output rawHubName string = eventHubs.outputs.rawHubName
+output normalizedHubName string = eventHubs.outputs.normalizedHubName
+output alertsHubName string = eventHubs.outputs.alertsHubName
+// Send-only SAS rule on the raw namespace, for subscription.bicep and tenant.bicep.
+output diagnosticsSendRuleId string = eventHubs.outputs.diagnosticsSendRuleId
