@@ -33,6 +33,7 @@ _ENV_NAMES: dict[str, str] = {
     "include_raw": "STORMWATCH_INCLUDE_RAW",
     "publisher": "STORMWATCH_PUBLISHER",
     "eventhub_namespace": f"{FANOUT_CONNECTION}__fullyQualifiedNamespace",
+    "eventhub_connection_string": FANOUT_CONNECTION,
     "storage_connection_string": "STORMWATCH_STORAGE_CONNECTION_STRING",
     "blob_endpoint": "STORMWATCH_BLOB_ENDPOINT",
     "table_endpoint": "STORMWATCH_TABLE_ENDPOINT",
@@ -68,6 +69,8 @@ class Settings(BaseModel):
     # "eventhub" in Azure; "memory" keeps published events in process (local runs, tests).
     publisher: str = "memory"
     eventhub_namespace: str | None = None
+    # Local only (Event Hubs emulator): in Azure the namespace above is used with the managed identity.
+    eventhub_connection_string: str | None = None
     # Local only (Azurite): in Azure the endpoints below are used with the managed identity.
     storage_connection_string: str | None = None
     blob_endpoint: str | None = None
@@ -126,7 +129,7 @@ def declared_env_names() -> list[str]:
 
 
 # Settings that only make sense on a developer's machine (Azurite); never provisioned in Azure.
-LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING"})
+LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTION})
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_GEOIP_DATABASE",

@@ -1,0 +1,95 @@
+"""Mapping Azure log records to normalized events: envelope splitting and dispatch by real category."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from shared.parsers.activity import CATEGORIES, OPERATION_TYPE_CATEGORIES, map_activity
+from shared.parsers.common import content_id
+from shared.parsers.defender import is_defender, map_defender
+from shared.parsers.identity import AUDIT_CATEGORIES, SIGNIN_CATEGORIES, map_audit, map_signin
+from shared.parsers.resource import POLICY_EVENT_PREFIX, map_policy_state, map_resource_log
+from shared.parsers.values import MappingError, Record, lower_keys, text
+
+__all__ = ["MappingError", "map_record", "split_body"]
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def split_body(body: bytes) -> list[Any]:
+    """The records of one Event Hub body: an envelope `{"records": [...]}`, an array, or one object.
+
+    Raises MappingError (the whole body becomes one dead letter) when the body is not usable JSON.
+    Items are returned as they are: the caller dead-letters those that are not objects.
+    """
+    if body.startswith(_BOM):
+        body = body[len(_BOM):]
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise MappingError(f"body is not valid JSON: {error}") from error
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict):
+        records_key = next((key for key in document if key.lower() == "records"), None)
+        if records_key is None:
+            return [document]
+        records = document[records_key]
+        if not isinstance(records, list):
+            raise MappingError(f"'records' is not a list but {_json_type(records)}")
+        return records
+    raise MappingError(f"body is neither an object nor an array but {_json_type(document)}")
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def map_record(record: Any) -> Record:
+    """Dispatch one record to its mapper by its real category; MappingError says why it cannot be."""
+    if not isinstance(record, dict):
+        raise MappingError(f"record is not an object but {_json_type(record)}")
+    lowered = lower_keys(record)
+    mapper = _choose_mapper(lowered)
+    try:
+        event = mapper(record, lowered)
+    except MappingError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as error:
+        # A record whose fields have unexpected types: say which mapper and what broke.
+        raise MappingError(f"cannot map record: {type(error).__name__}: {error}") from error
+    if event["event_id"] is None:
+        event["event_id"] = content_id(record)
+    return event
+
+
+Mapper = Callable[[Record, Record], Record]
+
+
+def _choose_mapper(lowered: Record) -> Mapper:
+    category = text(lowered.get("category"))
+    properties = lowered.get("properties")
+    if isinstance(properties, dict):
+        event_category = text(properties.get("eventCategory"))
+        if event_category:
+            category = event_category
+    key = (category or "").lower()
+    if key in CATEGORIES:
+        name = CATEGORIES[key]
+        return lambda record, lowered_record: map_activity(record, lowered_record, name)
+    if key in OPERATION_TYPE_CATEGORIES:
+        return lambda record, lowered_record: map_activity(record, lowered_record, "Administrative")
+    if key in SIGNIN_CATEGORIES:
+        return lambda record, lowered_record: map_signin(record, lowered_record, key)
+    if key in AUDIT_CATEGORIES:
+        return lambda record, lowered_record: map_audit(record, lowered_record, key)
+    if is_defender(lowered):
+        return map_defender
+    event_type = text(lowered.get("eventtype"))
+    if event_type and event_type.lower().startswith(POLICY_EVENT_PREFIX):
+        return map_policy_state
+    return map_resource_log

@@ -1,0 +1,8 @@
+"""Entry point of the Functions host (Python v2 model): one blueprint per `*_fn` package."""
+
+import azure.functions as func
+
+from normalize_fn import bp as normalize_bp
+
+app = func.FunctionApp()
+app.register_functions(normalize_bp)

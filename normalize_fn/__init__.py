@@ -1,0 +1,32 @@
+"""normalize_fn: raw Azure logs from Event Hub → normalized events and dead letters.
+
+Bindings only; the work is `shared.normalize.process_batch`. The retry policy covers the one case that
+raises (dead-letter store or fan-out hub unreachable): the Event Hub trigger checkpoints even after a
+failure, so without it a batch would be lost. Retries are in memory and hold the partition: the pipeline
+stalls rather than drops logs, and resumes from the same batch once storage is back.
+"""
+
+import typing
+
+import azure.functions as func
+
+from shared import settings as names
+from shared.eventhub import bodies_with_positions
+from shared.normalize import process_batch
+from shared.settings import get_settings
+from shared.wiring import dead_letter_store_for, publisher_for
+
+bp = func.Blueprint()
+
+
+@bp.function_name("normalize")
+@bp.retry(strategy="exponential_backoff", max_retry_count="-1",
+          minimum_interval="00:00:05", maximum_interval="00:05:00")
+@bp.event_hub_message_trigger(
+    arg_name="events", connection=names.RAW_CONNECTION, event_hub_name=f"%{names.RAW_HUB}%",
+    consumer_group=f"%{names.NORMALIZE_CONSUMER_GROUP}%", cardinality="many", data_type="binary",
+)
+def normalize(events: typing.List[func.EventHubEvent]) -> None:
+    settings = get_settings()
+    process_batch(bodies_with_positions(events), publisher_for(settings), dead_letter_store_for(settings),
+                  settings)

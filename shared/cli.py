@@ -1,0 +1,88 @@
+"""Command line: run the pipeline's code paths locally, without the Functions host.
+
+stdout carries only results (one JSON object per line) so it can be piped; messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from shared.normalize import Position, normalize_bodies
+
+
+class UsageError(Exception):
+    """Unusable arguments or input files: reported in one line, exit status 2."""
+
+
+def read_bodies(stream: BinaryIO, name: str) -> Iterator[bytes]:
+    """A file holds one JSON body, or JSON Lines of bodies (one body per non-empty line).
+
+    A file that parses as one JSON document is one body; otherwise each non-empty line is a body, so a
+    malformed line becomes its own dead letter instead of hiding the lines around it.
+    """
+    data = stream.read()
+    try:
+        orjson.loads(data.removeprefix(b"\xef\xbb\xbf"))
+    except orjson.JSONDecodeError:
+        lines = [line for line in data.splitlines() if line.strip()]
+        if len(lines) > 1:
+            yield from lines
+            return
+    if data.strip():
+        yield data
+
+
+def _open_inputs(paths: Sequence[str]) -> Iterator[tuple[str, BinaryIO]]:
+    if not paths:
+        yield "<stdin>", sys.stdin.buffer
+        return
+    for path in paths:
+        file = Path(path)
+        if not file.is_file():
+            raise UsageError(f"not a readable file: {path}")
+        with file.open("rb") as stream:
+            yield path, stream
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    for name, stream in _open_inputs(args.files):
+        bodies = [(body, Position(partition=name, sequence_number=index))
+                  for index, body in enumerate(read_bodies(stream, name))]
+        result = normalize_bodies(bodies, include_raw=not args.no_raw)
+        for output in result.events:
+            out.write(output.body + b"\n")
+        for letter in result.dead_letters:
+            err.write(orjson.dumps(letter.model_dump(mode="json")) + b"\n")
+    out.flush()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    normalize = commands.add_parser(
+        "normalize", help="normalize Event Hub bodies: events on stdout, dead letters on stderr")
+    normalize.add_argument("files", nargs="*", help="JSON body or JSON Lines of bodies (default: stdin)")
+    normalize.add_argument("--no-raw", action="store_true", help="leave the original record out")
+    normalize.set_defaults(run=cmd_normalize)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except UsageError as error:
+        print(f"python -m shared {args.command}: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return code

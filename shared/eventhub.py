@@ -1,0 +1,64 @@
+"""The edge between the Functions host's Event Hub trigger and our code.
+
+`bodies_with_positions` reads what the trigger hands over (bodies, sequence numbers, the partition id
+from the trigger metadata). `trigger_batch` builds the very objects the host would, by running the
+azure-functions converter over the same metadata shape, so local replays and tests take the real path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.functions as func
+import orjson
+from azure.functions import meta
+from azure.functions.eventhub import EventHubTriggerConverter
+
+from shared.normalize import Position
+
+
+def partition_of(events: Sequence[func.EventHubEvent]) -> str | None:
+    """With cardinality=many every event shares the trigger metadata, which names the partition."""
+    if not events:
+        return None
+    metadata: Any = events[0].metadata or {}
+    context = metadata.get("PartitionContext") or {}
+    partition = context.get("PartitionId") if isinstance(context, dict) else None
+    return str(partition) if partition is not None else None
+
+
+def bodies_with_positions(events: Sequence[func.EventHubEvent]) -> list[tuple[bytes, Position]]:
+    partition = partition_of(events)
+    return [(event.get_body(), Position(partition, event.sequence_number,
+                                        None if event.offset is None else str(event.offset),
+                                        event.enqueued_time))
+            for event in events]
+
+
+def trigger_batch(bodies: Sequence[bytes], partition: str, first_sequence: int = 0,
+                  enqueued_time: datetime | None = None) -> list[func.EventHubEvent]:
+    """A batch as the host delivers it with cardinality=many and dataType=binary."""
+    moment = (enqueued_time or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    system_properties = [
+        {"SequenceNumber": first_sequence + index, "Offset": str(4096 * (first_sequence + index)),
+         "EnqueuedTimeUtc": moment, "PartitionKey": None}
+        for index in range(len(bodies))
+    ]
+    metadata = {
+        "SystemPropertiesArray": meta.Datum(orjson.dumps(system_properties).decode(), "json"),
+        "PartitionContext": meta.Datum(orjson.dumps({
+            "ConsumerGroup": "local", "EventHubName": "local", "PartitionId": partition,
+        }).decode(), "json"),
+    }
+    data = meta.Datum(type="collection_bytes", value=_Collection(list(bodies)))
+    events = EventHubTriggerConverter.decode(data, trigger_metadata=metadata)
+    return events if isinstance(events, list) else [events]
+
+
+class _Collection:
+    """The host's collection_bytes payload: an object whose `.bytes` is the list of bodies."""
+
+    def __init__(self, bodies: list[bytes]) -> None:
+        self.bytes = bodies

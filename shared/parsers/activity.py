@@ -1,0 +1,149 @@
+"""Activity Log records (all eight categories) as exported by a subscription diagnostic setting.
+
+The `Security` category carries Defender for Cloud alerts and the `Policy` category Azure Policy
+evaluations: they share the activity envelope, so they are mapped here with source `defender`/`policy`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.parsers.common import (
+    CLAIM_TENANT,
+    action_from_operation,
+    compact,
+    finish,
+    new_event,
+    set_claims,
+    set_resource,
+)
+from shared.parsers.values import (
+    Record,
+    as_dict,
+    first,
+    nested,
+    parse_json_text,
+    severity,
+    text,
+    title,
+    valid_ip,
+)
+
+CATEGORIES = {
+    name.lower(): name
+    for name in ("Administrative", "Security", "Policy", "ServiceHealth", "ResourceHealth", "Alert",
+                 "Autoscale", "Recommendation")
+}
+# Exports put the operation type in `category` and the real category in `properties.eventCategory`.
+OPERATION_TYPE_CATEGORIES = frozenset({"write", "delete", "action", "read"})
+
+_PRINCIPAL_TYPES = {
+    "user": "User", "serviceprincipal": "ServicePrincipal", "managedidentity": "ManagedIdentity",
+    "application": "Application", "app": "ServicePrincipal",
+}
+# Categories written by Azure itself rather than by a caller.
+_SYSTEM_CATEGORIES = frozenset({"ServiceHealth", "ResourceHealth", "Alert", "Autoscale", "Recommendation"})
+
+
+def map_activity(record: Record, lowered: Record, category: str) -> Record:
+    """Map one Activity Log record whose real category is already known."""
+    properties = as_dict(lowered.get("properties"))
+    source = {"Security": "defender", "Policy": "policy"}.get(category, "activity")
+    event = new_event(source, category, first(lowered, "time", "eventtimestamp"))
+    operation = text(lowered.get("operationname"))
+    event["operation"] = operation.upper() if operation else None
+    event["action"] = action_from_operation(event["operation"])
+    event["result"] = title(first(lowered, "resulttype", "status"))
+    event["severity"] = severity(lowered.get("level"))
+    event["correlation_id"] = text(lowered.get("correlationid"))
+    event["region"] = text(lowered.get("location"))
+    event["event_id"] = text(properties.get("eventDataId")) or text(lowered.get("eventdataid"))
+    set_resource(event, first(lowered, "resourceid") or properties.get("entity"))
+    _set_caller(event, lowered, category)
+    status_code = text(properties.get("statusCode"))
+    if event["result"] == "Failure":
+        event["result_reason"] = _failure_reason(lowered, properties)
+    event["details"] = compact({
+        "status_code": status_code,
+        "duration_ms": _duration(lowered.get("durationms")),
+        "request_body": parse_json_text(properties.get("requestbody")),
+        "response_body": parse_json_text(properties.get("responseBody")),
+        "title": text(properties.get("title")),
+        "description": text(first(properties, "description", "communication", "details")),
+        "hierarchy": text(properties.get("hierarchy")),
+    })
+    if source == "defender":
+        _set_security_alert(event, properties, lowered)
+    elif source == "policy":
+        _set_policy(event, properties)
+    return finish(event, status_code)
+
+
+def _set_caller(event: Record, lowered: Record, category: str) -> None:
+    identity = as_dict(lowered.get("identity"))
+    claims = as_dict(identity.get("claims"))
+    evidence = as_dict(nested(identity, "authorization", "evidence"))
+    principal_type = text(evidence.get("principalType")) or text(claims.get("idtyp"))
+    if principal_type:
+        event["actor_type"] = _PRINCIPAL_TYPES.get(principal_type.lower())
+    set_claims(event, claims)
+    # Service principals have no UPN: the caller (their object id) or the app id names them.
+    raw_identity = lowered.get("identity")
+    event["actor"] = (event["actor"] or text(lowered.get("caller"))
+                      or (text(raw_identity) if isinstance(raw_identity, str) else None)
+                      or event["actor_app_id"])
+    event["tenant_id"] = text(lowered.get("tenantid")) or text(claims.get(CLAIM_TENANT))
+    event["source_ip"] = valid_ip(lowered.get("calleripaddress")) or valid_ip(claims.get("ipaddr"))
+    if event["actor_type"] is None and event["actor"] is None and category in _SYSTEM_CATEGORIES:
+        event["actor_type"] = "System"
+
+
+def _failure_reason(lowered: Record, properties: Record) -> str | None:
+    message = parse_json_text(properties.get("statusMessage"))
+    if isinstance(message, dict):
+        error = as_dict(message.get("error"))
+        code, detail = text(error.get("code")), text(error.get("message"))
+        if code or detail:
+            return ": ".join(part for part in (code, detail) if part)
+    return text(lowered.get("resultsignature")) or text(properties.get("statusCode")) or text(message)
+
+
+def _duration(value: Any) -> int | None:
+    try:
+        return int(float(value)) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _set_security_alert(event: Record, properties: Record, lowered: Record) -> None:
+    """Defender for Cloud alerts in the Activity Log: the alert sits in `properties`."""
+    event["action"] = "alert"
+    event["alert_id"] = (text(first(properties, "alertId", "systemAlertId", "AlertId", "operationId"))
+                         or event["event_id"])
+    event["alert_name"] = text(first(properties, "alertDisplayName", "eventName", "AlertDisplayName",
+                                     "alertType")) or text(lowered.get("operationname"))
+    event["alert_description"] = text(first(properties, "alertDescription", "description"))
+    event["severity"] = severity(first(properties, "severity", "Severity")) or event["severity"]
+    event["app"] = text(properties.get("productName")) or "Microsoft Defender for Cloud"
+    compromised = text(first(properties, "compromisedEntity", "CompromisedEntity"))
+    if compromised:
+        event["details"] = {**(event["details"] or {}), "compromised_entity": compromised}
+    entities = properties.get("entities")
+    if isinstance(entities, list):
+        event["alert_entities"] = [entity for entity in entities if isinstance(entity, dict)]
+
+
+def _set_policy(event: Record, properties: Record) -> None:
+    """Azure Policy evaluations: `properties.policies` is a JSON array inside a string."""
+    event["action"] = "policy"
+    policies = parse_json_text(properties.get("policies"))
+    if isinstance(policies, dict):
+        policies = [policies]
+    if not isinstance(policies, list) or not policies:
+        return
+    policy = as_dict(policies[0])
+    event["policy_assignment"] = text(first(policy, "policyAssignmentId", "policyAssignmentName"))
+    event["policy_definition"] = text(first(policy, "policyDefinitionId", "policyDefinitionName"))
+    event["policy_effect"] = text(policy.get("policyDefinitionEffect"))
+    if len(policies) > 1:
+        event["details"] = {**(event["details"] or {}), "policies": policies}

@@ -1,0 +1,162 @@
+"""Entra ID sign-in logs (four categories) and audit logs, as exported by the tenant diagnostic setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.parsers.common import compact, content_id, finish, new_event, set_resource
+from shared.parsers.values import Record, as_dict, first, nested, severity, text, title, valid_ip
+
+SIGNIN_CATEGORIES = {
+    "signinlogs": ("SignInLogs", "User"),
+    "noninteractiveusersigninlogs": ("NonInteractiveUserSignInLogs", "User"),
+    "serviceprincipalsigninlogs": ("ServicePrincipalSignInLogs", "ServicePrincipal"),
+    "managedidentitysigninlogs": ("ManagedIdentitySignInLogs", "ManagedIdentity"),
+    "microsoftserviceprincipalsigninlogs": ("MicrosoftServicePrincipalSignInLogs", "ServicePrincipal"),
+}
+AUDIT_CATEGORIES = {"auditlogs": "AuditLogs"}
+
+# Error codes that mean "more is needed from the user" (MFA, consent, password change), not a failure.
+_INTERRUPT_CODES = frozenset({50055, 50058, 50072, 50074, 50076, 50079, 50097, 50125, 50140, 50158,
+                              65001, 81010, 81012, 81014})
+_NOT_MFA = frozenset({"password", "previously satisfied", "password hash sync", "pass-through auth"})
+
+
+def map_signin(record: Record, lowered: Record, category_key: str) -> Record:
+    category, actor_type = SIGNIN_CATEGORIES[category_key]
+    signin = as_dict(lowered.get("properties"))
+    event = new_event("signin", category, first(signin, "createdDateTime") or lowered.get("time"))
+    event["event_id"] = text(signin.get("id")) or content_id(record)
+    event["operation"] = (text(lowered.get("operationname")) or "Sign-in activity").upper()
+    event["action"] = "sign_in"
+    status = as_dict(signin.get("status"))
+    error_code = _int(first(status, "errorCode") if status else lowered.get("resulttype"))
+    if error_code is None:
+        event["result"] = None
+    elif error_code == 0:
+        event["result"] = "Success"
+    else:
+        event["result"] = "Interrupted" if error_code in _INTERRUPT_CODES else "Failure"
+        reason = text(status.get("failureReason")) or text(lowered.get("resultdescription"))
+        event["result_reason"] = f"{error_code}: {reason}" if reason else str(error_code)
+    event["severity"] = severity(lowered.get("level"))
+    event["actor"] = text(first(signin, "userPrincipalName", "servicePrincipalName", "userDisplayName"))
+    event["actor_id"] = text(first(signin, "userId", "servicePrincipalId"))
+    event["actor_app_id"] = text(signin.get("appId"))
+    event["actor_type"] = actor_type
+    event["source_ip"] = valid_ip(signin.get("ipAddress")) or valid_ip(lowered.get("calleripaddress"))
+    event["user_agent"] = text(signin.get("userAgent"))
+    event["tenant_id"] = text(first(lowered, "tenantid")) or text(signin.get("homeTenantId"))
+    event["correlation_id"] = text(first(signin, "correlationId") or lowered.get("correlationid"))
+    event["app"] = text(signin.get("appDisplayName"))
+    event["mfa_method"] = _mfa_method(signin)
+    event["auth_requirement"] = text(signin.get("authenticationRequirement"))
+    event["conditional_access"] = _conditional_access(signin.get("appliedConditionalAccessPolicies"))
+    event["risk_level"] = text(first(signin, "riskLevelDuringSignIn", "riskLevelAggregated"))
+    event["risk_state"] = text(signin.get("riskState"))
+    risk_types = first(signin, "riskEventTypes_v2", "riskEventTypes")
+    if isinstance(risk_types, list):
+        event["risk_event_types"] = [str(item) for item in risk_types if item is not None]
+    set_resource(event, lowered.get("resourceid"))
+    location = as_dict(signin.get("location"))
+    event["details"] = compact({
+        "error_code": error_code,
+        "country": text(location.get("countryOrRegion")),
+        "city": text(location.get("city")),
+        "client_app": text(signin.get("clientAppUsed")),
+        "resource": text(signin.get("resourceDisplayName")),
+        "is_interactive": signin.get("isInteractive"),
+        "conditional_access_status": text(signin.get("conditionalAccessStatus")),
+        "device": compact({key: text(value) for key, value in as_dict(signin.get("deviceDetail")).items()
+                           if key in ("operatingSystem", "browser", "deviceId", "isCompliant", "trustType")}),
+    })
+    return finish(event)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _mfa_method(signin: Record) -> str | None:
+    for step in signin.get("authenticationDetails") or ():
+        if isinstance(step, dict) and step.get("succeeded"):
+            method = text(step.get("authenticationMethod"))
+            if method and method.lower() not in _NOT_MFA:
+                return method
+    return text(nested(signin, "mfaDetail", "authMethod"))
+
+
+def _conditional_access(policies: Any) -> list[dict[str, str | None]] | None:
+    if not isinstance(policies, list):
+        return None
+    applied = [{"name": text(policy.get("displayName")), "result": text(policy.get("result"))}
+               for policy in policies if isinstance(policy, dict)]
+    return applied or None
+
+
+def map_audit(record: Record, lowered: Record, category_key: str) -> Record:
+    audit = as_dict(lowered.get("properties"))
+    event = new_event("audit", AUDIT_CATEGORIES[category_key],
+                      first(audit, "activityDateTime") or lowered.get("time"))
+    event["event_id"] = text(audit.get("id")) or content_id(record)
+    operation = text(audit.get("activityDisplayName")) or text(lowered.get("operationname"))
+    event["operation"] = operation.upper() if operation else None
+    event["action"] = _audit_action(operation)
+    event["result"] = title(audit.get("result")) or title(lowered.get("resultsignature"))
+    reason = text(audit.get("resultReason"))
+    if event["result"] != "Success":
+        reason = reason or text(lowered.get("resultdescription"))
+    event["result_reason"] = reason
+    event["severity"] = severity(lowered.get("level"))
+    user = as_dict(nested(audit, "initiatedBy", "user"))
+    app = as_dict(nested(audit, "initiatedBy", "app"))
+    if user:
+        event["actor"] = text(first(user, "userPrincipalName", "displayName"))
+        event["actor_id"] = text(user.get("id"))
+        event["actor_type"] = "User"
+        event["source_ip"] = valid_ip(user.get("ipAddress"))
+    elif app:
+        event["actor"] = text(first(app, "displayName", "servicePrincipalName"))
+        event["actor_id"] = text(app.get("servicePrincipalId"))
+        event["actor_app_id"] = text(app.get("appId"))
+        event["actor_type"] = "ServicePrincipal"
+    event["source_ip"] = event["source_ip"] or valid_ip(lowered.get("calleripaddress"))
+    event["tenant_id"] = text(lowered.get("tenantid"))
+    event["correlation_id"] = text(first(audit, "correlationId") or lowered.get("correlationid"))
+    event["targets"] = _targets(audit.get("targetResources"))
+    set_resource(event, lowered.get("resourceid"))
+    event["details"] = compact({
+        "audit_category": text(audit.get("category")),
+        "logged_by_service": text(audit.get("loggedByService")),
+        "operation_type": text(audit.get("operationType")),
+    })
+    return finish(event)
+
+
+_AUDIT_VERBS = (
+    (("add", "create", "register", "invite", "assign"), "create_or_update"),
+    (("update", "set", "change", "reset", "enable", "disable", "restore", "consent", "upload"),
+     "create_or_update"),
+    (("delete", "remove", "hard delete", "revoke"), "delete"),
+)
+
+
+def _audit_action(operation: str | None) -> str:
+    word = (operation or "").lower()
+    for verbs, action in _AUDIT_VERBS:
+        if word.startswith(verbs):
+            return action
+    return "other"
+
+
+def _targets(resources: Any) -> list[dict[str, str | None]] | None:
+    if not isinstance(resources, list):
+        return None
+    targets = [{"type": text(item.get("type")),
+                "name": text(first(item, "userPrincipalName", "displayName")),
+                "id": text(item.get("id"))}
+               for item in resources if isinstance(item, dict)]
+    return targets or None

@@ -1,0 +1,175 @@
+"""Small pure helpers for reading loosely typed Azure records: keys in any casing, times, IPs, levels."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+Record = dict[str, Any]
+
+
+class MappingError(ValueError):
+    """A record cannot become a normalized event; the message is the dead letter's reason."""
+
+
+def lower_keys(record: Record) -> Record:
+    """The record's keys lower-cased, for lookups that tolerate `resultType` vs `ResultType`."""
+    return {key.lower(): value for key, value in record.items()}
+
+
+def first(lowered: Record, *names: str) -> Any:
+    """The first non-empty value among lower-cased key names."""
+    for name in names:
+        value = lowered.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def text(value: Any) -> str | None:
+    """A value as a trimmed string; dicts of the REST shape `{"value": ...}` give their value."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        value = value.get("value") or value.get("localizedValue")
+        if value is None:
+            return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        result = str(value).strip()
+        return result or None
+    return None
+
+
+def nested(record: Any, *path: str) -> Any:
+    """Follow a path of keys (exact case) through nested dicts; None where it breaks."""
+    for key in path:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
+
+
+def as_dict(value: Any) -> Record:
+    """A dict, or an empty one for anything else (properties can be null or a string)."""
+    return value if isinstance(value, dict) else {}
+
+
+_US_TIME = re.compile(
+    r"^(\d{1,2})/(\d{1,2})/(\d{4})[ T](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?"
+    r"(?:\s*([AaPp][Mm]))?(?:\s*(Z|[+-]\d{2}:?\d{2}))?$"
+)
+_ISO_FRACTION = re.compile(r"\.(\d+)")
+
+
+def parse_time(value: Any) -> datetime:
+    """Any time Azure writes (0-9 fraction digits, offsets, `Z`, US `M/D/YYYY h:mm:ss AM`) in UTC.
+
+    A time without an offset is taken as UTC, which is what Azure logs mean by it.
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str):
+        moment = _parse_time_text(value.strip())
+    elif value is None:
+        raise MappingError("record has no time")
+    else:
+        raise MappingError(f"time is not a string: {type(value).__name__}")
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _parse_time_text(value: str) -> datetime:
+    if not value:
+        raise MappingError("time is empty")
+    if value[0].isdigit() and len(value) >= 10 and value[4] == "-":
+        iso = value
+        digits = _ISO_FRACTION.search(iso)
+        if digits and len(digits.group(1)) > 6:  # Python keeps microseconds; drop nanoseconds
+            iso = iso[: digits.start(1) + 6] + iso[digits.end(1):]
+        try:
+            return datetime.fromisoformat(iso)
+        except ValueError:
+            pass
+    match = _US_TIME.match(value)
+    if match is None:
+        raise MappingError(f"unrecognized time format: {value[:64]!r}")
+    month, day, year, hour, minute, second, fraction, meridiem, offset = match.groups()
+    hour_number = int(hour)
+    if meridiem:
+        hour_number = hour_number % 12 + (12 if meridiem.lower() == "pm" else 0)
+    try:
+        moment = datetime(int(year), int(month), int(day), hour_number, int(minute), int(second or 0),
+                          int((fraction or "0")[:6].ljust(6, "0")))
+    except ValueError as error:
+        raise MappingError(f"invalid time {value[:64]!r}: {error}") from error
+    if offset and offset != "Z":
+        sign = -1 if offset[0] == "-" else 1
+        offset_digits = offset[1:].replace(":", "")
+        delta = timedelta(hours=int(offset_digits[:2]), minutes=int(offset_digits[2:]))
+        moment = moment.replace(tzinfo=timezone(sign * delta))
+    return moment
+
+
+def format_time(moment: datetime) -> str:
+    """ISO-8601 UTC with `Z`, microseconds only when present (the contract's JSON form)."""
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def valid_ip(value: Any) -> str | None:
+    """A syntactically valid IPv4/IPv6 address in canonical form, else None (`<null>`, `NotSet`...)."""
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return None
+    candidate = value.strip()
+    if candidate.startswith("[") and "]" in candidate:  # [v6]:port
+        candidate = candidate[1:candidate.index("]")]
+    elif candidate.count(":") == 1:  # v4:port
+        candidate = candidate.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return None
+
+
+_LEVELS = {
+    "critical": "Critical", "error": "Error", "warning": "Warning", "informational": "Informational",
+    "information": "Informational", "info": "Informational", "verbose": "Informational",
+    "1": "Critical", "2": "Error", "3": "Warning", "4": "Informational", "5": "Informational",
+    "0": "Informational",
+    # Defender for Cloud alert severities
+    "high": "Critical", "medium": "Error", "low": "Warning",
+}
+
+
+def severity(value: Any) -> str | None:
+    """Map a level (name or Windows-style number) or alert severity to the contract's four values."""
+    level = text(value)
+    return _LEVELS.get(level.lower()) if level else None
+
+
+def title(value: Any) -> str | None:
+    """`succeeded` → `Succeeded`; `Start` stays; other values pass through title-cased."""
+    word = text(value)
+    if word is None:
+        return None
+    return word[:1].upper() + word[1:]
+
+
+def parse_json_text(value: Any) -> Any:
+    """Azure often nests JSON inside strings (`requestbody`, `policies`): parse it, or keep the text."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped[:1] in ("{", "["):
+            try:
+                return orjson.loads(stripped)
+            except orjson.JSONDecodeError:
+                return value
+    return value
