@@ -14,7 +14,7 @@ from shared import settings as names
 from shared.eventhub import bodies_with_positions
 from shared.normalize import process_batch
 from shared.settings import get_settings
-from shared.wiring import dead_letter_store_for, publisher_for
+from shared import wiring
 
 bp = func.Blueprint()
 
@@ -27,6 +27,5 @@ bp = func.Blueprint()
     consumer_group=f"%{names.NORMALIZE_CONSUMER_GROUP}%", cardinality="many", data_type="binary",
 )
 def normalize(events: typing.List[func.EventHubEvent]) -> None:
-    settings = get_settings()
-    process_batch(bodies_with_positions(events), publisher_for(settings), dead_letter_store_for(settings),
-                  settings)
+    process_batch(bodies_with_positions(events), wiring.publisher(), wiring.dead_letter_store(),
+                  get_settings())

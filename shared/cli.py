@@ -20,22 +20,29 @@ class UsageError(Exception):
     """Unusable arguments or input files: reported in one line, exit status 2."""
 
 
-def read_bodies(stream: BinaryIO, name: str) -> Iterator[bytes]:
+def read_bodies(stream: BinaryIO) -> Iterator[bytes]:
     """A file holds one JSON body, or JSON Lines of bodies (one body per non-empty line).
 
-    A file that parses as one JSON document is one body; otherwise each non-empty line is a body, so a
-    malformed line becomes its own dead letter instead of hiding the lines around it.
+    A file is JSON Lines when it does not parse as one document but its first line does on its own;
+    then a malformed line becomes its own dead letter without hiding the lines around it. Anything
+    else is one body (a truncated pretty-printed file is one dead letter, not one per line).
     """
     data = stream.read()
-    try:
-        orjson.loads(data.removeprefix(b"\xef\xbb\xbf"))
-    except orjson.JSONDecodeError:
-        lines = [line for line in data.splitlines() if line.strip()]
-        if len(lines) > 1:
-            yield from lines
-            return
-    if data.strip():
+    if not data.strip():
+        return
+    lines = [line for line in data.splitlines() if line.strip()]
+    if len(lines) > 1 and not _parses(data.removeprefix(b"\xef\xbb\xbf")) and _parses(lines[0]):
+        yield from lines
+    else:
         yield data
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _open_inputs(paths: Sequence[str]) -> Iterator[tuple[str, BinaryIO]]:
@@ -54,7 +61,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     out, err = sys.stdout.buffer, sys.stderr.buffer
     for name, stream in _open_inputs(args.files):
         bodies = [(body, Position(partition=name, sequence_number=index))
-                  for index, body in enumerate(read_bodies(stream, name))]
+                  for index, body in enumerate(read_bodies(stream))]
         result = normalize_bodies(bodies, include_raw=not args.no_raw)
         for output in result.events:
             out.write(output.body + b"\n")

@@ -1,21 +1,25 @@
-"""Process-wide clients built once from settings: the Functions host reuses the worker between
-invocations, so producers and storage clients live at module level (connections stay warm)."""
+"""Process-wide clients built once from the app settings.
+
+The Functions host reuses the worker between invocations, so producers and storage clients live for
+the life of the process (connections stay warm). `reset()` forgets them after settings change (tests).
+"""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from azure.eventhub import EventHubProducerClient
 
 from shared.deadletters import BlobDeadLetterStore, DeadLetterStore
 from shared.publish import EventHubPublisher, InProcessPublisher, Publisher
-from shared.settings import Settings, SettingsError, env_name
+from shared.settings import SettingsError, env_name, get_settings
 from shared.storage import blob_service, default_credential
 
 
-@lru_cache(maxsize=4)
-def publisher_for(settings: Settings) -> Publisher:
+@cache
+def publisher() -> Publisher:
+    settings = get_settings()
     if settings.publisher == "memory":
         return InProcessPublisher()
     # The SDK retries transient send failures with exponential backoff before it raises.
@@ -30,6 +34,14 @@ def publisher_for(settings: Settings) -> Publisher:
     raise SettingsError(f"{env_name('eventhub_namespace')} is required with the eventhub publisher")
 
 
-@lru_cache(maxsize=4)
-def dead_letter_store_for(settings: Settings) -> DeadLetterStore:
+@cache
+def dead_letter_store() -> DeadLetterStore:
+    settings = get_settings()
     return BlobDeadLetterStore(blob_service(settings), settings.deadletter_container)
+
+
+def reset() -> None:
+    """Forget settings and clients so the next call reads the environment again."""
+    get_settings.cache_clear()
+    publisher.cache_clear()
+    dead_letter_store.cache_clear()

@@ -142,8 +142,14 @@ def _set_policy(event: Record, properties: Record) -> None:
     if not isinstance(policies, list) or not policies:
         return
     policy = as_dict(policies[0])
-    event["policy_assignment"] = text(first(policy, "policyAssignmentId", "policyAssignmentName"))
-    event["policy_definition"] = text(first(policy, "policyDefinitionId", "policyDefinitionName"))
+    # Azure writes these ids with a trailing slash; drop it so they compare equal to other ids.
+    event["policy_assignment"] = _id(first(policy, "policyAssignmentId", "policyAssignmentName"))
+    event["policy_definition"] = _id(first(policy, "policyDefinitionId", "policyDefinitionName"))
     event["policy_effect"] = text(policy.get("policyDefinitionEffect"))
     if len(policies) > 1:
         event["details"] = {**(event["details"] or {}), "policies": policies}
+
+
+def _id(value: Any) -> str | None:
+    identifier = text(value)
+    return identifier.rstrip("/") or None if identifier else None

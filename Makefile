@@ -1,0 +1,46 @@
+# Stormwatch — the two commands a new user needs: `make demo` and `make test`.
+# Each sets up what it needs on a fresh machine (Python 3.11, Node 20) and reuses it on the next run.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_DIR := .demo
+
+.PHONY: setup demo test lint typecheck unit infra-check bench stop clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(PY) -m shared demo --data $(DEMO_DIR)
+
+test: setup lint typecheck infra-check unit
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+typecheck: setup
+	$(VENV)/bin/mypy shared normalize_fn function_app.py tests bench
+
+unit: setup
+	$(PY) -m pytest
+
+infra-check:
+	@if [ -f infra/check.sh ]; then bash infra/check.sh; else echo "infra/check.sh not present: skipped"; fi
+
+bench: setup
+	$(PY) bench/normalize.py
+
+stop:
+	$(PY) -m shared azurite stop --data $(DEMO_DIR)/azurite
+
+clean: stop
+	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,36 @@
+"""Shared fixtures: paths to samples and conformance data, and a real Azurite for the session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared import azurite, wiring
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "samples"
+CONFORMANCE = REPO.parent / "shared" / "conformance"
+
+
+def sample(relative: str) -> bytes:
+    return (SAMPLES / relative).read_bytes()
+
+
+@pytest.fixture(scope="session")
+def azurite_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[azurite.Azurite]:
+    """A real Azurite on free ports with a throw-away data folder, stopped after the session."""
+    instance = azurite.start(tmp_path_factory.mktemp("azurite"))
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def app_env(monkeypatch: pytest.MonkeyPatch, azurite_instance: azurite.Azurite) -> Iterator[pytest.MonkeyPatch]:
+    """App settings of a local run against the session's Azurite; clients rebuilt for each test."""
+    monkeypatch.setenv("STORMWATCH_STORAGE_CONNECTION_STRING", azurite_instance.connection_string)
+    monkeypatch.setenv("STORMWATCH_PUBLISHER", "memory")
+    wiring.reset()
+    yield monkeypatch
+    wiring.reset()

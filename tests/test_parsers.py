@@ -1,0 +1,166 @@
+"""Unit tests of the pure reading helpers: times, resource ids, IPs, levels, envelopes, dispatch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from shared.parsers import MappingError, map_record, split_body
+from shared.parsers.resource_id import parse_resource_id
+from shared.parsers.values import format_time, parse_time, severity, valid_ip
+
+NINE_FORTY_ONE = datetime(2007, 1, 9, 9, 41, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", [
+    "01/09/2007 09:41:00", "1/9/2007 09:41:00", "01/09/2007 09:41:00 AM", "1/9/2007 9:41:00 AM",
+    "1/9/2007 10:41:00 AM +01:00", "2007-01-09T09:41:00", "2007-01-09T09:41:00Z",
+    "2007-01-09T11:41:00+02:00", "2007-01-09T04:41:00-05:00", "2007-01-09T09:41:00.000000000Z",
+])
+def test_times_in_every_azure_format_become_utc(text: str) -> None:
+    assert parse_time(text) == NINE_FORTY_ONE
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2007-01-09T09:41:00.2Z", 200000),
+    ("2007-01-09T09:41:00.22Z", 220000),
+    ("2007-01-09T09:41:00.6816663Z", 681666),
+    ("2007-01-09T09:41:00.535404056Z", 535404),
+    ("2007-01-09T10:41:00.992099+01:00", 992099),
+])
+def test_fraction_digits_zero_to_nine_are_kept_to_microseconds(text: str, expected: int) -> None:
+    moment = parse_time(text)
+    assert moment.microsecond == expected
+    assert moment.replace(microsecond=0) == NINE_FORTY_ONE
+
+
+def test_pm_and_midnight_hours() -> None:
+    assert parse_time("1/9/2007 9:41:00 PM").hour == 21
+    assert parse_time("1/9/2007 12:05:00 AM").hour == 0
+    assert parse_time("1/9/2007 12:05:00 PM").hour == 12
+
+
+@pytest.mark.parametrize("bad", ["", "yesterday", "13/45/2007 10:00:00", "2007-02-30T00:00:00Z", 17, None])
+def test_unusable_times_raise_a_mapping_error_with_the_reason(bad: object) -> None:
+    with pytest.raises(MappingError):
+        parse_time(bad)
+
+
+def test_format_time_is_iso_utc_with_z() -> None:
+    assert format_time(NINE_FORTY_ONE) == "2007-01-09T09:41:00Z"
+    assert format_time(parse_time("2007-01-09T09:41:00.5Z")) == "2007-01-09T09:41:00.500000Z"
+
+
+def test_resource_id_with_child_type_in_any_casing() -> None:
+    parsed = parse_resource_id("/SUBSCRIPTIONS/A1B2C3D4-1111-4111-8111-000000000001/RESOURCEGROUPS/RG-Prod"
+                               "/PROVIDERS/Microsoft.Network/networkSecurityGroups/nsg-web/securityRules/EXHAUSTPORT")
+    assert parsed.subscription_id == "a1b2c3d4-1111-4111-8111-000000000001"
+    assert parsed.resource_group == "RG-Prod"
+    assert parsed.resource_provider == "Microsoft.Network"
+    assert parsed.resource_type == "Microsoft.Network/networkSecurityGroups/securityRules"
+    assert parsed.resource_name == "EXHAUSTPORT"
+
+
+def test_extension_resource_takes_the_last_provider() -> None:
+    parsed = parse_resource_id("/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/kv"
+                               "/providers/microsoft.insights/diagnosticSettings/to-siem")
+    assert (parsed.resource_type, parsed.resource_name) == ("microsoft.insights/diagnosticSettings", "to-siem")
+    assert parsed.resource_group == "g"
+
+
+def test_subscription_resource_group_and_tenant_level_ids() -> None:
+    assert parse_resource_id("/subscriptions/ABC").resource_type == "Microsoft.Resources/subscriptions"
+    group = parse_resource_id("/subscriptions/abc/resourceGroups/rg-x")
+    assert (group.resource_type, group.resource_name) == ("Microsoft.Resources/resourceGroups", "rg-x")
+    tenant = parse_resource_id("/tenants/t/providers/Microsoft.aadiam")
+    assert (tenant.subscription_id, tenant.resource_provider, tenant.resource_name) == (
+        None, "Microsoft.aadiam", None)
+    assert parse_resource_id("/").resource_type is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("203.0.113.9", "203.0.113.9"), ("203.0.113.9:443", "203.0.113.9"), ("2001:DB8::1", "2001:db8::1"),
+    ("[2001:db8::1]:443", "2001:db8::1"), ("<null>", None), ("NotSet", None), ("", None), (None, None),
+    ("999.1.1.1", None), (12, None),
+])
+def test_ip_addresses_are_validated(value: object, expected: str | None) -> None:
+    assert valid_ip(value) == expected
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("Informational", "Informational"), ("Information", "Informational"), ("Verbose", "Informational"),
+    ("warning", "Warning"), ("Error", "Error"), ("CRITICAL", "Critical"), (4, "Informational"),
+    ("2", "Error"), ("High", "Critical"), ("Low", "Warning"), ("odd", None), (None, None),
+])
+def test_levels_map_to_four_severities(value: object, expected: str | None) -> None:
+    assert severity(value) == expected
+
+
+def test_envelope_array_object_and_bom_are_all_accepted() -> None:
+    record = {"time": "2026-11-01T00:00:00Z", "category": "Administrative"}
+    assert split_body(orjson.dumps({"records": [record, record]})) == [record, record]
+    assert split_body(orjson.dumps({"Records": [record]})) == [record]
+    assert split_body(orjson.dumps([record])) == [record]
+    assert split_body(orjson.dumps(record)) == [record]
+    assert split_body(b"\xef\xbb\xbf" + orjson.dumps({"records": [record]})) == [record]
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b"{\"records\": [", "not valid JSON"), (b"{\"records\": {}}", "'records' is not a list"),
+    (b"42", "neither an object nor an array"), (b"\xff\xfe", "not valid JSON"),
+])
+def test_unusable_bodies_raise_with_a_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(MappingError, match=reason):
+        split_body(body)
+
+
+def test_real_category_comes_from_event_category_not_the_operation_type() -> None:
+    record = {"time": "2026-11-01T00:00:00Z", "category": "Write", "operationName": "Microsoft.Web/sites/write",
+              "properties": {"eventCategory": "Administrative", "eventDataId": "e-1"}}
+    event = map_record(record)
+    assert (event["source"], event["category"], event["action"]) == ("activity", "Administrative",
+                                                                    "create_or_update")
+    security = {**record, "properties": {"eventCategory": "Security", "eventDataId": "e-2"}}
+    assert map_record(security)["source"] == "defender"
+
+
+def test_operation_type_category_without_event_category_is_administrative() -> None:
+    event = map_record({"time": "2026-11-01T00:00:00Z", "category": "Delete",
+                        "operationName": "Microsoft.Compute/disks/delete"})
+    assert (event["category"], event["action"], event["common_event"]) == (
+        "Administrative", "delete", "Object Deleted/Removed")
+
+
+def test_records_without_an_id_get_a_stable_content_hash() -> None:
+    record = {"time": "2026-11-01T00:00:00Z", "category": "AuditEvent", "operationName": "SecretGet"}
+    reordered = {"operationName": "SecretGet", "category": "AuditEvent", "time": "2026-11-01T00:00:00Z"}
+    assert map_record(record)["event_id"] == map_record(reordered)["event_id"]
+    assert map_record(record)["event_id"] != map_record({**record, "operationName": "SecretList"})["event_id"]
+
+
+def test_policy_state_event_grid_events_map_to_policy() -> None:
+    event = map_record({
+        "id": "evt-1", "eventType": "Microsoft.PolicyInsights.PolicyStateChanged",
+        "subject": "/subscriptions/ABC/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st1",
+        "eventTime": "2026-11-01T10:00:00Z",
+        "data": {"timestamp": "2026-11-01T09:59:00Z", "complianceState": "NonCompliant",
+                 "policyAssignmentId": "/subscriptions/abc/providers/Microsoft.Authorization/policyAssignments/a",
+                 "policyDefinitionId": "/providers/Microsoft.Authorization/policyDefinitions/d"},
+    })
+    assert (event["source"], event["result"], event["common_event"]) == ("policy", "NonCompliant",
+                                                                         "Policy Violation")
+    assert event["time"] == "2026-11-01T09:59:00Z"
+    assert event["subscription_id"] == "abc"
+    assert event["policy_definition"].endswith("/d")
+
+
+@pytest.mark.parametrize("record", [
+    {"time": ["not", "a", "time"], "category": "Administrative"},
+    {"category": "SignInLogs", "properties": {"createdDateTime": 5}},
+    {"category": "AuditLogs", "properties": "not an object"},
+])
+def test_wrong_types_become_mapping_errors_not_crashes(record: dict[str, object]) -> None:
+    with pytest.raises(MappingError):
+        map_record(record)
