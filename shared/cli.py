@@ -13,6 +13,8 @@ from typing import BinaryIO
 
 import orjson
 
+from shared.azurite import stop_dev_instance
+from shared.demo import run_demo
 from shared.normalize import Position, normalize_bodies
 
 
@@ -79,7 +81,20 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.add_argument("files", nargs="*", help="JSON body or JSON Lines of bodies (default: stdin)")
     normalize.add_argument("--no-raw", action="store_true", help="leave the original record out")
     normalize.set_defaults(run=cmd_normalize)
+    demo = commands.add_parser("demo", help="run the bundled samples through the pipeline (make demo)")
+    demo.add_argument("--data", default=".demo", help="folder for Azurite's data and logs")
+    demo.set_defaults(run=lambda args: run_demo(Path(args.data)))
+    azurite_command = commands.add_parser("azurite", help="stop the demo's Azurite")
+    azurite_command.add_argument("action", choices=["stop"])
+    azurite_command.add_argument("--data", default=".demo/azurite")
+    azurite_command.set_defaults(run=cmd_azurite)
     return parser
+
+
+def cmd_azurite(args: argparse.Namespace) -> int:
+    stopped = stop_dev_instance(Path(args.data))
+    print("Azurite stopped" if stopped else "no demo Azurite was running", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
