@@ -14,7 +14,11 @@ venv="$repo_root/.venv-tools"
 requirements="$repo_root/requirements-tools.txt"
 stamp="$venv/.requirements-tools.sha256"
 
-want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+if command -v sha256sum >/dev/null; then
+  want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+else  # macOS
+  want="$(shasum -a 256 "$requirements" | cut -d' ' -f1)"
+fi
 if [[ ! -x "$venv/bin/python" ]]; then
   echo "check.sh: creating $venv" >&2
   python3 -m venv "$venv"
