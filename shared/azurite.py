@@ -57,12 +57,13 @@ class Azurite:
         return connection_string(self.ports)
 
     def stop(self) -> None:
+        """Stop the whole process group (npm's launcher and node); its data is throw-away."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=3)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
 

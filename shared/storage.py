@@ -7,14 +7,22 @@ from typing import Any
 
 from azure.data.tables import TableServiceClient
 from azure.identity import DefaultAzureCredential
-from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from shared.azurite import DEV_CONNECTION_STRING
 from shared.settings import Settings, SettingsError, env_name
 
-# Fail over to the function's retry policy quickly instead of stalling inside one SDK call.
-CLIENT_OPTIONS: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5, "connection_timeout": 10,
-                  "read_timeout": 30}
+# Fail fast inside one call and let the function's retry policy (exponential, unbounded) do the long
+# waiting: a storage call blocked for minutes would hold the batch past the function timeout.
+_TIMEOUTS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
+
+
+def _blob_options() -> dict[str, Any]:
+    return {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3), **_TIMEOUTS}
+
+
+def _table_options() -> dict[str, Any]:
+    return {"retry_total": 3, "retry_backoff_factor": 0.5, **_TIMEOUTS}
 
 
 @lru_cache(maxsize=1)
@@ -34,9 +42,9 @@ def _local_connection_string(settings: Settings) -> str | None:
 def blob_service(settings: Settings) -> BlobServiceClient:
     connection = _local_connection_string(settings)
     if connection:
-        return BlobServiceClient.from_connection_string(connection, **CLIENT_OPTIONS)
+        return BlobServiceClient.from_connection_string(connection, **_blob_options())
     if settings.blob_endpoint:
-        return BlobServiceClient(settings.blob_endpoint, credential=default_credential(), **CLIENT_OPTIONS)
+        return BlobServiceClient(settings.blob_endpoint, credential=default_credential(), **_blob_options())
     raise SettingsError(f"set {env_name('blob_endpoint')} (Azure) or "
                         f"{env_name('storage_connection_string')} (local) for dead letters")
 
@@ -44,8 +52,8 @@ def blob_service(settings: Settings) -> BlobServiceClient:
 def table_service(settings: Settings) -> TableServiceClient:
     connection = _local_connection_string(settings)
     if connection:
-        return TableServiceClient.from_connection_string(connection, **CLIENT_OPTIONS)
+        return TableServiceClient.from_connection_string(connection, **_table_options())
     if settings.table_endpoint:
-        return TableServiceClient(settings.table_endpoint, credential=default_credential(), **CLIENT_OPTIONS)
+        return TableServiceClient(settings.table_endpoint, credential=default_credential(), **_table_options())
     raise SettingsError(f"set {env_name('table_endpoint')} (Azure) or "
                         f"{env_name('storage_connection_string')} (local) for state tables")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +20,18 @@ def sample(relative: str) -> bytes:
     return (SAMPLES / relative).read_bytes()
 
 
+@cache
+def indexed_functions() -> dict[str, Any]:
+    """The app's functions as the host indexes them, by name.
+
+    `FunctionApp.get_functions()` may run only once per process (a second call reports every name as
+    a duplicate), so every test reads the functions through this cache.
+    """
+    import function_app
+
+    return {function.get_function_name(): function for function in function_app.app.get_functions()}
+
+
 @pytest.fixture(scope="session")
 def azurite_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[azurite.Azurite]:
     """A real Azurite on free ports with a throw-away data folder, stopped after the session."""
@@ -27,7 +41,8 @@ def azurite_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[azuri
 
 
 @pytest.fixture
-def app_env(monkeypatch: pytest.MonkeyPatch, azurite_instance: azurite.Azurite) -> Iterator[pytest.MonkeyPatch]:
+def app_env(monkeypatch: pytest.MonkeyPatch,
+            azurite_instance: azurite.Azurite) -> Iterator[pytest.MonkeyPatch]:
     """App settings of a local run against the session's Azurite; clients rebuilt for each test."""
     monkeypatch.setenv("STORMWATCH_STORAGE_CONNECTION_STRING", azurite_instance.connection_string)
     monkeypatch.setenv("STORMWATCH_PUBLISHER", "memory")

@@ -63,7 +63,8 @@ def test_nsg_rule_written_in_three_stages_keeps_the_rule_on_start() -> None:
     assert (start["actor"], start["actor_type"], start["source_ip"]) == (
         "dave@contoso.example", "User", "2001:db8:c0:10::d4")
     rule = start["details"]["request_body"]["properties"]
-    assert (rule["destinationPortRange"], rule["sourceAddressPrefix"], rule["access"]) == ("9753", "*", "Allow")
+    assert (rule["destinationPortRange"], rule["sourceAddressPrefix"], rule["access"]) == (
+        "9753", "*", "Allow")
     assert "request_body" not in (stages["Success"]["details"] or {})
     assert start["operation_description"] is not None
     assert start["time"] == "2026-11-12T14:03:11.462031Z"
@@ -135,7 +136,8 @@ def test_defender_continuous_export_alert() -> None:
         "Successful brute force attack", "Critical", "Active")
     assert (event["resource_name"], event["source_ip"]) == ("vm-web-01", "198.51.100.61")
     assert event["time"] == "2026-11-13T01:47:12Z"
-    assert any(str(entity.get("Type", entity.get("type"))).lower() == "ip" for entity in event["alert_entities"])
+    entity_types = {str(entity.get("Type", entity.get("type"))).lower() for entity in event["alert_entities"]}
+    assert "ip" in entity_types
 
 
 def test_policy_audit_carries_the_policy_from_the_json_string() -> None:

@@ -66,7 +66,8 @@ def test_resource_id_with_child_type_in_any_casing() -> None:
 def test_extension_resource_takes_the_last_provider() -> None:
     parsed = parse_resource_id("/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/kv"
                                "/providers/microsoft.insights/diagnosticSettings/to-siem")
-    assert (parsed.resource_type, parsed.resource_name) == ("microsoft.insights/diagnosticSettings", "to-siem")
+    assert (parsed.resource_type, parsed.resource_name) == (
+        "microsoft.insights/diagnosticSettings", "to-siem")
     assert parsed.resource_group == "g"
 
 
@@ -117,7 +118,8 @@ def test_unusable_bodies_raise_with_a_reason(body: bytes, reason: str) -> None:
 
 
 def test_real_category_comes_from_event_category_not_the_operation_type() -> None:
-    record = {"time": "2026-11-01T00:00:00Z", "category": "Write", "operationName": "Microsoft.Web/sites/write",
+    record = {"time": "2026-11-01T00:00:00Z", "category": "Write",
+              "operationName": "Microsoft.Web/sites/write",
               "properties": {"eventCategory": "Administrative", "eventDataId": "e-1"}}
     event = map_record(record)
     assert (event["source"], event["category"], event["action"]) == ("activity", "Administrative",
@@ -146,7 +148,8 @@ def test_policy_state_event_grid_events_map_to_policy() -> None:
         "subject": "/subscriptions/ABC/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/st1",
         "eventTime": "2026-11-01T10:00:00Z",
         "data": {"timestamp": "2026-11-01T09:59:00Z", "complianceState": "NonCompliant",
-                 "policyAssignmentId": "/subscriptions/abc/providers/Microsoft.Authorization/policyAssignments/a",
+                 "policyAssignmentId":
+                     "/subscriptions/abc/providers/Microsoft.Authorization/policyAssignments/a",
                  "policyDefinitionId": "/providers/Microsoft.Authorization/policyDefinitions/d"},
     })
     assert (event["source"], event["result"], event["common_event"]) == ("policy", "NonCompliant",

@@ -1,0 +1,45 @@
+"""What an operation id means: the catalog's words and the common event it is classified as."""
+
+from __future__ import annotations
+
+import re
+from typing import get_args
+
+from shared.catalog import classify, operation_info
+from shared.enrich.errors import InputError
+from shared.enrich.models import OperationContext
+from shared.events import Source
+from shared.parsers.common import action_from_operation
+
+OPERATION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9 ._/-]{0,255}"
+RESULT_PATTERN = r"[A-Za-z]{1,32}"
+SOURCES: tuple[str, ...] = get_args(Source)
+_OPERATION = re.compile(OPERATION_PATTERN)
+_RESULT = re.compile(RESULT_PATTERN)
+
+
+def operation_context(name: str, source: str | None = None, result: str | None = None) -> OperationContext:
+    """Catalog entry and classification; 404 for names the catalog does not know.
+
+    Without a source, an id with slashes is taken as an Activity Log operation and one without as an
+    Entra audit activity; without a result, as a successful one.
+    """
+    if not _OPERATION.fullmatch(name):
+        raise InputError("not an operation id: letters, digits, spaces and . _ / - only, at most 256 "
+                         "characters, e.g. Microsoft.Network/networkSecurityGroups/securityRules/write")
+    if source is not None and source not in SOURCES:
+        raise InputError(f"source must be one of: {', '.join(SOURCES)}")
+    if result is not None and not _RESULT.fullmatch(result):
+        raise InputError("result must be a single word of letters, e.g. Success or Failure")
+    info = operation_info(name)
+    operation = name.upper()
+    if info is None:
+        raise InputError(f"{operation} is not in the operation catalog (`python -m shared catalog sync` "
+                         "adds every ARM provider's operations)", status=404)
+    is_arm = "/" in operation
+    source = source or ("activity" if is_arm else "audit")
+    action = action_from_operation(operation) if is_arm else "other"
+    return OperationContext(
+        operation=operation, display_name=info.display_name, description=info.description,
+        provider=operation.split("/", 1)[0] if is_arm else None, action=action,
+        common_event=classify(source, operation, action=action, result=result or "Success"))

@@ -1,0 +1,79 @@
+"""Third-party Azure log samples (../shared/conformance, absent on a user's clone): every record gets an
+event or a reasoned dead letter, and events carry the who/what/when/where their record carries."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.normalize import Position, normalize_bodies
+from shared.parsers.values import lower_keys
+from tests.conftest import CONFORMANCE
+
+pytestmark = pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="../shared/conformance is not present")
+
+FILES = sorted(path for path in CONFORMANCE.rglob("*") if path.suffix in (".log", ".json")) \
+    if CONFORMANCE.is_dir() else []
+
+
+def bodies_of(path: Path) -> list[bytes]:
+    """`*.log` files hold one record per line, `*.json` files one Event Hub body."""
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        return [data]
+    return [line for line in data.splitlines() if line.strip()]
+
+
+def records_of(body: bytes) -> list[Any]:
+    document = orjson.loads(body)
+    if isinstance(document, dict) and "records" in document:
+        records: list[Any] = document["records"]
+        return records
+    return document if isinstance(document, list) else [document]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda path: path.name)
+def test_every_record_is_an_event_or_a_reasoned_dead_letter(path: Path) -> None:
+    bodies = bodies_of(path)
+    expected = sum(len(records_of(body)) for body in bodies)
+    result = normalize_bodies([(body, Position("c", index)) for index, body in enumerate(bodies)])
+    assert result.records_in == expected
+    assert len(result.events) + len(result.dead_letters) == expected
+    assert all(letter.reason for letter in result.dead_letters)
+
+
+def has_valid_ip(value: Any) -> bool:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda path: path.name)
+def test_events_carry_the_fields_their_record_has(path: Path) -> None:
+    for body in bodies_of(path):
+        result = normalize_bodies([(body, Position("c", 0))], include_raw=True)
+        for output in result.events:
+            event = orjson.loads(output.body)
+            record = lower_keys(event["raw"])
+            assert event["time"] and event["event_id"] and event["source"]
+            if record.get("operationname"):
+                assert event["operation"], "what: operation"
+            if has_valid_ip(record.get("calleripaddress")):
+                assert event["source_ip"], "where from: source_ip"
+            resource = record.get("resourceid")
+            if isinstance(resource, str) and resource.lower().startswith("/subscriptions/"):
+                assert event["subscription_id"] == resource.split("/")[2].lower(), "where: subscription"
+                assert event["resource_type"], "where: resource type"
+            properties = record.get("properties") if isinstance(record.get("properties"), dict) else {}
+            if event["source"] == "signin" and properties.get("userPrincipalName"):
+                assert event["actor"] == properties["userPrincipalName"], "who: signed-in user"
+            claims = (record.get("identity") or {}).get("claims") if isinstance(record.get("identity"),
+                                                                                  dict) else None
+            if isinstance(claims, dict) and any("upn" in key.lower() for key in claims):
+                assert event["actor"], "who: caller"
