@@ -105,7 +105,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after
-        return min(self.max_wait, self.backoff * 2 ** attempt)
+        return min(self.max_wait, self.backoff * 2.0 ** attempt)
 
 
 class ArmClient:

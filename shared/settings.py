@@ -50,6 +50,7 @@ _ENV_NAMES: dict[str, str] = {
     "geoip_database": "STORMWATCH_GEOIP_DATABASE",
     "service_tags_file": "STORMWATCH_SERVICE_TAGS_FILE",
     "service_tags_region": "STORMWATCH_SERVICE_TAGS_REGION",
+    "arm_api_versions": "STORMWATCH_ARM_API_VERSIONS",
 }
 
 
@@ -88,8 +89,10 @@ class Settings(BaseModel):
     geoip_database: str | None = None
     service_tags_file: str | None = None
     service_tags_region: str = "westeurope"
+    # Per resource provider, e.g. {"Microsoft.Network": "2024-05-01"}; defaults in shared/arm.py.
+    arm_api_versions: dict[str, str] = Field(default_factory=dict)
 
-    @field_validator("routes", mode="before")
+    @field_validator("routes", "arm_api_versions", mode="before")
     @classmethod
     def _parse_routes(cls, value: object) -> object:
         if isinstance(value, str):
@@ -133,7 +136,7 @@ LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTIO
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_GEOIP_DATABASE",
-    "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS",
+    "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
 })
 # Identity-based connections the Functions host itself reads (not through Settings).
 HOST_CONNECTIONS = (

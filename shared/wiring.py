@@ -12,6 +12,7 @@ from typing import Any
 from azure.eventhub import EventHubProducerClient
 
 from shared.deadletters import BlobDeadLetterStore, DeadLetterStore
+from shared.enrich.service import Enricher, build_enricher
 from shared.publish import EventHubPublisher, InProcessPublisher, Publisher
 from shared.settings import SettingsError, env_name, get_settings
 from shared.storage import blob_service, default_credential
@@ -40,8 +41,15 @@ def dead_letter_store() -> DeadLetterStore:
     return BlobDeadLetterStore(blob_service(settings), settings.deadletter_container)
 
 
+@cache
+def enricher() -> Enricher:
+    """enrich_fn's service: ARM client, cache table and service tag index stay warm in the worker."""
+    return build_enricher(get_settings())
+
+
 def reset() -> None:
     """Forget settings and clients so the next call reads the environment again."""
     get_settings.cache_clear()
     publisher.cache_clear()
     dead_letter_store.cache_clear()
+    enricher.cache_clear()

@@ -36,7 +36,7 @@ class EnrichCache(Protocol):
     def get(self, kind: str, key: str, now: datetime) -> CachedDocument | None:
         """The unexpired entry, or None (also when the store cannot be reached)."""
 
-    def put(self, kind: str, key: str, payload: bytes, now: datetime, ttl: timedelta,
+    def put(self, kind: str, key: str, payload: bytes, *, now: datetime, ttl: timedelta,
             note: str | None = None) -> None:
         """Store or replace an entry; failures are logged, not raised."""
 
@@ -56,7 +56,7 @@ class InProcessCache:
             entry = self._entries.get((kind, key))
         return entry[0] if entry is not None and now < entry[1] else None
 
-    def put(self, kind: str, key: str, payload: bytes, now: datetime, ttl: timedelta,
+    def put(self, kind: str, key: str, payload: bytes, *, now: datetime, ttl: timedelta,
             note: str | None = None) -> None:
         with self._lock:
             self._entries[(kind, key)] = (CachedDocument(payload, now, note), now + ttl)
@@ -112,7 +112,7 @@ class TableCache:
         payload = zlib.decompress(b"".join(bytes(row["data"]) for row in chosen))
         return CachedDocument(payload, head["stored_at"], head.get("note"))
 
-    def put(self, kind: str, key: str, payload: bytes, now: datetime, ttl: timedelta,
+    def put(self, kind: str, key: str, payload: bytes, *, now: datetime, ttl: timedelta,
             note: str | None = None) -> None:
         packed = zlib.compress(payload, 6)
         pieces = [packed[start:start + PART_BYTES] for start in range(0, len(packed), PART_BYTES)] or [b""]

@@ -83,7 +83,7 @@ def arm_loader(arm: ArmClient, cache: EnrichCache, subscription_id: str, region:
                 page_tags, page_change = parse_service_tags(page)
                 tags.extend(page_tags)
                 change = change or page_change
-            cache.put("servicetags", key, _encode(tags), now, TAGS_TTL, note=change)
+            cache.put("servicetags", key, _encode(tags), now=now, ttl=TAGS_TTL, note=change)
         return ServiceTagIndex.build(tags, f"arm {region}, change {change}")
     return load
 

@@ -1,0 +1,191 @@
+"""The HTTP surface of enrich_fn: routes, input checks, status codes and JSON answers.
+
+Every route is declared once here (`ROUTES`); the function bindings in `enrich_fn` and the OpenAPI
+document both read these declarations. `handle` is the whole life of a request: size limit, parsing,
+the service call, and the mapping of every expected failure to a 4xx/5xx with a JSON body. Nothing a
+caller sends is echoed into logs, and no URL is logged (a function key can ride in `?code=`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal, TypeVar
+
+import azure.functions as func
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from shared import wiring
+from shared.arm import ArmError
+from shared.enrich import openapi
+from shared.enrich.errors import InputError
+from shared.enrich.ip import MAX_IP_LENGTH
+from shared.enrich.models import (
+    AlertContext,
+    AlertReference,
+    DismissResult,
+    EnrichedEvent,
+    ErrorBody,
+    ErrorDetail,
+    IpContext,
+    OperationContext,
+    ResourceContext,
+)
+from shared.enrich.operations import OPERATION_PATTERN, RESULT_PATTERN, SOURCES
+from shared.enrich.resource_ids import ALLOWED_TYPE_NAMES, MAX_ID_LENGTH
+from shared.events import NormalizedEvent
+from shared.settings import SettingsError
+
+logger = logging.getLogger("stormwatch.enrich")
+MAX_BODY_BYTES = 64 * 1024
+_Body = TypeVar("_Body", bound=BaseModel)
+Answer = BaseModel | dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    location: Literal["path", "query"]
+    description: str
+    required: bool = True
+    pattern: str | None = None
+    max_length: int | None = None
+    choices: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Route:
+    """One HTTP function: its binding (`path` as the Functions route template, no /api prefix) and API."""
+
+    function: str
+    method: Literal["GET", "POST"]
+    path: str
+    summary: str
+    run: Callable[[func.HttpRequest], Answer]
+    answer: type[BaseModel] | None
+    parameters: tuple[Parameter, ...] = ()
+    body: type[BaseModel] | None = None
+    errors: tuple[int, ...] = (400,)
+
+
+def _query(request: func.HttpRequest, name: str) -> str | None:
+    value = request.params.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _required(request: func.HttpRequest, name: str) -> str:
+    value = _query(request, name)
+    if not value:
+        raise InputError(f"query parameter '{name}' is required")
+    return value
+
+
+def _route_value(request: func.HttpRequest, name: str) -> str:
+    value = request.route_params.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def read_body(request: func.HttpRequest, model: type[_Body]) -> _Body:
+    """The JSON body as `model`: 415 for other media types, 400 with the reasons for bad JSON."""
+    content_type = (request.headers.get("content-type") or "application/json").split(";", 1)[0].strip().lower()
+    if content_type != "application/json":
+        raise InputError("send the body as application/json", status=415)
+    try:
+        document = orjson.loads(request.get_body())
+    except orjson.JSONDecodeError as error:
+        raise InputError(f"malformed JSON body: {error}") from None
+    try:
+        return model.model_validate(document)
+    except ValidationError as error:
+        reasons = "; ".join(f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
+                            for problem in error.errors(include_input=False)[:10])
+        raise InputError(f"invalid {model.__name__}: {reasons}") from None
+
+
+_IP = Parameter("ip", "path", "An IPv4 or IPv6 address", pattern=r"^[0-9A-Fa-f.:]+$", max_length=MAX_IP_LENGTH)
+_RESOURCE_ID = Parameter("id", "query", f"An ARM resource id of an allow-listed type: {', '.join(ALLOWED_TYPE_NAMES)}",
+                         pattern="^/subscriptions/", max_length=MAX_ID_LENGTH)
+_ALERT_ID = Parameter("id", "query", "A Defender for Cloud alert id (/subscriptions/.../providers/"
+                      "Microsoft.Security/locations/{location}/alerts/{name})", pattern="^/subscriptions/",
+                      max_length=MAX_ID_LENGTH)
+
+IP = Route("enrich_ip", "GET", "enrich/ip/{ip}",
+           "Address class, Azure service tags and geolocation of an IP address",
+           lambda request: wiring.enricher().ip(_route_value(request, "ip")), IpContext, (_IP,))
+OPERATION = Route(
+    "enrich_operation", "GET", "enrich/operation/{*name}",
+    "Catalog description and classification of an operation id",
+    lambda request: wiring.enricher().operation(_route_value(request, "name"), _query(request, "source"),
+                                                _query(request, "result")),
+    OperationContext,
+    (Parameter("name", "path", "Operation id, e.g. Microsoft.Network/networkSecurityGroups/securityRules/write; "
+               "slashes may be sent as they are", pattern=f"^{OPERATION_PATTERN}$"),
+     Parameter("source", "query", "Classify as this source (default: activity, or audit for ids without '/')",
+               required=False, choices=SOURCES),
+     Parameter("result", "query", "Classify for this result (default: Success)", required=False,
+               pattern=f"^{RESULT_PATTERN}$")),
+    errors=(400, 404))
+RESOURCE = Route("enrich_resource", "GET", "enrich/resource",
+                 "The live resource from ARM with a plain risk verdict (allow-listed types only)",
+                 lambda request: wiring.enricher().resource(_required(request, "id")), ResourceContext,
+                 (_RESOURCE_ID,), errors=(400, 403, 404, 502, 503, 504))
+ALERT = Route("enrich_alert", "GET", "enrich/alert", "A Defender for Cloud alert from ARM",
+              lambda request: wiring.enricher().alert(_required(request, "id")), AlertContext, (_ALERT_ID,),
+              errors=(400, 403, 404, 502, 503, 504))
+DISMISS = Route("enrich_alert_dismiss", "POST", "enrich/alert/dismiss",
+                "Dismiss a Defender for Cloud alert (only when STORMWATCH_ALLOW_ALERT_DISMISS is true)",
+                lambda request: wiring.enricher().dismiss(read_body(request, AlertReference).id), DismissResult,
+                body=AlertReference, errors=(400, 403, 404, 409, 413, 415, 502, 503, 504))
+EVENT = Route("enrich_event", "POST", "enrich/event",
+              "A normalized event with its IP, operation and resource context added",
+              lambda request: wiring.enricher().event(read_body(request, NormalizedEvent)), EnrichedEvent,
+              body=NormalizedEvent, errors=(400, 413, 415))
+def openapi_document() -> dict[str, Any]:
+    return _openapi_document()
+
+
+OPENAPI = Route("enrich_openapi", "GET", "enrich/openapi.json", "This document",
+                lambda _: openapi_document(), None, errors=())
+ROUTES: tuple[Route, ...] = (IP, OPERATION, RESOURCE, ALERT, DISMISS, EVENT, OPENAPI)
+
+
+@cache
+def _openapi_document() -> dict[str, Any]:
+    return openapi.document(ROUTES)
+
+
+def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(orjson.dumps(document), status_code=status, mimetype="application/json",
+                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                                      **(headers or {})})
+
+
+def _error(status: int, message: str, *, allowed_types: list[str] | None = None,
+           headers: dict[str, str] | None = None) -> func.HttpResponse:
+    body = ErrorBody(error=ErrorDetail(status=status, message=message, allowed_types=allowed_types))
+    return _json(status, body.model_dump(mode="json", exclude_none=True), headers)
+
+
+def handle(route: Route, request: func.HttpRequest) -> func.HttpResponse:
+    """Run one request of `route` to its HTTP answer; unexpected failures are a logged 500."""
+    try:
+        if len(request.get_body()) > MAX_BODY_BYTES:
+            raise InputError(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
+        answer = route.run(request)
+        document = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
+        return _json(200, document)
+    except InputError as error:
+        return _error(error.status, error.message, allowed_types=error.allowed_types)
+    except ArmError as error:
+        logger.info("%s: ARM %s (%s) → %s", route.function, error.arm_status, error.arm_code, error.status)
+        headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
+        return _error(error.status, error.message, headers=headers)
+    except SettingsError:
+        logger.exception("%s: app settings unusable", route.function)
+        return _error(500, "the enrichment settings are unusable; the function's log says which")
+    except Exception:
+        logger.exception("%s failed", route.function)
+        return _error(500, "internal error; the function's log has the details")
