@@ -27,6 +27,9 @@ import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
+from shared.settings import Settings, SettingsError, env_name
+from shared.storage import default_credential
+
 logger = logging.getLogger("stormwatch.enrich.arm")
 
 ArmPath = NewType("ArmPath", str)
@@ -273,3 +276,13 @@ def _error_code(response: requests.Response) -> str | None:
     error = document.get("error") if isinstance(document, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
     return code[:100] if isinstance(code, str) else None
+
+
+def arm_client(settings: Settings) -> ArmClient:
+    """The client the settings describe: the app's identity for https, none for a loopback stand-in."""
+    try:
+        endpoint, token_allowed = checked_endpoint(settings.arm_endpoint)
+        return ArmClient(endpoint, default_credential() if token_allowed else None,
+                         api_versions(settings.arm_api_versions))
+    except ValueError as error:
+        raise SettingsError(f"{env_name('arm_endpoint')} / {env_name('arm_api_versions')}: {error}") from error

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import maxminddb
 import orjson
 
-from shared.arm import ArmClient, ArmError, ArmPath, api_versions, checked_endpoint
+from shared.arm import ArmClient, ArmError, ArmPath, arm_client
 from shared.enrich.cache import EnrichCache, InProcessCache, TableCache
 from shared.enrich.defender import alert_context
 from shared.enrich.errors import InputError
@@ -33,7 +33,7 @@ from shared.enrich.servicetags import ServiceTagSource, arm_loader, file_loader
 from shared.events import NormalizedEvent
 from shared.parsers.values import as_dict
 from shared.settings import Settings, SettingsError, env_name
-from shared.storage import default_credential, table_service
+from shared.storage import table_service
 
 logger = logging.getLogger("stormwatch.enrich")
 RESOURCE_TTL = timedelta(minutes=10)
@@ -149,12 +149,7 @@ def _word(result: str | None) -> str | None:
 
 def build_enricher(settings: Settings) -> Enricher:
     """The worker's enricher from the app settings; unusable settings raise SettingsError."""
-    try:
-        endpoint, token_allowed = checked_endpoint(settings.arm_endpoint)
-        arm = ArmClient(endpoint, default_credential() if token_allowed else None,
-                        api_versions(settings.arm_api_versions))
-    except ValueError as error:
-        raise SettingsError(f"{env_name('arm_endpoint')} / {env_name('arm_api_versions')}: {error}") from error
+    arm = arm_client(settings)
     has_storage = settings.storage_connection_string or settings.table_endpoint
     cache: EnrichCache = (TableCache(table_service(settings), settings.enrich_cache_table) if has_storage
                           else InProcessCache())
