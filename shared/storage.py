@@ -54,6 +54,7 @@ def table_service(settings: Settings) -> TableServiceClient:
     if connection:
         return TableServiceClient.from_connection_string(connection, **_table_options())
     if settings.table_endpoint:
-        return TableServiceClient(settings.table_endpoint, credential=default_credential(), **_table_options())
+        return TableServiceClient(settings.table_endpoint, credential=default_credential(),
+                                  **_table_options())
     raise SettingsError(f"set {env_name('table_endpoint')} (Azure) or "
                         f"{env_name('storage_connection_string')} (local) for state tables")

@@ -22,7 +22,6 @@ from shared.eventhub import trigger_batch
 from shared.publish import InProcessPublisher
 from tests.conftest import REPO, indexed_functions, sample
 
-
 ENQUEUED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 
@@ -66,7 +65,8 @@ def run_normalize(app_env: pytest.MonkeyPatch) -> Callable[..., tuple[InProcessP
     app_env.setenv("STORMWATCH_DEADLETTER_CONTAINER", container)
     wiring.reset()
 
-    def run(bodies: list[bytes], partition: str = "7", first_sequence: int = 100) -> tuple[InProcessPublisher, str]:
+    def run(bodies: list[bytes], partition: str = "7",
+            first_sequence: int = 100) -> tuple[InProcessPublisher, str]:
         # Event Hubs redelivers an event with its original enqueued time: keep it fixed here too.
         events: list[func.EventHubEvent] = trigger_batch(bodies, partition, first_sequence, ENQUEUED)
         registered("normalize").get_user_function()(events)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -63,6 +64,7 @@ def set_claims(event: Record, claims: Record) -> None:
         event["actor_type"] = "User"
 
 
+@lru_cache(maxsize=16384)
 def action_from_operation(operation: str | None) -> str:
     """The verb of an ARM operation id: `.../WRITE` → create_or_update, `.../DELETE` → delete."""
     if not operation:

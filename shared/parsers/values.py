@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from functools import lru_cache
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -16,9 +17,22 @@ class MappingError(ValueError):
     """A record cannot become a normalized event; the message is the dead letter's reason."""
 
 
+_LOWERED_SHAPES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
 def lower_keys(record: Record) -> Record:
-    """The record's keys lower-cased, for lookups that tolerate `resultType` vs `ResultType`."""
-    return {key.lower(): value for key, value in record.items()}
+    """The record's keys lower-cased, for lookups that tolerate `resultType` vs `ResultType`.
+
+    Records of one source share a handful of key sets, so the lower-cased names are kept per key set
+    (bounded) and zipped with the values in C instead of lower-casing every key of every record.
+    """
+    shape = tuple(record)
+    names = _LOWERED_SHAPES.get(shape)
+    if names is None:
+        names = tuple(key.lower() for key in shape)
+        if len(_LOWERED_SHAPES) < 4096:
+            _LOWERED_SHAPES[shape] = names
+    return dict(zip(names, record.values(), strict=True))
 
 
 def first(lowered: Record, *names: str) -> Any:
@@ -32,17 +46,17 @@ def first(lowered: Record, *names: str) -> Any:
 
 def text(value: Any) -> str | None:
     """A value as a trimmed string; dicts of the REST shape `{"value": ...}` give their value."""
+    if type(value) is str:  # the overwhelmingly common case, checked first: this runs per field
+        stripped = value.strip()
+        return stripped or None
     if value is None:
         return None
     if isinstance(value, dict):
-        value = value.get("value") or value.get("localizedValue")
-        if value is None:
-            return None
+        return text(value.get("value") or value.get("localizedValue"))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
-        result = str(value).strip()
-        return result or None
+        return str(value).strip() or None
     return None
 
 
@@ -119,15 +133,19 @@ def _parse_time_text(value: str) -> datetime:
 
 def format_time(moment: datetime) -> str:
     """ISO-8601 UTC with `Z`, microseconds only when present (the contract's JSON form)."""
-    if moment.microsecond:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.replace(tzinfo=None).isoformat() + "Z"
 
 
 def valid_ip(value: Any) -> str | None:
-    """A syntactically valid IPv4/IPv6 address in canonical form, else None (`<null>`, `NotSet`...)."""
-    if not isinstance(value, str) or not value or len(value) > 64:
+    """A valid IPv4/IPv6 address in canonical form, else None (`<null>`, `NotSet`, wrong types)."""
+    if type(value) is not str or not value or len(value) > 64:
         return None
+    return _canonical_ip(value)
+
+
+@lru_cache(maxsize=65536)
+def _canonical_ip(value: str) -> str | None:
+    """Cached: the same few addresses recur in every batch, and parsing them is a visible cost."""
     candidate = value.strip()
     if candidate.startswith("[") and "]" in candidate:  # [v6]:port
         candidate = candidate[1:candidate.index("]")]

@@ -1,0 +1,67 @@
+"""Normalize throughput per core over a realistic mix, against the JSON floor measured in the same run.
+
+The floor is `orjson.loads` + `orjson.dumps` of the same bodies: no normalizer can be cheaper than
+reading and writing the JSON once. Target: normalize costs at most 3x the floor.
+Run: `make bench` or `.venv/bin/python bench/normalize.py [--bodies N] [--rounds R]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared.normalize import Position, normalize_bodies  # noqa: E402
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def realistic_mix(count: int) -> list[bytes]:
+    """Every good sample body, repeated to `count` bodies (Activity Log dominates, as in real tenants)."""
+    bodies = [path.read_bytes() for path in sorted(SAMPLES.rglob("*.json")) if "bad" not in path.parts]
+    compact = [orjson.dumps(orjson.loads(body)) for body in bodies]  # hubs carry compact JSON
+    return [compact[index % len(compact)] for index in range(count)]
+
+
+def records_in(bodies: list[bytes]) -> int:
+    return normalize_bodies([(body, Position()) for body in bodies], include_raw=False).records_in
+
+
+def best_of(rounds: int, work: Callable[[], object]) -> float:
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return min(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bodies", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    bodies = realistic_mix(args.bodies)
+    positioned = [(body, Position("0", index)) for index, body in enumerate(bodies)]
+    records = records_in(bodies)
+    megabytes = sum(map(len, bodies)) / 1e6
+
+    floor = best_of(args.rounds, lambda: [orjson.dumps(orjson.loads(body)) for body in bodies])
+    with_raw = best_of(args.rounds, lambda: normalize_bodies(positioned, include_raw=True))
+    without_raw = best_of(args.rounds, lambda: normalize_bodies(positioned, include_raw=False))
+
+    print(f"mix: {len(bodies)} bodies, {records} records, {megabytes:.1f} MB, one core")
+    print(f"{'path':<34} {'records/s':>12} {'MB/s':>8} {'x floor':>8}")
+    for name, seconds in (("floor: orjson loads+dumps", floor), ("normalize (raw included)", with_raw),
+                          ("normalize (raw left out)", without_raw)):
+        print(f"{name:<34} {records / seconds:>12,.0f} {megabytes / seconds:>8.1f} {seconds / floor:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
