@@ -28,7 +28,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 typecheck: setup
-	$(VENV)/bin/mypy shared normalize_fn function_app.py tests bench
+	$(VENV)/bin/mypy shared $(wildcard *_fn) function_app.py tests $(wildcard bench)
 
 unit: setup
 	$(PY) -m pytest

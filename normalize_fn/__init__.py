@@ -11,10 +11,10 @@ import typing
 import azure.functions as func
 
 from shared import settings as names
+from shared import wiring
 from shared.eventhub import bodies_with_positions
 from shared.normalize import process_batch
 from shared.settings import get_settings
-from shared import wiring
 
 bp = func.Blueprint()
 
