@@ -15,6 +15,7 @@ import orjson
 
 from shared.azurite import stop_dev_instance
 from shared.demo import run_demo
+from shared.detect_cli import add_commands as add_detect_commands
 from shared.enrich.commands import add_commands as add_enrich_commands
 from shared.normalize import Position, normalize_bodies
 
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     azurite_command.add_argument("--data", default=".demo/azurite")
     azurite_command.set_defaults(run=cmd_azurite)
     add_enrich_commands(commands)
+    add_detect_commands(commands)
     return parser
 
 

@@ -87,10 +87,9 @@ class Rule:
 
     def new_values_of(self, event: Mapping[str, Any]) -> tuple[str, ...] | None:
         """first_seen: the value tuple, or None when a value is missing (nothing to call new)."""
-        values = tuple(_first_text(getter(event)) for getter in self.value_getters)
-        if any(value is None or value == "" for value in values):
-            return None
-        return values  # type: ignore[return-value]  # None excluded just above
+        values = [_first_text(getter(event)) for getter in self.value_getters]
+        present = tuple(value for value in values if value)
+        return present if len(present) == len(values) else None
 
     def distinct_values_of(self, event: Mapping[str, Any]) -> set[str]:
         """distinct: every value the counted field holds (case-folded)."""

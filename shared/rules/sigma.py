@@ -282,19 +282,19 @@ class _ConditionParser:
         if self._keyword("not"):
             inner = self._factor()
             return lambda event: not inner(event)
-        token = self._next("a selection")
-        if token == "(":
+        word = self._next("a selection")
+        if word == "(":
             inner = self.expression()
             if self._next("')'") != ")":
                 raise RuleError("missing ')' in condition", self._loc)
             return inner
-        if token.lower() in ("1", "any", "all") and self._keyword("of"):
-            return self._quantified(token.lower(), self._next("a selection pattern after 'of'"))
-        if token in (")", "(") or token.lower() in ("and", "or", "of"):
-            raise RuleError(f"unexpected {token!r} in condition", self._loc)
-        if token not in self._selections:
-            raise RuleError(f"condition names {token!r}, which is not a selection of this rule", self._loc)
-        return self._selections[token]
+        if word.lower() in ("1", "any", "all") and self._keyword("of"):
+            return self._quantified(word.lower(), self._next("a selection pattern after 'of'"))
+        if word in (")", "(") or word.lower() in ("and", "or", "of"):
+            raise RuleError(f"unexpected {word!r} in condition", self._loc)
+        if word not in self._selections:
+            raise RuleError(f"condition names {word!r}, which is not a selection of this rule", self._loc)
+        return self._selections[word]
 
     def _quantified(self, quantifier: str, pattern: str) -> Predicate:
         if pattern.lower() == "them":

@@ -1,0 +1,40 @@
+"""detect_fn: normalized events from Event Hub → rules → state in Table Storage → alerts.
+
+Bindings only; the work is `shared.detect.detect_batch`. The retry policy covers the one case that
+raises (state or alert table unreachable, alerts hub down): the Event Hub trigger checkpoints even after
+a failure, so without it the batch would be lost. Retries are in memory and hold the partition; they
+redeliver the same batch, and the per-partition watermarks in the state make the re-run change only
+what the failed run had not yet written.
+"""
+
+import typing
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from shared import settings as names
+from shared.detect import detect_batch, detector, housekeep
+from shared.eventhub import bodies_with_positions
+
+bp = func.Blueprint()
+
+# Hourly at minute 7 (NCRONTAB with seconds): horizons are minutes to days, so hourly is plenty, and
+# a missed run only delays deletion — the next run catches up.
+HOUSEKEEPING_SCHEDULE = "0 7 * * * *"
+
+
+@bp.function_name("detect")
+@bp.retry(strategy="exponential_backoff", max_retry_count="-1",
+          minimum_interval="00:00:05", maximum_interval="00:05:00")
+@bp.event_hub_message_trigger(
+    arg_name="events", connection=names.FANOUT_CONNECTION, event_hub_name=f"%{names.NORMALIZED_HUB}%",
+    consumer_group=f"%{names.DETECT_CONSUMER_GROUP}%", cardinality="many", data_type="binary",
+)
+def detect(events: typing.List[func.EventHubEvent]) -> None:
+    detect_batch(bodies_with_positions(events), detector())
+
+
+@bp.function_name("detect_housekeeping")
+@bp.timer_trigger(arg_name="timer", schedule=HOUSEKEEPING_SCHEDULE, run_on_startup=False, use_monitor=True)
+def detect_housekeeping(timer: func.TimerRequest) -> None:
+    housekeep(detector(), datetime.now(UTC))
