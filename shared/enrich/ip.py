@@ -50,7 +50,7 @@ def address_class(address: IpAddress) -> AddressClass:
         return "shared"
     if address.is_global:
         return "public"
-    if address.is_private:
+    if address.is_private and not address.is_reserved:  # Python counts 240.0.0.0/4 as private too
         return "private"
     return "reserved"
 

@@ -1,0 +1,62 @@
+"""Fixtures of the enrichment tests: the fake ARM, app settings pointing at it, and calls to the
+registered HTTP functions exactly as the Functions host makes them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlencode
+
+import azure.functions as func
+import orjson
+import pytest
+
+from shared import azurite, wiring
+from tests.conftest import indexed_functions
+from tests.enrich.fake_arm import SUBSCRIPTION, FakeArm, running
+
+_TABLES = itertools.count()
+ENRICH_SETTINGS = ("STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_GEOIP_DATABASE", "STORMWATCH_ALLOW_ALERT_DISMISS",
+                   "STORMWATCH_ARM_API_VERSIONS", "STORMWATCH_TABLE_ENDPOINT")
+
+
+@pytest.fixture
+def fake_arm() -> Iterator[FakeArm]:
+    yield from running()
+
+
+def cache_table_name(module: str) -> str:
+    """A table of its own per test (letters and digits only, as Table Storage wants)."""
+    return "enrich" + "".join(c for c in module.rsplit(".", 1)[-1] if c.isalnum()) + str(next(_TABLES))
+
+
+@pytest.fixture
+def enrich_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, azurite_instance: azurite.Azurite,
+               fake_arm: FakeArm) -> Iterator[pytest.MonkeyPatch]:
+    """Settings of a local run: the fake ARM, the session's Azurite with a fresh cache table."""
+    for name in ENRICH_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STORMWATCH_STORAGE_CONNECTION_STRING", azurite_instance.connection_string)
+    monkeypatch.setenv("STORMWATCH_ENRICH_CACHE_TABLE", cache_table_name(request.module.__name__))
+    monkeypatch.setenv("STORMWATCH_ARM_ENDPOINT", fake_arm.url)
+    monkeypatch.setenv("STORMWATCH_SUBSCRIPTION_ID", SUBSCRIPTION)
+    monkeypatch.setenv("STORMWATCH_SERVICE_TAGS_REGION", "eastus")
+    wiring.reset()
+    yield monkeypatch
+    wiring.reset()
+
+
+def call(function: str, method: str = "GET", *, route: dict[str, str] | None = None,
+         params: dict[str, str] | None = None, body: bytes = b"",
+         headers: dict[str, str] | None = None) -> func.HttpResponse:
+    """Invoke a registered function with the HttpRequest the host would build."""
+    url = f"http://127.0.0.1/api/{function}" + (f"?{urlencode(params)}" if params else "")
+    request = func.HttpRequest(method, url, headers=headers or {"content-type": "application/json"},
+                               params=params or {}, route_params=route or {}, body=body)
+    response: func.HttpResponse = indexed_functions()[function].get_user_function()(request)
+    return response
+
+
+def json_of(response: func.HttpResponse) -> Any:
+    return orjson.loads(response.get_body())
