@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from functools import lru_cache
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
 import orjson
