@@ -17,7 +17,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared.normalize import Position, normalize_bodies  # noqa: E402
+from shared.normalize import Position, normalize_bodies
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
