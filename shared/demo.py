@@ -19,6 +19,7 @@ from shared import azurite, wiring
 from shared.eventhub import bodies_with_positions, trigger_batch
 from shared.normalize import BatchReport, process_batch
 from shared.publish import InProcessPublisher
+from shared.replay import print_detection
 from shared.settings import get_settings
 from shared.storage import blob_service
 
@@ -52,6 +53,8 @@ def run_demo(data_dir: Path, out: TextIO = sys.stdout) -> int:
     if isinstance(publisher, InProcessPublisher):
         print_fan_out(publisher, out)
     print_dead_letters(settings.deadletter_container, out)
+    if isinstance(publisher, InProcessPublisher):
+        print_detection(publisher, settings, out)
     return 0
 
 
