@@ -29,7 +29,7 @@ def indexed_functions() -> dict[str, Any]:
     """
     import function_app
 
-    return {function.get_function_name(): function for function in function_app.app.get_functions()}
+    return {str(function.get_function_name()): function for function in function_app.app.get_functions()}
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from shared.normalize import Position, normalize_bodies
-from shared.parsers.values import lower_keys
+from shared.parsers.values import as_dict, lower_keys
 from tests.conftest import CONFORMANCE
 
 pytestmark = pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="../shared/conformance is not present")
@@ -70,10 +70,9 @@ def test_events_carry_the_fields_their_record_has(path: Path) -> None:
             if isinstance(resource, str) and resource.lower().startswith("/subscriptions/"):
                 assert event["subscription_id"] == resource.split("/")[2].lower(), "where: subscription"
                 assert event["resource_type"], "where: resource type"
-            properties = record.get("properties") if isinstance(record.get("properties"), dict) else {}
+            properties = as_dict(record.get("properties"))
             if event["source"] == "signin" and properties.get("userPrincipalName"):
                 assert event["actor"] == properties["userPrincipalName"], "who: signed-in user"
-            claims = (record.get("identity") or {}).get("claims") if isinstance(record.get("identity"),
-                                                                                  dict) else None
-            if isinstance(claims, dict) and any("upn" in key.lower() for key in claims):
+            claims = as_dict(as_dict(record.get("identity")).get("claims"))
+            if any("upn" in key.lower() for key in claims):
                 assert event["actor"], "who: caller"
