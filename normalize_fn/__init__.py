@@ -26,6 +26,6 @@ bp = func.Blueprint()
     arg_name="events", connection=names.RAW_CONNECTION, event_hub_name=f"%{names.RAW_HUB}%",
     consumer_group=f"%{names.NORMALIZE_CONSUMER_GROUP}%", cardinality="many", data_type="binary",
 )
-def normalize(events: typing.List[func.EventHubEvent]) -> None:
+def normalize(events: typing.List[func.EventHubEvent]) -> None:  # the worker needs typing.List, not list
     process_batch(bodies_with_positions(events), wiring.publisher(), wiring.dead_letter_store(),
                   get_settings())

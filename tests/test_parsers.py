@@ -9,7 +9,7 @@ import pytest
 
 from shared.parsers import MappingError, map_record, split_body
 from shared.parsers.resource_id import parse_resource_id
-from shared.parsers.values import format_time, parse_time, severity, valid_ip
+from shared.parsers.values import format_time, parse_time, severity, utc_text, valid_ip
 
 NINE_FORTY_ONE = datetime(2007, 1, 9, 9, 41, tzinfo=UTC)
 
@@ -167,3 +167,17 @@ def test_policy_state_event_grid_events_map_to_policy() -> None:
 def test_wrong_types_become_mapping_errors_not_crashes(record: dict[str, object]) -> None:
     with pytest.raises(MappingError):
         map_record(record)
+
+
+@pytest.mark.parametrize("text", [
+    "2026-11-12T14:03:11.4620317Z", "2026-11-12T14:03:11Z", "2026-11-12T14:03:11.0000000Z", "2026-11-12T14:03:11.5Z",
+    "2026-11-12T14:03:11.123456789Z", "2026-11-12T15:03:11+01:00", "11/12/2026 2:03:11 PM",
+])
+def test_fast_utc_path_agrees_with_the_datetime_round_trip(text: str) -> None:
+    assert utc_text(text) == format_time(parse_time(text))
+
+
+@pytest.mark.parametrize("bad", ["2026-02-30T10:00:00Z", "2026-11-12T24:00:00Z", "2026-11-12T10:60:00Z"])
+def test_fast_utc_path_still_rejects_impossible_times(bad: str) -> None:
+    with pytest.raises(MappingError):
+        utc_text(bad)

@@ -41,6 +41,7 @@ _PRINCIPAL_TYPES = {
     "user": "User", "serviceprincipal": "ServicePrincipal", "managedidentity": "ManagedIdentity",
     "application": "Application", "app": "ServicePrincipal",
 }
+_SOURCES = {"Security": "defender", "Policy": "policy"}
 # Categories written by Azure itself rather than by a caller.
 _SYSTEM_CATEGORIES = frozenset({"ServiceHealth", "ResourceHealth", "Alert", "Autoscale", "Recommendation"})
 
@@ -48,7 +49,7 @@ _SYSTEM_CATEGORIES = frozenset({"ServiceHealth", "ResourceHealth", "Alert", "Aut
 def map_activity(record: Record, lowered: Record, category: str) -> Record:
     """Map one Activity Log record whose real category is already known."""
     properties = as_dict(lowered.get("properties"))
-    source = {"Security": "defender", "Policy": "policy"}.get(category, "activity")
+    source = _SOURCES.get(category, "activity")
     event = new_event(source, category, first(lowered, "time", "eventtimestamp"))
     operation = text(lowered.get("operationname"))
     event["operation"] = operation.upper() if operation else None
@@ -67,7 +68,6 @@ def map_activity(record: Record, lowered: Record, category: str) -> Record:
         "status_code": status_code,
         "duration_ms": _duration(lowered.get("durationms")),
         "request_body": parse_json_text(properties.get("requestbody")),
-        "response_body": parse_json_text(properties.get("responseBody")),
         "title": text(properties.get("title")),
         "description": text(first(properties, "description", "communication", "details")),
         "hierarchy": text(properties.get("hierarchy")),

@@ -11,7 +11,7 @@ import orjson
 from shared.catalog import classify, operation_description
 from shared.events import FIELD_NAMES
 from shared.parsers.resource_id import parse_resource_id
-from shared.parsers.values import Record, format_time, parse_time, text
+from shared.parsers.values import Record, text, utc_text
 
 _SKELETON: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
 
@@ -21,7 +21,7 @@ def new_event(source: str, category: str | None, time_value: Any) -> Record:
     event = _SKELETON.copy()
     event["source"] = source
     event["category"] = category
-    event["time"] = format_time(parse_time(time_value))
+    event["time"] = utc_text(time_value)
     event["common_event"] = "Other"
     event["action"] = "other"
     return event
