@@ -110,7 +110,8 @@ class Enricher:
             return None
 
     def _key(self, path: ArmPath, provider: str) -> str:
-        return f"{path}?api-version={self._arm.api_version(provider)}"
+        """ARM ids are case-insensitive, and logs write them in any case: one entry for all spellings."""
+        return f"{path.lower()}?api-version={self._arm.api_version(provider)}"
 
     def _read(self, kind: str, path: ArmPath, provider: str, ttl: timedelta) -> tuple[dict[str, Any], datetime]:
         """ARM's JSON for the path, from the cache while it is fresh."""

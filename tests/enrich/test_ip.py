@@ -8,7 +8,8 @@ from pathlib import Path
 import maxminddb
 import orjson
 import pytest
-from mmdb_writer import IPSet, MMDBWriter
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet  # type: ignore[import-untyped]  # mmdb-writer's network type, no stubs
 
 from shared.enrich.errors import InputError
 from shared.enrich.ip import ServiceTagIndex, address_class, ip_context, parse_ip
