@@ -10,11 +10,11 @@ from typing import Any
 
 from shared.parsers.common import (
     CLAIM_TENANT,
-    action_from_operation,
     compact,
     finish,
     new_event,
     set_claims,
+    set_envelope,
     set_resource,
 )
 from shared.parsers.values import (
@@ -51,13 +51,8 @@ def map_activity(record: Record, lowered: Record, category: str) -> Record:
     properties = as_dict(lowered.get("properties"))
     source = _SOURCES.get(category, "activity")
     event = new_event(source, category, first(lowered, "time", "eventtimestamp"))
-    operation = text(lowered.get("operationname"))
-    event["operation"] = operation.upper() if operation else None
-    event["action"] = action_from_operation(event["operation"])
+    set_envelope(event, lowered)
     event["result"] = title(first(lowered, "resulttype", "status"))
-    event["severity"] = severity(lowered.get("level"))
-    event["correlation_id"] = text(lowered.get("correlationid"))
-    event["region"] = text(lowered.get("location"))
     event["event_id"] = text(properties.get("eventDataId")) or text(lowered.get("eventdataid"))
     set_resource(event, first(lowered, "resourceid") or properties.get("entity"))
     _set_caller(event, lowered, category)

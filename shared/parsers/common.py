@@ -11,7 +11,7 @@ import orjson
 from shared.catalog import classify, operation_description
 from shared.events import FIELD_NAMES
 from shared.parsers.resource_id import parse_resource_id
-from shared.parsers.values import Record, text, utc_text
+from shared.parsers.values import Record, severity, text, utc_text
 
 _SKELETON: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
 
@@ -71,6 +71,16 @@ def action_from_operation(operation: str | None) -> str:
         return "other"
     verb = operation.rsplit("/", 1)[-1].upper()
     return _VERBS.get(verb, "other")
+
+
+def set_envelope(event: Record, lowered: Record) -> None:
+    """The fields every Azure Monitor diagnostic record shares (Activity Log and resource logs alike)."""
+    operation = text(lowered.get("operationname"))
+    event["operation"] = operation.upper() if operation else None
+    event["action"] = action_from_operation(event["operation"])
+    event["severity"] = severity(lowered.get("level"))
+    event["correlation_id"] = text(lowered.get("correlationid"))
+    event["region"] = text(lowered.get("location"))
 
 
 _VERBS = {"WRITE": "create_or_update", "DELETE": "delete", "ACTION": "action", "READ": "read"}

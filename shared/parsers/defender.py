@@ -3,6 +3,8 @@ and the other security objects the export also sends (assessments, compliance, s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from shared.parsers.common import compact, content_id, finish, new_event, set_resource
 from shared.parsers.values import Record, as_dict, first, lower_keys, severity, text, title, valid_ip
 
@@ -44,8 +46,9 @@ def _alert(record: Record, alert: Record) -> Record:
     entities = alert.get("entities")
     if isinstance(entities, list):
         event["alert_entities"] = [entity for entity in entities if isinstance(entity, dict)]
-        event["source_ip"] = _first_ip(event["alert_entities"])
-        event["actor"] = _first_account(event["alert_entities"])
+        event["source_ip"] = _entity_value(event["alert_entities"], "ip", lambda ip: valid_ip(ip.get("address")))
+        event["actor"] = _entity_value(event["alert_entities"], "account",
+                                       lambda account: text(first(account, "name", "displayname")))
     set_resource(event, first(alert, "azureresourceid", "compromisedentityid") or _resource_of(alert))
     if event["resource_id"] is None and arm_id:
         set_resource(event, arm_id)
@@ -71,23 +74,14 @@ def _resource_of(alert: Record) -> str | None:
     return None
 
 
-def _first_ip(entities: list[Record]) -> str | None:
+def _entity_value(entities: list[Record], kind: str, read: Callable[[Record], str | None]) -> str | None:
+    """The first usable value of the first entities of one kind (`ip`, `account`) in an alert."""
     for entity in entities:
         lowered = lower_keys(entity)
-        if str(lowered.get("type", "")).lower() == "ip":
-            address = valid_ip(lowered.get("address"))
-            if address:
-                return address
-    return None
-
-
-def _first_account(entities: list[Record]) -> str | None:
-    for entity in entities:
-        lowered = lower_keys(entity)
-        if str(lowered.get("type", "")).lower() == "account":
-            name = text(first(lowered, "name", "displayname"))
-            if name:
-                return name
+        if str(lowered.get("type", "")).lower() == kind:
+            value = read(lowered)
+            if value:
+                return value
     return None
 
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from shared.parsers.activity import map_activity
 from shared.parsers.common import (
-    action_from_operation,
     compact,
     content_id,
     finish,
     new_event,
     set_claims,
+    set_envelope,
     set_resource,
 )
-from shared.parsers.values import Record, as_dict, first, severity, text, title, valid_ip
+from shared.parsers.values import Record, as_dict, first, text, title, valid_ip
 
 POLICY_EVENT_PREFIX = "microsoft.policyinsights."
 
@@ -47,14 +47,9 @@ def map_resource_log(record: Record, lowered: Record) -> Record:
         return map_activity(record, lowered, category or "Administrative")
     event = new_event("resource", category, first(lowered, "time", "timestamp", "timegenerated"))
     event["event_id"] = content_id(record)
-    operation = text(lowered.get("operationname"))
-    event["operation"] = operation.upper() if operation else None
-    event["action"] = action_from_operation(event["operation"])
+    set_envelope(event, lowered)
     event["result"] = title(first(lowered, "resulttype", "resultsignature"))
     event["result_reason"] = text(lowered.get("resultdescription"))
-    event["severity"] = severity(lowered.get("level"))
-    event["correlation_id"] = text(lowered.get("correlationid"))
-    event["region"] = text(lowered.get("location"))
     event["tenant_id"] = text(lowered.get("tenantid"))
     set_resource(event, lowered.get("resourceid"))
     identity = as_dict(lowered.get("identity"))
