@@ -12,13 +12,17 @@ import asyncio
 import importlib
 import inspect
 import json
+import queue
 import re
+import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import azure.functions as func
@@ -26,6 +30,7 @@ import orjson
 
 REPO = Path(__file__).resolve().parent.parent
 MAX_BODY_BYTES = 16 * 1024 * 1024  # beyond this the request is refused before it is read
+_READY = re.compile(r"serving \d+ HTTP functions on (?P<url>http://127\.0\.0\.1:\d+/\S*)")
 _PARAMETER = re.compile(r"\{(\*{0,2})([A-Za-z_]\w*)(?::[^}]*)?(\?)?\}")
 
 
@@ -231,3 +236,48 @@ def serve(port: int, *, quiet: bool = False) -> int:
     finally:
         server.server_close()
     return 0
+
+
+@dataclass
+class ServedProcess:
+    """`python -m shared serve` running as a child process (tests, benchmarks)."""
+
+    process: subprocess.Popen[bytes]
+    url: str  # e.g. http://127.0.0.1:41234/api
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def spawn(env: dict[str, str], timeout: float = 30.0) -> ServedProcess:
+    """Start the server on a free port and return once it listens; its stderr keeps being drained."""
+    command = [sys.executable, "-m", "shared", "serve", "--port", "0", "--quiet"]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,  # noqa: S603 - fixed
+                               stderr=subprocess.PIPE)
+    lines: queue.Queue[bytes] = queue.Queue()
+
+    def drain(stream: IO[bytes]) -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(b"")
+
+    threading.Thread(target=drain, args=(cast(IO[bytes], process.stderr),), daemon=True).start()
+    deadline, seen = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic())).decode(errors="replace")
+        except queue.Empty:
+            break
+        seen.append(line)
+        if ready := _READY.search(line):
+            return ServedProcess(process, ready["url"].rstrip("/"))
+        if not line:
+            break
+    ServedProcess(process, "").stop()
+    raise RuntimeError("python -m shared serve did not start:\n" + "".join(seen[-20:]))
