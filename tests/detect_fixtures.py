@@ -1,0 +1,151 @@
+"""Helpers and fixtures of the detect tests: rules written on the fly, normalized events, host-shaped
+batches, and a pair of fresh tables per test in the session's Azurite (no mocked Table client)."""
+
+from __future__ import annotations
+
+import textwrap
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from azure.data.tables import TableServiceClient
+
+from shared import azurite, wiring
+from shared.alerts import Alert
+from shared.deadletters import InMemoryDeadLetterStore
+from shared.detect import Detector, DetectReport, build_detector, detect_batch
+from shared.eventhub import bodies_with_positions, trigger_batch
+from shared.events import FIELD_NAMES
+from shared.normalize import Position
+from shared.publish import InProcessPublisher
+from shared.rules import Rule, load_rules
+from shared.rules.aggregate import KeyState
+from shared.rules.rule import state_key
+from shared.state import StateKey, TableEntityStore, decode_state
+
+T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+PRODUCTION = "a1b2c3d4-1111-4111-8111-000000000001"
+DEVELOPMENT = "d4c3b2a1-2222-4222-8222-000000000002"
+
+BURST_RULE = """
+id: burst
+title: Burst of deletes
+description: test rule
+severity: high
+kind: threshold
+detection:
+  deleted: {action: delete}
+  condition: deleted
+group-by: [actor]
+timespan: 10m
+condition: {gte: 10}
+lateness: 30m
+suppress: 1h
+summary: "{actor} deleted {count}"
+"""
+
+
+def rule_from(tmp_path: Path, text: str, name: str = "rule.yaml") -> Rule:
+    """Load one rule from YAML text (written to its own folder), failing the test on a load error."""
+    folder = tmp_path / uuid.uuid4().hex[:8]
+    folder.mkdir()
+    (folder / name).write_text(textwrap.dedent(text))
+    pack = load_rules(folder)
+    assert not pack.errors, [str(error) for error in pack.errors]
+    return pack.rules[0]
+
+
+def event(number: int, moment: datetime, **fields: Any) -> dict[str, Any]:
+    """A normalized event (every contract field present) with a stable id from `number`."""
+    values: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
+    values.update(event_id=f"evt-{number}", source="activity", common_event="Other", action="delete",
+                  result="Success", actor="mallory@contoso.example", subscription_id=PRODUCTION)
+    values.update(fields)
+    values["time"] = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return values
+
+
+def deletes(count: int, start: datetime = T0, every: timedelta = timedelta(seconds=10), first: int = 0,
+            **fields: Any) -> list[dict[str, Any]]:
+    return [event(first + index, start + index * every, **fields) for index in range(count)]
+
+
+def batch(events: Sequence[dict[str, Any]], partition: str = "0",
+          first_sequence: int = 0) -> list[tuple[bytes, Position]]:
+    """What the host hands detect_fn: EventHubEvents built by its converter, read back as positions."""
+    return bodies_with_positions(trigger_batch([orjson.dumps(item) for item in events], partition, first_sequence))
+
+
+@dataclass
+class TransactionCounter:
+    """Counts Table Storage requests (each one is a billed transaction) through the SDK's response hook."""
+
+    count: int = 0
+    methods: list[str] = field(default_factory=list)
+
+    def __call__(self, response: Any) -> None:
+        self.count += 1
+        self.methods.append(response.http_request.method)
+
+    def reset(self) -> None:
+        self.count = 0
+        self.methods.clear()
+
+
+@dataclass
+class Tables:
+    """A pair of tables of its own for one test, in the session's Azurite."""
+
+    connection_string: str
+    state: str
+    alerts: str
+
+    def service(self, counter: TransactionCounter | None = None) -> TableServiceClient:
+        hooks: dict[str, Any] = {} if counter is None else {"raw_response_hook": counter}
+        return TableServiceClient.from_connection_string(self.connection_string, **hooks)
+
+    def detector(self, rules: list[Rule], counter: TransactionCounter | None = None,
+                 publisher: InProcessPublisher | None = None) -> Detector:
+        """A detector as one function instance has it: its own clients and entity cache."""
+        return build_detector(rules, self.service(counter), state_table=self.state, alerts_table=self.alerts,
+                              publisher=publisher or InProcessPublisher(), alerts_hub="alerts",
+                              dead_letters=InMemoryDeadLetterStore())
+
+    def state_of(self, rule: Rule, *group: str | None) -> KeyState | None:
+        """The stored state of one key, read straight from the table."""
+        key = StateKey(rule.id, state_key(tuple(group)))
+        stored = TableEntityStore(self.service().get_table_client(self.state)).read(*key)
+        return None if stored is None else decode_state(stored.properties)
+
+    def count_of(self, rule: Rule, *group: str | None) -> int:
+        state = self.state_of(rule, *group)
+        return 0 if state is None else sum(bucket.count for bucket in state.buckets.values())
+
+    def alert_ids(self) -> set[str]:
+        client = self.service().get_table_client(self.alerts)
+        return {row["PartitionKey"] for row in client.list_entities(select=["PartitionKey"])}
+
+
+@pytest.fixture
+def tables(app_env: pytest.MonkeyPatch, azurite_instance: azurite.Azurite) -> Iterator[Tables]:
+    """Fresh table names, also set as app settings so the registered functions use them."""
+    suffix = uuid.uuid4().hex[:12]
+    pair = Tables(azurite_instance.connection_string, f"state{suffix}", f"alerts{suffix}")
+    app_env.setenv("STORMWATCH_STATE_TABLE", pair.state)
+    app_env.setenv("STORMWATCH_ALERTS_TABLE", pair.alerts)
+    wiring.reset()
+    yield pair
+
+
+def run(detector: Detector, events: Sequence[dict[str, Any]], partition: str = "0",
+        first_sequence: int = 0) -> DetectReport:
+    return detect_batch(batch(events, partition, first_sequence), detector)
+
+
+def alerts_of(reports: Sequence[DetectReport]) -> list[Alert]:
+    return [alert for report in reports for alert in report.alerts]

@@ -1,0 +1,324 @@
+"""Rules without I/O: Sigma matching, loading with file/line errors, and the pure state transitions."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.alerts import render_summary
+from shared.parsers.values import parse_time
+from shared.rules import RuleError, load_rules
+from shared.rules.aggregate import Hit, KeyContext, KeyState, advance, to_us
+from shared.rules.rule import Rule, state_key
+from shared.rules.sigma import compile_detection
+from tests.detect_fixtures import BURST_RULE, T0, deletes, event, rule_from
+
+SIGNIN: dict[str, Any] = {
+    "actor": "Alice@Contoso.example", "result": "Failure", "source_ip": "198.51.100.61",
+    "targets": [{"type": "User", "name": "erin"}, {"type": "Group", "name": None}],
+    "risk_event_types": ["unfamiliarFeatures", "passwordSpray"],
+    "details": {"error_code": 50126, "country": "NO", "is_interactive": True},
+    "raw": {"ResultType": "50126", "properties": {"status": {"errorCode": 50126}}, "Level": 4},
+}
+
+
+def matches(detection: dict[str, Any], event: dict[str, Any] = SIGNIN) -> bool:
+    return compile_detection(detection)(event)
+
+
+@pytest.mark.parametrize(("selection", "expected"), [
+    ({"actor": "alice@contoso.EXAMPLE"}, True),                    # case-insensitive equality
+    ({"actor": "bob@contoso.example"}, False),
+    ({"actor": ["bob@contoso.example", "alice@contoso.example"]}, True),  # a list of values ORs
+    ({"details.error_code": "50126"}, True),                      # numbers compare as text
+    ({"raw.Level": 4}, True),
+    ({"raw.resulttype": 50126}, True),                             # raw keys found case-insensitively
+    ({"raw.properties.status.errorCode": "50126"}, True),
+    ({"details.is_interactive": True}, True),
+    ({"details.is_interactive": "true"}, True),
+    ({"targets.type": "group"}, True),                             # any element of an array
+    ({"targets.type": "Application"}, False),
+    ({"risk_event_types": "passwordspray"}, True),
+    ({"actor|contains": "CONTOSO"}, True),
+    ({"actor|startswith": "alice@"}, True),
+    ({"actor|endswith": ".example"}, True),
+    ({"actor|endswith": ".com"}, False),
+    ({"actor|contains|all": ["alice", "contoso"]}, True),
+    ({"actor|contains|all": ["alice", "fabrikam"]}, False),
+    ({"actor|re": "^ALICE@[a-z]+\\.example$"}, True),              # re is case-insensitive too
+    ({"source_ip|cidr": "198.51.100.0/24"}, True),
+    ({"source_ip|cidr": ["10.0.0.0/8", "192.168.0.0/16"]}, False),
+    ({"actor": "alice@*.example"}, True),                          # Sigma wildcards in plain values
+    ({"actor": "alice@?ontoso.example"}, True),
+    ({"actor": "alice@\\*.example"}, False),                       # an escaped star is a star
+    ({"region": None}, True),                                      # null: absent or null
+    ({"targets.name": None}, True),
+    ({"actor": None}, False),
+    ({"details.country": "no"}, True),                             # `NO` stays Norway, not false
+])
+def test_field_conditions(selection: dict[str, Any], expected: bool) -> None:
+    assert matches({"selection": selection, "condition": "selection"}) is expected
+
+
+def test_selection_maps_and_their_fields_combine_as_sigma_says() -> None:
+    failed_alice = {"actor|startswith": "alice", "result": "Failure"}
+    assert matches({"selection": failed_alice, "condition": "selection"})
+    assert not matches({"selection": {**failed_alice, "result": "Success"}, "condition": "selection"})
+    either = [{"actor": "bob@contoso.example"}, {"source_ip": "198.51.100.61"}]
+    assert matches({"selection": either, "condition": "selection"})
+
+
+@pytest.mark.parametrize(("condition", "expected"), [
+    ("failed and not trusted", True),
+    ("failed and trusted", False),
+    ("trusted or failed and norway", True),          # and binds tighter than or
+    ("(trusted or failed) and not norway", False),
+    ("not not failed", True),
+    ("1 of sel_*", True),
+    ("all of sel_*", False),
+    ("any of them", True),
+    ("all of them", False),
+    ("failed AND NOT trusted", True),                # keywords in any case
+])
+def test_conditions(condition: str, expected: bool) -> None:
+    detection = {"failed": {"result": "Failure"}, "trusted": {"source_ip|cidr": "203.0.113.0/24"},
+                 "norway": {"details.country": "NO"}, "sel_a": {"actor|contains": "alice"},
+                 "sel_b": {"actor|contains": "bob"}, "condition": condition}
+    assert matches(detection) is expected
+
+
+@pytest.mark.parametrize(("detection", "problem"), [
+    ({"sel": {"actor|contain": "x"}, "condition": "sel"}, "unknown modifier 'contain'"),
+    ({"sel": {"actor": "x"}, "condition": "sel and other"}, "'other', which is not a selection"),
+    ({"sel": {"actor": "x"}, "condition": "sel and"}, "condition ends"),
+    ({"sel": {"actor": "x"}, "condition": "(sel"}, "')'"),
+    ({"sel": {"actor": "x"}, "condition": "sel sel"}, "unexpected 'sel'"),
+    ({"sel": {"actor|re": "("}, "condition": "sel"}, "invalid regular expression"),
+    ({"sel": {"source_ip|cidr": "not-a-net"}, "condition": "sel"}, "not a network"),
+    ({"sel": ["keyword", "search"], "condition": "sel"}, "keyword search is not supported"),
+    ({"sel": {"actor|contains|re": "x"}, "condition": "sel"}, "cannot be combined"),
+    ({"sel": {"actor": []}, "condition": "sel"}, "empty list"),
+    ({"sel": {"actor": "x"}, "condition": "1 of nothing_*"}, "matches no selection"),
+    ({"sel": {"actor": "x"}}, "no condition"),
+])
+def test_bad_detections_are_refused_with_the_reason(detection: dict[str, Any], problem: str) -> None:
+    with pytest.raises(RuleError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        compile_detection(detection)
+
+
+def write(folder: Path, name: str, text: str) -> None:
+    (folder / name).write_text(text)
+
+
+GOOD = BURST_RULE.replace("id: burst", "id: good")
+
+
+def test_a_load_error_names_file_line_and_problem_and_spares_the_other_files(tmp_path: Path) -> None:
+    write(tmp_path, "good.yaml", GOOD)
+    write(tmp_path, "bad-modifier.yaml", GOOD.replace("id: good", "id: bad1").replace(
+        "deleted: {action: delete}", "deleted:\n    action|contain: delete"))
+    write(tmp_path, "bad-yaml.yaml", "id: bad2\ntitle: [unclosed\n")
+    write(tmp_path, "bad-severity.yaml", GOOD.replace("id: good", "id: bad3").replace("severity: high",
+                                                                                       "severity: urgent"))
+    pack = load_rules(tmp_path)
+    assert [rule.id for rule in pack.rules] == ["good"]
+    errors = {error.path.name: error for error in pack.errors}
+    assert set(errors) == {"bad-modifier.yaml", "bad-yaml.yaml", "bad-severity.yaml"}
+    assert errors["bad-modifier.yaml"].line == 9
+    assert "detection.deleted.action|contain: unknown modifier 'contain'" in errors["bad-modifier.yaml"].message
+    assert errors["bad-yaml.yaml"].line == 3 and "not valid YAML" in errors["bad-yaml.yaml"].message
+    assert errors["bad-severity.yaml"].line == 5 and errors["bad-severity.yaml"].message.startswith("severity:")
+    assert str(errors["bad-severity.yaml"]).startswith(f"{tmp_path / 'bad-severity.yaml'}:5: severity:")
+
+
+@pytest.mark.parametrize(("change", "line", "problem"), [
+    (("timespan: 10m", "timespan: 15s"), 11, "timespan must be a multiple of 10s"),
+    (("timespan: 10m", "timespan: ten minutes"), 11, "a duration is a whole number and a unit"),
+    (("condition: {gte: 10}", "condition: {gte: 10, field: actor}"), 12, "use kind distinct"),
+    (("group-by: [actor]", "group-by: [actor..name]"), 10, "empty segment"),
+    (("summary: \"{actor} deleted {count}\"", "summary: \"{actor deleted\""), 15, "unbalanced braces"),
+    (("kind: threshold", "kind: first_seen"), 11, "belong to threshold and distinct rules"),
+    (("id: good", "id: Bad/Id"), 2, "id: String should match pattern"),
+    (("severity: high", "severity: high\nfilters:\n  - {field: subscription_id, in: nowhere}"), 7,
+     "list 'nowhere' is not defined"),
+    (("suppress: 1h", "suppress: 1h\nunknown_key: 1"), 15, "unknown_key: Extra inputs are not permitted"),
+])
+def test_rule_errors_point_at_their_line(tmp_path: Path, change: tuple[str, str], line: int, problem: str) -> None:
+    write(tmp_path, "rule.yaml", GOOD.replace(*change))
+    pack = load_rules(tmp_path)
+    assert not pack.rules and len(pack.errors) == 1
+    assert pack.errors[0].line == line and problem in pack.errors[0].message, str(pack.errors[0])
+
+
+def test_test_events_are_checked_against_the_normalized_contract(tmp_path: Path) -> None:
+    write(tmp_path, "rule.yaml", GOOD + "tests:\n  - name: typo\n    alerts: 0\n    events:\n"
+                                        "      - {action: delete, actr: bob}\n")
+    error = load_rules(tmp_path).errors[0]
+    assert error.line == 20 and "tests[0].events[0].actr: not a field of the normalized event" in error.message
+
+
+def test_duplicate_ids_and_missing_folder(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", GOOD)
+    write(tmp_path, "b.yaml", GOOD)
+    pack = load_rules(tmp_path)
+    assert len(pack.rules) == 1 and "already used by" in pack.errors[0].message
+    assert load_rules(tmp_path / "absent").errors[0].message == "rules folder not found"
+
+
+def test_lists_are_data_and_filter_case_insensitively(tmp_path: Path) -> None:
+    (tmp_path / "lists").mkdir()
+    write(tmp_path / "lists", "prod.yaml", "values: [A1B2C3D4-1111-4111-8111-000000000001]\n")
+    write(tmp_path / "lists", "broken.yaml", "values: []\n")
+    write(tmp_path, "rule.yaml", GOOD.replace("severity: high", "severity: high\nfilters:\n"
+                                              "  - {field: subscription_id, in: prod}\n"
+                                              "  - {field: actor, not_in: prod}"))
+    pack = load_rules(tmp_path)
+    assert [error.path.name for error in pack.errors] == ["broken.yaml"]
+    rule = pack.rules[0]
+    assert rule.selects(event(0, T0))
+    assert not rule.selects(event(0, T0, subscription_id="d4c3b2a1-2222-4222-8222-000000000002"))
+
+
+def test_distinct_state_must_fit_in_one_entity(tmp_path: Path) -> None:
+    spray = GOOD.replace("kind: threshold", "kind: distinct").replace("{gte: 10}", "{gte: 5000, field: actor}")
+    write(tmp_path, "rule.yaml", spray)
+    assert "would not fit in one state entity" in load_rules(tmp_path).errors[0].message
+
+
+# --- pure state transitions -------------------------------------------------------------------------
+
+
+def hits(events: list[dict[str, Any]], first_sequence: int = 0) -> list[Hit]:
+    return [Hit(to_us(parse_time(item["time"])), item["event_id"], first_sequence + index, item)
+            for index, item in enumerate(events)]
+
+
+def context(rule: Rule, partition: str = "0", learning_end_us: int | None = None) -> KeyContext:
+    group: dict[str, str | None] = {"actor": "mallory@contoso.example"}
+    return KeyContext(rule, state_key(("mallory@contoso.example",)), group, partition, learning_end_us)
+
+
+@pytest.fixture
+def burst(tmp_path: Path) -> Rule:
+    return rule_from(tmp_path, BURST_RULE)
+
+
+def test_threshold_fires_on_the_tenth_event_with_its_facts(burst: Rule) -> None:
+    nine = advance(context(burst), None, hits(deletes(9)))
+    assert nine.alerts == [] and nine.state is not None
+    tenth = advance(context(burst), nine.state, hits(deletes(1, T0 + timedelta(seconds=90), first=9), 9))
+    [alert] = tenth.alerts
+    assert (alert.count, alert.first_seen, alert.last_seen, alert.time) == (
+        10, T0, T0 + timedelta(seconds=90), T0 + timedelta(seconds=90))
+    assert alert.group == {"actor": "mallory@contoso.example"}
+    assert alert.event_ids == [f"evt-{n}" for n in range(10)]
+    assert alert.summary == "mallory@contoso.example deleted 10"
+    same = advance(context(burst), None, hits(deletes(10)))
+    assert same.alerts[0].alert_id == alert.alert_id  # deterministic: same rule, key and raising event
+
+
+def test_events_spread_wider_than_the_window_do_not_fire(burst: Rule) -> None:
+    spread = advance(context(burst), None, hits(deletes(12, every=timedelta(minutes=2))))
+    assert spread.alerts == [] and spread.applied == 12
+
+
+def test_out_of_order_events_in_a_batch_give_the_in_order_result(burst: Rule) -> None:
+    ordered = advance(context(burst), None, hits(deletes(10)))
+    shuffled = advance(context(burst), None, hits(list(reversed(deletes(10)))))
+    assert [alert.model_dump() for alert in shuffled.alerts] == [alert.model_dump() for alert in ordered.alerts]
+
+
+def minutes(count: int) -> datetime:
+    return T0 + timedelta(minutes=count)
+
+
+def test_late_events_count_in_their_own_buckets_and_complete_an_old_window(burst: Rule) -> None:
+    recent = advance(context(burst), None, hits(deletes(5, minutes(20))))
+    late = advance(context(burst), recent.state, hits(deletes(5, minutes(2), first=5), 5))
+    assert late.alerts == [] and late.too_late == 0 and late.state is not None
+    assert sorted(bucket.count for bucket in late.state.buckets.values()) == [5, 5]  # 18 minutes apart
+    later = advance(context(burst), late.state, hits(deletes(5, minutes(12), first=10), 10))
+    [alert] = later.alerts  # 12:00-12:40 and 20:00-20:40 share a 10-minute window
+    assert (alert.count, alert.first_seen, alert.time) == (10, minutes(12), minutes(20) + timedelta(seconds=40))
+
+
+def test_events_later_than_the_allowed_lateness_are_dropped_not_counted(burst: Rule) -> None:
+    recent = advance(context(burst), None, hits(deletes(1, T0 + timedelta(hours=2))))
+    stale = advance(context(burst), recent.state, hits(deletes(9, T0, first=1), 1))
+    assert stale.too_late == 9 and stale.applied == 0
+    assert stale.state is not None and sum(b.count for b in stale.state.buckets.values()) == 1
+
+
+def test_suppression_holds_one_alert_per_burst_and_allows_the_next_burst(burst: Rule) -> None:
+    first = advance(context(burst), None, hits(deletes(30)))
+    assert len(first.alerts) == 1
+    during = advance(context(burst), first.state, hits(deletes(15, T0 + timedelta(minutes=30), first=30), 30))
+    assert during.alerts == []
+    after = advance(context(burst), during.state, hits(deletes(10, T0 + timedelta(hours=2), first=45), 45))
+    assert len(after.alerts) == 1 and after.alerts[0].first_seen == T0 + timedelta(hours=2)
+
+
+def test_redelivered_hits_are_skipped_and_their_alert_replayed(burst: Rule) -> None:
+    batch_hits = hits(deletes(10))
+    first = advance(context(burst), None, batch_hits)
+    again = advance(context(burst), first.state, batch_hits)
+    assert again.state is None and again.alerts == [] and again.redelivered == 10
+    assert [alert.alert_id for alert in again.replayed] == [first.alerts[0].alert_id]
+    other_partition = advance(context(burst, partition="1"), first.state, batch_hits)
+    assert other_partition.state is not None and other_partition.redelivered == 0
+
+
+def test_old_buckets_are_pruned_so_the_state_stays_bounded(burst: Rule) -> None:
+    state: KeyState | None = None
+    for hour in range(48):
+        state = advance(context(burst), state, hits(deletes(3, T0 + timedelta(hours=hour), first=3 * hour),
+                                                    3 * hour)).state
+    assert state is not None and state.latest_us is not None
+    reach = burst.window_us + burst.lateness_us + burst.bucket_us
+    assert all(start >= state.latest_us - reach for start in state.buckets)
+    assert len(state.buckets) <= 2 and len(state.samples) <= 10
+    assert KeyState.from_json(state.to_json()) == state
+
+
+def test_distinct_counts_values_case_insensitively(tmp_path: Path) -> None:
+    spray = rule_from(tmp_path, BURST_RULE.replace("kind: threshold", "kind: distinct").replace(
+        "{gte: 10}", "{gte: 3, field: targets.name}"))
+    two = deletes(4, targets=[{"name": "Erin"}])[:2] + deletes(2, first=2, targets=[{"name": "erin"}, {"name": "x"}])
+    assert advance(context(spray), None, hits(two)).alerts == []
+    third = advance(context(spray), None, hits(two + deletes(1, first=4, targets=[{"name": "Y"}])))
+    assert [alert.count for alert in third.alerts] == [3]
+
+
+def test_first_seen_learns_then_alerts_once_per_new_value(tmp_path: Path) -> None:
+    country = rule_from(tmp_path, """
+        id: country
+        title: New country
+        description: test
+        severity: medium
+        kind: first_seen
+        detection: {signed_in: {action: sign_in}, condition: signed_in}
+        group-by: [actor]
+        fields: [details.country]
+        """)
+    learning_end = to_us(T0 + timedelta(days=2))
+    during = advance(context(country, learning_end_us=learning_end), None,
+                     hits(deletes(1, T0 + timedelta(days=1), action="sign_in")))
+    assert during.alerts == [] and during.state is not None
+    after = advance(context(country, learning_end_us=learning_end), None,
+                    hits(deletes(2, T0 + timedelta(days=3), action="sign_in")))
+    assert len(after.alerts) == 1 and after.alerts[0].count == 2
+    seen = advance(context(country, learning_end_us=learning_end), after.state,
+                   hits(deletes(1, T0 + timedelta(days=3, hours=1), action="sign_in")))
+    assert seen.state is None and seen.alerts == []  # nothing to write within a day of last_seen
+
+
+def test_summary_placeholders_fall_back_and_say_unknown() -> None:
+    facts = {"count": 3, "actor": "bob"}
+    text = render_summary("{actor} x{count} {resource_name|resource_id} {details.country} {nothing}",
+                          "T", facts, {"resource_id": "/r", "details": {"country": "NO"}})
+    assert text == "bob x3 /r NO (unknown)"
+    assert render_summary(None, "Title", {}, {"actor": "a", "operation": "OP", "resource_name": "r",
+                                              "subscription_id": "s"}) == "Title: a — OP — r (s)"

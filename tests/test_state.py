@@ -1,0 +1,228 @@
+"""Detection state in a real Table Storage (Azurite): ETag concurrency, exact counts under contention,
+safe keys, bounded entities, housekeeping."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+from azure.data.tables import UpdateMode
+
+from shared.rules import Rule
+from shared.rules.aggregate import Bucket, KeyState, Transition
+from shared.state import (
+    LEARNING_ROW,
+    StateConflictError,
+    StateKey,
+    StateTable,
+    StateTooLargeError,
+    TableEntityStore,
+    decode_state,
+    encode_state,
+)
+from tests.detect_fixtures import BURST_RULE, T0, Tables, TransactionCounter, deletes, rule_from, run, tables
+
+__all__ = ["tables"]  # the fixture, used by name
+
+
+def store_of(tables: Tables) -> TableEntityStore:
+    store = TableEntityStore(tables.service().get_table_client(tables.state))
+    store.ensure_table()
+    return store
+
+
+def test_a_stale_etag_really_gets_412_from_the_table(tables: Tables) -> None:
+    """Proves the mechanism, not the emulator's leniency: Azurite once accepted stale ETags."""
+    client = tables.service().get_table_client(tables.state)
+    client.create_table()
+    created = client.create_entity({"PartitionKey": "p", "RowKey": "r", "count": 1})
+    client.update_entity({"PartitionKey": "p", "RowKey": "r", "count": 2}, mode=UpdateMode.REPLACE)
+    with pytest.raises(ResourceModifiedError) as refused:
+        client.update_entity({"PartitionKey": "p", "RowKey": "r", "count": 3}, mode=UpdateMode.REPLACE,
+                             etag=created["etag"], match_condition=MatchConditions.IfNotModified)
+    assert refused.value.status_code == 412
+    assert client.get_entity("p", "r")["count"] == 2
+    with pytest.raises(ResourceExistsError):
+        client.create_entity({"PartitionKey": "p", "RowKey": "r"})
+
+
+def test_the_store_turns_412_409_and_404_into_conflicts(tables: Tables) -> None:
+    store = store_of(tables)
+    entity = {"PartitionKey": "p", "RowKey": "r", "state": "{}"}
+    first = store.insert(entity)
+    with pytest.raises(StateConflictError):
+        store.insert(entity)  # 409
+    second = store.replace(entity, first)
+    with pytest.raises(StateConflictError):
+        store.replace(entity, first)  # 412
+    assert not store.delete("p", "r", first)
+    assert store.delete("p", "r", second)
+    with pytest.raises(StateConflictError):
+        store.replace(entity, second)  # 404: deleted meanwhile
+
+
+def test_a_conflicting_write_is_reread_and_reapplied(tables: Tables, tmp_path: Path) -> None:
+    """Two instances with cached ETags: the second write gets 412, re-reads, and both counts survive."""
+    rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 1000}"))
+    first, second = tables.detector([rule]), tables.detector([rule])
+    run(first, deletes(3), partition="0")
+    run(second, deletes(4, first=100), partition="1")
+    report = run(first, deletes(5, first=200), partition="0", first_sequence=3)
+    assert report.state_conflicts == 1 and report.state_reads == 1  # its cached ETag was stale
+    assert tables.count_of(rule, "mallory@contoso.example") == 12
+
+
+def hammer(tables: Tables, rule: Rule, worker: int, batches: int, errors: list[BaseException]) -> None:
+    """One function instance: its own clients and cache, its own partition, the same five callers."""
+    detector = tables.detector([rule])
+    try:
+        for number in range(batches):
+            events = [event for caller in range(5) for event in deletes(
+                4, T0 + timedelta(seconds=number), first=worker * 100_000 + number * 100 + caller * 10,
+                actor=f"caller-{caller}")]
+            run(detector, events, partition=str(worker), first_sequence=number * len(events))
+    except BaseException as error:
+        errors.append(error)
+
+
+def test_two_workers_hammering_the_same_keys_end_with_exact_counts(tables: Tables, tmp_path: Path) -> None:
+    rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
+    errors: list[BaseException] = []
+    workers = [threading.Thread(target=hammer, args=(tables, rule, worker, 25, errors)) for worker in (1, 2)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert not errors
+    for caller in range(5):
+        state = tables.state_of(rule, f"caller-{caller}")
+        assert state is not None
+        assert sum(bucket.count for bucket in state.buckets.values()) == 2 * 25 * 4
+        last = 24 * 20 + caller * 4 + 3  # the caller's last event in the last batch of each partition
+        assert state.watermarks == {"1": last, "2": last}
+
+
+def test_contention_is_resolved_by_retrying_not_by_losing_updates(tables: Tables) -> None:
+    """Many writers on one entity through StateTable.update: every increment lands exactly once."""
+    store = store_of(tables)
+    key = StateKey("counter", "k")
+
+    def add_one(before: KeyState | None) -> Transition:
+        state = before.copy() if before else KeyState()
+        state.buckets[0] = Bucket((state.buckets[0].count if 0 in state.buckets else 0) + 1, 0, 0)
+        return Transition(state=state)
+
+    conflicts: list[int] = []
+
+    def writer() -> None:
+        table = StateTable(TableEntityStore(tables.service().get_table_client(tables.state)))
+        for _ in range(20):
+            conflicts.append(table.update(key, {}, add_one).conflicts)
+
+    threads = [threading.Thread(target=writer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stored = store.read(*key)
+    assert stored is not None and decode_state(stored.properties).buckets[0].count == 80
+    assert sum(conflicts) > 0  # the retry path really ran
+
+
+def test_group_values_with_forbidden_key_characters_are_safe(tables: Tables, tmp_path: Path) -> None:
+    rule = rule_from(tmp_path, BURST_RULE)
+    detector = tables.detector([rule])
+    awkward = ["a/b", "c\\d", "e#f", "g?h", "tab\there", "line\nbreak", "x" * 2000, "ünïcødé ✓"]
+    for index, actor in enumerate(awkward):
+        run(detector, deletes(2, first=10 * index, actor=actor), first_sequence=2 * index)
+    for actor in awkward:
+        assert tables.count_of(rule, actor) == 2
+    entity = next(iter(tables.service().get_table_client(tables.state).list_entities()))
+    assert len(entity["RowKey"]) == 32 and entity["rule"] == "burst" and len(entity["group"]) < 400
+
+
+def test_a_large_state_is_split_over_properties_and_bounded() -> None:
+    state = KeyState(buckets={start: Bucket(1, 0, 0, {f"{start:08x}{n:08x}" for n in range(500)})
+                              for start in range(20)})
+    properties = encode_state(state)
+    assert len(properties) > 1 and all(len(chunk) <= 16_000 for chunk in properties.values())
+    assert decode_state(properties) == state
+    huge = KeyState(buckets={start: Bucket(1, 0, 0, {f"{start:08x}{n:08x}" for n in range(5000)})
+                             for start in range(60)})
+    with pytest.raises(StateTooLargeError):
+        encode_state(huge)
+
+
+def test_a_large_state_round_trips_through_the_table(tables: Tables) -> None:
+    store = store_of(tables)
+    state = KeyState(buckets={start: Bucket(1, 0, 0, {f"{start:08x}{n:08x}" for n in range(900)})
+                              for start in range(20)})
+    table = StateTable(store)
+
+    table.update(StateKey("big", "k"), {}, lambda before: Transition(state=state))
+    stored = store.read("big", "k")
+    assert stored is not None and decode_state(stored.properties) == state
+
+
+HOUSEKEEPING_RULES = {
+    "short": BURST_RULE.replace("id: burst", "id: short").replace("timespan: 10m", "timespan: 1m")
+             .replace("lateness: 30m", "lateness: 1m").replace("suppress: 1h", "suppress: 1m"),
+    "country": """
+        id: country
+        title: New country
+        description: test
+        severity: medium
+        kind: first_seen
+        detection: {signed_in: {action: delete}, condition: signed_in}
+        group-by: [actor]
+        fields: [subscription_id]
+        """,
+}
+
+
+def test_housekeeping_deletes_expired_state_only(tables: Tables, tmp_path: Path) -> None:
+    short, country = (rule_from(tmp_path, text) for text in HOUSEKEEPING_RULES.values())
+    assert short.horizon == timedelta(minutes=4) and country.horizon == timedelta(days=90)
+    detector = tables.detector([short, country])
+    run(detector, deletes(3, actor="a") + deletes(3, first=3, actor="b"))
+    store = store_of(tables)
+    orphan = {"PartitionKey": "removed-rule", "RowKey": "k", "state": KeyState().to_json()}
+    store.insert(orphan)
+    now = datetime.now(UTC)
+    assert detector.state.housekeep([short, country], now) == {}  # nothing is old yet
+    assert detector.state.housekeep([short, country], now + timedelta(minutes=5)) == {"short": 2}
+    assert store.read("country", LEARNING_ROW) is not None and tables.state_of(short, "a") is None
+    assert detector.state.housekeep([short, country], now + timedelta(days=31)) == {"removed-rule": 1}
+    assert detector.state.housekeep([short, country], now + timedelta(days=91)) == {"country": 2}
+    assert store.read("country", LEARNING_ROW) is not None  # the learning start is kept
+    # The detector's cache still holds the deleted entities' ETags: the next batch must recover (404).
+    report = run(detector, deletes(2, T0 + timedelta(minutes=5), first=10, actor="a"), first_sequence=10)
+    assert report.state_conflicts == 0 and tables.count_of(short, "a") == 2
+
+
+def test_housekeeping_keeps_an_entity_written_after_it_was_listed(tables: Tables) -> None:
+    store = store_of(tables)
+    etag = store.insert({"PartitionKey": "short", "RowKey": "k", "state": "{}"})
+    store.replace({"PartitionKey": "short", "RowKey": "k", "state": "{}"}, etag)
+    assert not store.delete("short", "k", etag)  # a concurrent update wins over the delete
+    assert store.read("short", "k") is not None
+
+
+def test_transactions_grow_with_keys_touched_not_with_events(tables: Tables, tmp_path: Path) -> None:
+    rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
+    counter = TransactionCounter()
+    detector = tables.detector([rule], counter)
+    run(detector, deletes(1, actor="warm-up"))  # table creation happens once per process
+    counter.reset()
+    callers = [f"caller-{n % 5}" for n in range(100)]
+    events = [event for n, actor in enumerate(callers) for event in deletes(1, first=1000 + n, actor=actor)]
+    report = run(detector, events, first_sequence=1)
+    assert report.keys_touched == 5 and counter.count <= 2 * 5
+    assert counter.methods.count("GET") == 5
+    counter.reset()
+    run(detector, [{**item, "event_id": item["event_id"] + "-b"} for item in events], first_sequence=101)
+    assert counter.count == 5  # entities and ETags cached between batches: one write per key
