@@ -54,6 +54,8 @@ class Parameter:
     pattern: str | None = None
     max_length: int | None = None
     choices: tuple[str, ...] | None = None
+    formats: tuple[str, ...] = ()  # any of these JSON Schema formats, e.g. ("ipv4", "ipv6")
+    example: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Route:
     answer: type[BaseModel] | None
     parameters: tuple[Parameter, ...] = ()
     body: type[BaseModel] | None = None
+    example: dict[str, Any] | None = None
     errors: tuple[int, ...] = (400,)
 
 
@@ -105,44 +108,62 @@ def read_body(request: func.HttpRequest, model: type[_Body]) -> _Body:
         raise InputError(f"invalid {model.__name__}: {reasons}") from None
 
 
-_IP = Parameter("ip", "path", "An IPv4 or IPv6 address", pattern=r"^[0-9A-Fa-f.:]+$", max_length=MAX_IP_LENGTH)
-_RESOURCE_ID = Parameter("id", "query", f"An ARM resource id of an allow-listed type: {', '.join(ALLOWED_TYPE_NAMES)}",
-                         pattern="^/subscriptions/", max_length=MAX_ID_LENGTH)
-_ALERT_ID = Parameter("id", "query", "A Defender for Cloud alert id (/subscriptions/.../providers/"
-                      "Microsoft.Security/locations/{location}/alerts/{name})", pattern="^/subscriptions/",
-                      max_length=MAX_ID_LENGTH)
+# Examples from the fictional estate of samples/: shown in the document and replayed by its tests.
+_SUBSCRIPTION = "/subscriptions/a1b2c3d4-1111-4111-8111-000000000001"
+EXAMPLE_RULE_ID = (f"{_SUBSCRIPTION}/resourceGroups/rg-prod-web/providers/Microsoft.Network/networkSecurityGroups/"
+                   "nsg-web/securityRules/allow-9753")
+EXAMPLE_ALERT_ID = (f"{_SUBSCRIPTION}/resourceGroups/rg-prod-web/providers/Microsoft.Security/locations/eastus/"
+                    "alerts/2516820315448223217_a1e47000-0114-4000-8000-000114000001")
+EXAMPLE_EVENT = {
+    "event_id": "e7e7da7a-0101-4001-8000-000101000001", "source": "activity", "category": "Administrative",
+    "time": "2026-11-12T14:03:11.462031Z", "operation": "MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/SECURITYRULES/WRITE",
+    "action": "create_or_update", "result": "Start", "actor": "dave@contoso.example",
+    "source_ip": "2001:db8:c0:10::d4", "resource_id": EXAMPLE_RULE_ID,
+}
+_ARM_ERRORS = (400, 403, 404, 502, 503, 504)
 
-IP = Route("enrich_ip", "GET", "enrich/ip/{ip}",
-           "Address class, Azure service tags and geolocation of an IP address",
-           lambda request: wiring.enricher().ip(_route_value(request, "ip")), IpContext, (_IP,))
+IP = Route(
+    "enrich_ip", "GET", "enrich/ip/{ip}", "Address class, Azure service tags and geolocation of an IP address",
+    lambda request: wiring.enricher().ip(_route_value(request, "ip")), IpContext,
+    (Parameter("ip", "path", "An IPv4 or IPv6 address", max_length=MAX_IP_LENGTH, formats=("ipv4", "ipv6"),
+               example="198.51.100.143"),))
 OPERATION = Route(
-    "enrich_operation", "GET", "enrich/operation/{*name}",
-    "Catalog description and classification of an operation id",
+    "enrich_operation", "GET", "enrich/operation/{*name}", "Catalog description and classification of an operation",
     lambda request: wiring.enricher().operation(_route_value(request, "name"), _query(request, "source"),
                                                 _query(request, "result")),
     OperationContext,
-    (Parameter("name", "path", "Operation id, e.g. Microsoft.Network/networkSecurityGroups/securityRules/write; "
-               "slashes may be sent as they are", pattern=f"^{OPERATION_PATTERN}$"),
+    (Parameter("name", "path", "Operation id; its slashes may be sent as they are or as %2F",
+               pattern=f"^{OPERATION_PATTERN}$",
+               example="Microsoft.Sql/servers/databases/transparentDataEncryption/write"),
      Parameter("source", "query", "Classify as this source (default: activity, or audit for ids without '/')",
                required=False, choices=SOURCES),
      Parameter("result", "query", "Classify for this result (default: Success)", required=False,
                pattern=f"^{RESULT_PATTERN}$")),
     errors=(400, 404))
-RESOURCE = Route("enrich_resource", "GET", "enrich/resource",
-                 "The live resource from ARM with a plain risk verdict (allow-listed types only)",
-                 lambda request: wiring.enricher().resource(_required(request, "id")), ResourceContext,
-                 (_RESOURCE_ID,), errors=(400, 403, 404, 502, 503, 504))
-ALERT = Route("enrich_alert", "GET", "enrich/alert", "A Defender for Cloud alert from ARM",
-              lambda request: wiring.enricher().alert(_required(request, "id")), AlertContext, (_ALERT_ID,),
-              errors=(400, 403, 404, 502, 503, 504))
-DISMISS = Route("enrich_alert_dismiss", "POST", "enrich/alert/dismiss",
-                "Dismiss a Defender for Cloud alert (only when STORMWATCH_ALLOW_ALERT_DISMISS is true)",
-                lambda request: wiring.enricher().dismiss(read_body(request, AlertReference).id), DismissResult,
-                body=AlertReference, errors=(400, 403, 404, 409, 413, 415, 502, 503, 504))
-EVENT = Route("enrich_event", "POST", "enrich/event",
-              "A normalized event with its IP, operation and resource context added",
-              lambda request: wiring.enricher().event(read_body(request, NormalizedEvent)), EnrichedEvent,
-              body=NormalizedEvent, errors=(400, 413, 415))
+RESOURCE = Route(
+    "enrich_resource", "GET", "enrich/resource",
+    "The live resource from ARM with a plain risk verdict (allow-listed types only)",
+    lambda request: wiring.enricher().resource(_required(request, "id")), ResourceContext,
+    (Parameter("id", "query", f"ARM id of an allow-listed type: {', '.join(ALLOWED_TYPE_NAMES)}",
+               pattern="^/subscriptions/", max_length=MAX_ID_LENGTH, example=EXAMPLE_RULE_ID),),
+    errors=_ARM_ERRORS)
+ALERT = Route(
+    "enrich_alert", "GET", "enrich/alert", "A Defender for Cloud alert from ARM",
+    lambda request: wiring.enricher().alert(_required(request, "id")), AlertContext,
+    (Parameter("id", "query", "Defender for Cloud alert id", pattern="^/subscriptions/", max_length=MAX_ID_LENGTH,
+               example=EXAMPLE_ALERT_ID),),
+    errors=_ARM_ERRORS)
+DISMISS = Route(
+    "enrich_alert_dismiss", "POST", "enrich/alert/dismiss",
+    "Dismiss a Defender for Cloud alert (only when STORMWATCH_ALLOW_ALERT_DISMISS is true)",
+    lambda request: wiring.enricher().dismiss(read_body(request, AlertReference).id), DismissResult,
+    body=AlertReference, example={"id": EXAMPLE_ALERT_ID}, errors=(*_ARM_ERRORS, 409, 413, 415))
+EVENT = Route(
+    "enrich_event", "POST", "enrich/event", "A normalized event with its IP, operation and resource context added",
+    lambda request: wiring.enricher().event(read_body(request, NormalizedEvent)), EnrichedEvent,
+    body=NormalizedEvent, example=EXAMPLE_EVENT, errors=(400, 413, 415))
+
+
 def openapi_document() -> dict[str, Any]:
     return _openapi_document()
 

@@ -25,10 +25,15 @@ def _parameter(parameter: Parameter) -> dict[str, Any]:
         schema["pattern"] = parameter.pattern
     if parameter.max_length:
         schema["maxLength"] = parameter.max_length
+    if parameter.formats:
+        schema["anyOf"] = [{"format": name} for name in parameter.formats]
     if parameter.choices:
         schema = {"type": "string", "enum": list(parameter.choices)}
-    return {"name": parameter.name, "in": parameter.location, "required": parameter.required,
-            "description": parameter.description, "schema": schema}
+    described: dict[str, Any] = {"name": parameter.name, "in": parameter.location, "required": parameter.required,
+                                 "description": parameter.description, "schema": schema}
+    if parameter.example is not None:
+        described["example"] = parameter.example
+    return described
 
 
 def _operation(route: Route, refs: Mapping[tuple[Any, JsonSchemaMode], dict[str, Any]]) -> dict[str, Any]:
@@ -42,8 +47,10 @@ def _operation(route: Route, refs: Mapping[tuple[Any, JsonSchemaMode], dict[str,
                                  "parameters": [_parameter(parameter) for parameter in route.parameters],
                                  "responses": responses}
     if route.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {
-            "schema": {"$ref": refs[(route.body, "validation")]["$ref"]}}}}
+        media: dict[str, Any] = {"schema": {"$ref": refs[(route.body, "validation")]["$ref"]}}
+        if route.example is not None:
+            media["example"] = route.example
+        operation["requestBody"] = {"required": True, "content": {"application/json": media}}
     return operation
 
 

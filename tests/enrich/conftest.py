@@ -4,6 +4,7 @@ registered HTTP functions exactly as the Functions host makes them."""
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
@@ -13,6 +14,7 @@ import orjson
 import pytest
 
 from shared import azurite, wiring
+from shared.serve import ServedProcess, spawn
 from tests.conftest import indexed_functions
 from tests.enrich.fake_arm import SUBSCRIPTION, FakeArm, running
 
@@ -45,6 +47,31 @@ def enrich_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, 
     wiring.reset()
     yield monkeypatch
     wiring.reset()
+
+
+def served_settings(fake_arm: FakeArm, azurite_instance: azurite.Azurite, module: str) -> dict[str, str]:
+    """The environment of a served app: the fake ARM, Azurite, and dismissal enabled (so it is reachable)."""
+    inherited = {name: value for name, value in os.environ.items() if not name.startswith("STORMWATCH_")}
+    return inherited | {
+        "STORMWATCH_ARM_ENDPOINT": fake_arm.url, "STORMWATCH_SUBSCRIPTION_ID": SUBSCRIPTION,
+        "STORMWATCH_SERVICE_TAGS_REGION": "eastus", "STORMWATCH_ALLOW_ALERT_DISMISS": "true",
+        "STORMWATCH_STORAGE_CONNECTION_STRING": azurite_instance.connection_string,
+        "STORMWATCH_ENRICH_CACHE_TABLE": cache_table_name(module)}
+
+
+@pytest.fixture(scope="module")
+def module_arm() -> Iterator[FakeArm]:
+    """One fake ARM for the tests of a module that share a served app."""
+    yield from running()
+
+
+@pytest.fixture(scope="module")
+def served(request: pytest.FixtureRequest, module_arm: FakeArm,
+           azurite_instance: azurite.Azurite) -> Iterator[ServedProcess]:
+    """`python -m shared serve` on a free port of 127.0.0.1, for the tests of one module."""
+    process = spawn(served_settings(module_arm, azurite_instance, request.module.__name__))
+    yield process
+    process.stop()
 
 
 def call(function: str, method: str = "GET", *, route: dict[str, str] | None = None,

@@ -19,12 +19,7 @@ pytestmark = pytest.mark.usefixtures("enrich_env")
 NSG, RULE, VAULT = arm_path("nsg-web"), arm_path("rule-allow-9753"), arm_path("kv-prod-secrets")
 ALERT, ASSIGNMENT = arm_path("alert-powershell"), arm_path("role-assignment-bob-owner")
 TAGS = arm_path("service-tags")
-NORMALIZED_RULE_WRITE: dict[str, Any] = {
-    "event_id": "e7e7da7a-0101-4001-8000-000101000001", "source": "activity", "category": "Administrative",
-    "time": "2026-11-12T14:03:11.462031Z", "operation": "MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/SECURITYRULES/WRITE",
-    "action": "create_or_update", "result": "Start", "actor": "dave@contoso.example", "source_ip": "13.68.20.7",
-    "subscription_id": SUBSCRIPTION, "resource_id": RULE,
-}
+NORMALIZED_RULE_WRITE: dict[str, Any] = api.EXAMPLE_EVENT | {"source_ip": "13.68.20.7"}  # in AzureMonitor
 
 
 def error_of(response: Any) -> dict[str, Any]:

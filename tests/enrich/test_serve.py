@@ -4,8 +4,6 @@ the real command serving the app's functions on 127.0.0.1."""
 from __future__ import annotations
 
 import http.client
-import os
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -13,10 +11,8 @@ import azure.functions as func
 import orjson
 import pytest
 
-from shared import azurite
-from shared.serve import Dispatcher, ServedProcess, compile_route, http_functions, spawn
-from tests.enrich.conftest import cache_table_name
-from tests.enrich.fake_arm import SUBSCRIPTION, FakeArm, arm_path
+from shared.serve import Dispatcher, ServedProcess, compile_route, http_functions
+from tests.enrich.fake_arm import FakeArm, arm_path
 
 
 @pytest.mark.parametrize(("template", "path", "expected"), [
@@ -87,28 +83,6 @@ def test_what_the_host_would_refuse(dispatcher: Dispatcher) -> None:
     crashed = send(dispatcher, "GET", "/api/boom")
     assert crashed.status_code == 500 and b"secret detail" not in crashed.get_body()
     assert send(dispatcher, "GET", "/api/queued").status_code == 501
-
-
-def enrich_settings(fake_arm: FakeArm, azurite_instance: azurite.Azurite) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("STORMWATCH_")}
-    return env | {
-        "STORMWATCH_ARM_ENDPOINT": fake_arm.url, "STORMWATCH_SUBSCRIPTION_ID": SUBSCRIPTION,
-        "STORMWATCH_SERVICE_TAGS_REGION": "eastus", "STORMWATCH_STORAGE_CONNECTION_STRING":
-            azurite_instance.connection_string, "STORMWATCH_ENRICH_CACHE_TABLE": cache_table_name(__name__)}
-
-
-@pytest.fixture(scope="module")
-def module_arm() -> Iterator[FakeArm]:
-    arm = FakeArm()
-    yield arm
-    arm.close()
-
-
-@pytest.fixture(scope="module")
-def served(module_arm: FakeArm, azurite_instance: azurite.Azurite) -> Iterator[ServedProcess]:
-    process = spawn(enrich_settings(module_arm, azurite_instance))
-    yield process
-    process.stop()
 
 
 def fetch(served: ServedProcess, method: str, path: str, body: bytes = b"",
