@@ -14,14 +14,15 @@ from typing import BinaryIO
 import orjson
 
 from shared.azurite import stop_dev_instance
+from shared.cli_support import UsageError
 from shared.demo import run_demo
 from shared.detect_cli import add_commands as add_detect_commands
 from shared.enrich.commands import add_commands as add_enrich_commands
 from shared.normalize import Position, normalize_bodies
+from shared.redrive import add_deadletter_commands
+from shared.settings import SettingsError
 
-
-class UsageError(Exception):
-    """Unusable arguments or input files: reported in one line, exit status 2."""
+__all__ = ["UsageError", "build_parser", "main", "read_bodies"]  # the command modules import these
 
 
 def read_bodies(stream: BinaryIO) -> Iterator[bytes]:
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     azurite_command.add_argument("action", choices=["stop"])
     azurite_command.add_argument("--data", default=".demo/azurite")
     azurite_command.set_defaults(run=cmd_azurite)
+    add_deadletter_commands(commands)
     add_enrich_commands(commands)
     add_detect_commands(commands)
     return parser
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.run(args)
-    except UsageError as error:
+    except (UsageError, SettingsError) as error:
         print(f"python -m shared {args.command}: {error}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -93,8 +93,9 @@ class DeadLetter(BaseModel):
     sequence_number: int | None = None
     offset: str | None = None
     enqueued_time: datetime | None = None
-    record_index: int | None = Field(None, description="Position inside the body; null: whole body")
+    record_index: int | None = Field(default=None, description="Position inside the body; null: whole body")
     original: str = Field(description="The original bytes, base64")
+    redriven_at: datetime | None = Field(default=None, description="When it was re-driven through normalize")
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(NormalizedEvent.model_fields)

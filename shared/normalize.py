@@ -136,18 +136,23 @@ def hubs_for(source: str, settings: Settings) -> list[str]:
     return [settings.normalized_hub, *settings.routes.get(source, [])]
 
 
+def publish_events(events: Sequence[NormalizedOutput], publisher: Publisher, settings: Settings) -> None:
+    """Fan out: one publish per hub, each event to the normalized hub and its source's extra hubs."""
+    per_hub: dict[str, list[OutgoingEvent]] = {}
+    for output in events:
+        for hub in hubs_for(output.source, settings):
+            per_hub.setdefault(hub, []).append(OutgoingEvent(output.partition_key, output.body))
+    for hub, outgoing in per_hub.items():
+        publisher.publish(hub, outgoing)
+
+
 def process_batch(bodies: Sequence[tuple[bytes, Position]], publisher: Publisher,
                   dead_letters: DeadLetterStore, settings: Settings) -> BatchReport:
     """Normalize a batch, persist its dead letters, fan out its events; raise only on I/O failure."""
     started = time.perf_counter()
     result = normalize_bodies(bodies, settings.include_raw)
     dead_letters.write(result.dead_letters)
-    per_hub: dict[str, list[OutgoingEvent]] = {}
-    for output in result.events:
-        for hub in hubs_for(output.source, settings):
-            per_hub.setdefault(hub, []).append(OutgoingEvent(output.partition_key, output.body))
-    for hub, events in per_hub.items():
-        publisher.publish(hub, events)
+    publish_events(result.events, publisher, settings)
     report = BatchReport(
         partition=bodies[0][1].partition if bodies else None, records_in=result.records_in,
         events_out=len(result.events), dead_letters=len(result.dead_letters),
