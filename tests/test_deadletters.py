@@ -17,7 +17,7 @@ from shared import azurite, wiring
 from shared.deadletters import BlobDeadLetterStore
 from shared.eventhub import bodies_with_positions, trigger_batch
 from shared.normalize import process_batch
-from shared.parsers import MappingError
+from shared.parsers import MappingError, map_record
 from shared.publish import InProcessPublisher
 from shared.redrive import redrive
 from shared.settings import get_settings
@@ -38,10 +38,8 @@ def store(app_env: pytest.MonkeyPatch) -> Iterator[BlobDeadLetterStore]:
 
 def normalize_with_a_broken_sign_in_mapper(monkeypatch: pytest.MonkeyPatch, store: BlobDeadLetterStore) -> None:
     """Simulate a mapper bug: every sign-in record fails; the batch still completes."""
-    real_map_record = shared.normalize.map_record
-
     def broken(record: object) -> dict[str, object]:
-        event = real_map_record(record)
+        event = map_record(record)
         if event["source"] == "signin":
             raise MappingError("signin mapper bug")
         return event
