@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -126,9 +126,18 @@ class BatchReport:
     events_by_source: dict[str, int]
     dead_letters_by_reason: dict[str, int]
     duration_ms: float
+    # Processing time minus the oldest enqueued time of the batch: how far behind the hub we are.
+    lag_ms: float | None
 
     def as_log(self) -> str:
         return orjson.dumps({"function": "normalize", **self.__dict__}).decode()
+
+
+def _lag_ms(bodies: Sequence[tuple[bytes, Position]]) -> float | None:
+    enqueued = [position.enqueued_time for _, position in bodies if position.enqueued_time is not None]
+    if not enqueued:
+        return None
+    return round((datetime.now(UTC) - min(enqueued)).total_seconds() * 1000, 1)
 
 
 def hubs_for(source: str, settings: Settings) -> list[str]:
@@ -159,6 +168,7 @@ def process_batch(bodies: Sequence[tuple[bytes, Position]], publisher: Publisher
         events_by_source=dict(result.events_by_source()),
         dead_letters_by_reason=dict(result.dead_letters_by_reason()),
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        lag_ms=_lag_ms(bodies),
     )
     log.log(logging.WARNING if report.dead_letters else logging.INFO, report.as_log())
     return report

@@ -161,3 +161,15 @@ def test_unreachable_dead_letter_store_raises_so_the_batch_is_retried(
     publisher = wiring.publisher()
     assert isinstance(publisher, InProcessPublisher)
     assert not publisher.hubs, "nothing is published before the dead letters are safe"
+
+
+def test_one_structured_log_line_per_batch_with_counts_and_lag(
+        run_normalize: Callable[..., tuple[InProcessPublisher, str]], caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="stormwatch.normalize"):
+        run_normalize([sample("activity/vm-start.json"), sample("bad/mixed.json")])
+    [line] = [record for record in caplog.records if record.name == "stormwatch.normalize"]
+    report = orjson.loads(line.getMessage())
+    assert line.levelname == "WARNING", "a batch with dead letters is a warning Application Insights can alert on"
+    assert (report["records_in"], report["events_out"], report["dead_letters"]) == (6, 3, 3)
+    assert report["lag_ms"] > 0 and report["duration_ms"] > 0
+    assert report["partition"] == "7"
