@@ -9,7 +9,8 @@ from tests.conftest import REPO
 
 # Shapes of real credentials. Azurite's development key is public and documented: it is the one allowed.
 SECRET_PATTERNS = {
-    "storage or Event Hubs key": re.compile(r"(?i)(AccountKey|SharedAccessKey)=(?!SAS_KEY_VALUE)[A-Za-z0-9+/]{20,}={0,2}"),
+    "storage or Event Hubs key": re.compile(
+        r"(?i)(AccountKey|SharedAccessKey)=(?!SAS_KEY_VALUE)[A-Za-z0-9+/]{20,}={0,2}"),
     "SAS signature": re.compile(r"[?&]sig=[A-Za-z0-9%+/]{20,}"),
     "private key": re.compile(r"-----BEGIN (RSA |EC |OPENSSH )?PRIVATE KEY-----"),
     "Application Insights key": re.compile(r"InstrumentationKey=[0-9a-f-]{36}"),
