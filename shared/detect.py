@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
+from azure.core.exceptions import AzureError
 from azure.data.tables import TableServiceClient
 
 from shared import wiring
@@ -34,11 +35,11 @@ from shared.events import DeadLetter
 from shared.normalize import Position
 from shared.parsers.values import parse_time
 from shared.publish import Publisher
-from shared.rules.aggregate import Hit, KeyContext, advance, match_alert, to_us
+from shared.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
 from shared.rules.loader import RulePack, load_rules
 from shared.rules.rule import Rule, state_key
 from shared.settings import get_settings
-from shared.state import Applied, StateKey, StateTable, TableEntityStore, describe_key
+from shared.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
 from shared.storage import table_service
 
 log = logging.getLogger("stormwatch.detect")
@@ -149,7 +150,8 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
         partition=partition, events_in=len(bodies), dead_letters=len(letters), matched=dict(matched),
         keys_touched=len(touched), alerts=new, alerts_repeated=len({a.alert_id for a in candidates}) - len(new),
         redelivered=sum(result.transition.redelivered for result in applied),
-        too_late=sum(result.transition.too_late for result in applied), rule_errors=rule_errors,
+        too_late=sum(result.transition.too_late for result in applied),
+        rule_errors=rule_errors + sum(result.failed for result in applied),
         state_reads=sum(result.reads for result in applied), state_writes=sum(result.writes for result in applied),
         state_conflicts=sum(result.conflicts for result in applied),
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -175,7 +177,7 @@ def _select(rule: Rule, decoded: Decoded, partition: str, candidates: list[Alert
             return  # nothing to call new
         values = new_values
         group = {**group, **dict(zip(rule.spec.fields, values, strict=True))}
-    key = StateKey(rule.id, state_key(group_values, values))
+    key = StateKey.of(rule.id, state_key(group_values, values))
     entry = touched.get(key)
     if entry is None:
         entry = touched[key] = _KeyHits(rule, key, group)
@@ -196,8 +198,15 @@ def _apply(detector: Detector, touched: Iterable[_KeyHits], partition: str) -> l
     def apply(entry: _KeyHits) -> Applied:
         context = KeyContext(entry.rule, entry.key.row_key, entry.group, partition,
                              learning_end.get(entry.rule.id))
-        return detector.state.update(entry.key, describe_key(entry.rule, entry.group),
-                                     lambda before: advance(context, before, entry.hits))
+        try:
+            return detector.state.update(entry.key, describe_key(entry.rule, entry.group),
+                                         lambda before: advance(context, before, entry.hits))
+        except (AzureError, StateConflictError):
+            raise  # transient: the retry policy redelivers the batch
+        except Exception:  # a bug or an oversized state would otherwise hold the partition forever
+            log.exception("rule %s: state of key %s not updated, %d events not counted", entry.rule.id,
+                          entry.key.row_key, len(entry.hits))
+            return Applied(Transition(state=None), failed=True)
 
     if len(work) <= 1:
         return [apply(entry) for entry in work]

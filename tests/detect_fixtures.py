@@ -118,7 +118,7 @@ class Tables:
 
     def state_of(self, rule: Rule, *group: str | None) -> KeyState | None:
         """The stored state of one key, read straight from the table."""
-        key = StateKey(rule.id, state_key(tuple(group)))
+        key = StateKey.of(rule.id, state_key(tuple(group)))
         stored = TableEntityStore(self.service().get_table_client(self.state)).read(*key)
         return None if stored is None else decode_state(stored.properties)
 

@@ -24,7 +24,8 @@ from shared.eventhub import bodies_with_positions, trigger_batch
 from shared.normalize import Position
 from shared.publish import InProcessPublisher, OutgoingEvent
 from shared.rules import Rule
-from shared.state import StateTable, Stored, TableEntityStore
+from shared.rules.aggregate import Hit, KeyContext, KeyState, Transition, advance
+from shared.state import StateTable, StateTooLargeError, Stored, TableEntityStore
 from tests.conftest import REPO, SAMPLES, indexed_functions
 from tests.detect_fixtures import (
     BURST_RULE,
@@ -272,6 +273,21 @@ def test_a_rule_that_fails_on_an_event_does_not_stop_the_others(tables: Tables, 
     report = run(tables.detector([fragile, burst]), deletes(10))
     assert report.rule_errors == 10 and len(report.alerts) == 1
     assert "rule fragile failed on event evt-0" in caplog.text
+
+
+def test_a_key_whose_state_cannot_be_updated_is_logged_and_the_batch_goes_on(
+        tables: Tables, burst: Rule, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from shared import detect
+
+    def oversized(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -> Transition:
+        if context.group["actor"] == "huge@contoso.example":
+            raise StateTooLargeError("state of 999999 characters exceeds one entity")
+        return advance(context, before, hits)
+
+    monkeypatch.setattr(detect, "advance", oversized)
+    report = run(tables.detector([burst]), deletes(10) + deletes(3, first=10, actor="huge@contoso.example"))
+    assert report.rule_errors == 1 and len(report.alerts) == 1
+    assert "rule burst: state of key" in caplog.text and "3 events not counted" in caplog.text
 
 
 def test_match_rules_without_state_alert_per_event_and_repeat_nothing(tables: Tables, tmp_path: Path) -> None:

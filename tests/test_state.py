@@ -109,7 +109,7 @@ def test_two_workers_hammering_the_same_keys_end_with_exact_counts(tables: Table
 def test_contention_is_resolved_by_retrying_not_by_losing_updates(tables: Tables) -> None:
     """Many writers on one entity through StateTable.update: every increment lands exactly once."""
     store = store_of(tables)
-    key = StateKey("counter", "k")
+    key = StateKey.of("counter", "k")
 
     def add_one(before: KeyState | None) -> Transition:
         state = before.copy() if before else KeyState()
@@ -163,8 +163,8 @@ def test_a_large_state_round_trips_through_the_table(tables: Tables) -> None:
                               for start in range(20)})
     table = StateTable(store)
 
-    table.update(StateKey("big", "k"), {}, lambda before: Transition(state=state))
-    stored = store.read("big", "k")
+    table.update(StateKey.of("big", "k"), {}, lambda before: Transition(state=state))
+    stored = store.read("big.k", "k")
     assert stored is not None and decode_state(stored.properties) == state
 
 
@@ -190,7 +190,7 @@ def test_housekeeping_deletes_expired_state_only(tables: Tables, tmp_path: Path)
     detector = tables.detector([short, country])
     run(detector, deletes(3, actor="a") + deletes(3, first=3, actor="b"))
     store = store_of(tables)
-    orphan = {"PartitionKey": "removed-rule", "RowKey": "k", "state": KeyState().to_json()}
+    orphan = {"PartitionKey": "removed-rule.0", "RowKey": "0k", "state": KeyState().to_json()}
     store.insert(orphan)
     now = datetime.now(UTC)
     assert detector.state.housekeep([short, country], now) == {}  # nothing is old yet

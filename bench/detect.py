@@ -1,0 +1,164 @@
+"""detect throughput with the default rule pack, and Table transactions per 1,000 events (the bill).
+
+Events are completed deletes in the production subscription, so every one reaches the stateful
+delete-spike rule; the number of distinct callers (its group key) is 1, 100 or 10,000. Batches of 100
+(host.json's maxEventBatchSize) on one partition, built beforehand by the host's converter (the worker
+decodes them before the function runs), state in a throw-away Azurite started here. Transactions are
+counted per HTTP request through the SDK's response hook; events/s is bound by Azurite's latency.
+
+Baselines measured in the same run: the naive design (one read-modify-write per event: batches of one
+event, no entity cache) and matching alone (every rule's selection, no state).
+Target: at most 2 transactions per touched key per batch; with one key and batches of 100, at most 20
+per 1,000 events (10 with the entity and its ETag cached between batches).
+Run: `.venv/bin/python bench/detect.py [--events N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from azure.data.tables import TableServiceClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from shared import azurite
+from shared.deadletters import InMemoryDeadLetterStore
+from shared.detect import RULES_DIR, Detector, DetectReport, build_detector, detect_batch
+from shared.eventhub import bodies_with_positions, trigger_batch
+from shared.events import FIELD_NAMES
+from shared.publish import InProcessPublisher
+from shared.rules import Rule, load_rules
+
+BATCH = 100
+PRODUCTION = "a1b2c3d4-1111-4111-8111-000000000001"
+START = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.requests = 0
+
+    def __call__(self, response: Any) -> None:
+        self.requests += 1
+
+
+def deletes(count: int, keys: int) -> list[bytes]:
+    events = []
+    for number in range(count):
+        event: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
+        event.update(event_id=f"bench-{number}", source="activity", category="Administrative",
+                     time=(START + timedelta(seconds=number)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                     operation="MICROSOFT.COMPUTE/SNAPSHOTS/DELETE", common_event="Object Deleted/Removed",
+                     action="delete", result="Success", severity="Informational",
+                     actor=f"caller-{number % keys}@contoso.example", subscription_id=PRODUCTION,
+                     resource_name=f"snap-{number}")
+        events.append(orjson.dumps(event))
+    return events
+
+
+@dataclass
+class Measured:
+    events: int
+    seconds: float
+    requests: int
+    keys_touched: int
+    alerts: int
+
+    @property
+    def per_thousand(self) -> float:
+        return self.requests * 1000 / self.events
+
+    @property
+    def per_key_batch(self) -> float:
+        return self.requests / max(self.keys_touched, 1)
+
+
+def measure(rules: list[Rule], connection: str, bodies: Sequence[bytes], *, batch: int, cache: bool,
+            table: str) -> Measured:
+    counter = Counter()
+    service = TableServiceClient.from_connection_string(connection, raw_response_hook=counter)
+    detector = build_detector(rules, service, state_table=f"s{table}", alerts_table=f"a{table}",
+                              publisher=InProcessPublisher(), alerts_hub="alerts",
+                              dead_letters=InMemoryDeadLetterStore())
+    if not cache:
+        detector.state.cache_entries = 0
+    _warm_up(detector)
+    batches = [bodies_with_positions(trigger_batch(list(bodies[first:first + batch]), "0", first_sequence=first))
+               for first in range(0, len(bodies), batch)]
+    counter.requests = 0
+    started = time.perf_counter()
+    reports: list[DetectReport] = [detect_batch(events, detector) for events in batches]
+    return Measured(len(bodies), time.perf_counter() - started, counter.requests,
+                    sum(report.keys_touched for report in reports), sum(len(report.alerts) for report in reports))
+
+
+def _warm_up(detector: Detector) -> None:
+    """Create the tables (once per process in a function app: not part of the per-event bill)."""
+    detect_batch([], detector)
+    detector.alerts.exists("warm-up")
+    detector.state.store.read("warm-up", "warm-up")
+
+
+def matching_only(rules: list[Rule], bodies: Sequence[bytes]) -> float:
+    started = time.perf_counter()
+    for body in bodies:
+        event = orjson.loads(body)
+        for rule in rules:
+            rule.selects(event)
+    return len(bodies) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=5_000, help="events per scenario (at least the keys)")
+    parser.add_argument("--uncached-events", type=int, default=2_000, help="events of the no-cache runs")
+    parser.add_argument("--naive-events", type=int, default=1_000)
+    args = parser.parse_args()
+    pack = load_rules(RULES_DIR)
+    if pack.errors:
+        raise SystemExit("\n".join(map(str, pack.errors)))
+    with tempfile.TemporaryDirectory() as data:
+        instance = azurite.start(Path(data))
+        try:
+            report(pack.rules, instance.connection_string, args.events, args.uncached_events, args.naive_events)
+        finally:
+            instance.stop()
+
+
+def report(rules: list[Rule], connection: str, count: int, uncached_count: int, naive_count: int) -> None:
+    print(f"detect: {len(rules)} rules (default pack), batches of {BATCH}, one partition, Azurite on 127.0.0.1")
+    print(f"{'distinct keys':>13} {'events':>7} {'events/s':>9} {'tx/1000 ev':>11} {'tx/key/batch':>13} "
+          f"{'no cache: tx/1000':>18} {'tx/key/batch':>13} {'alerts':>7}")
+    results: dict[int, Measured] = {}
+    for keys in (1, 100, 10_000):
+        bodies = deletes(max(count, keys), keys)
+        cached = measure(rules, connection, bodies, batch=BATCH, cache=True, table=f"c{keys}")
+        uncached = measure(rules, connection, bodies[:max(uncached_count, min(keys, len(bodies)))], batch=BATCH,
+                           cache=False, table=f"u{keys}")
+        results[keys] = cached
+        print(f"{keys:>13,} {cached.events:>7,} {cached.events / cached.seconds:>9,.0f} {cached.per_thousand:>11,.1f} "
+              f"{cached.per_key_batch:>13.2f} {uncached.per_thousand:>18,.1f} {uncached.per_key_batch:>13.2f} "
+              f"{cached.alerts:>7}")
+    naive = measure(rules, connection, deletes(naive_count, 1), batch=1, cache=False, table="naive")
+    matching = matching_only(rules, deletes(count, 100))
+    print(f"\nbaseline, naive (one read-modify-write per event, no cache): {naive.per_thousand:,.0f} tx/1000 events, "
+          f"{naive.events / naive.seconds:,.0f} events/s")
+    print(f"baseline, matching only (no state, no I/O): {matching:,.0f} events/s")
+    print(f"{'distinct keys':>13} {'tx vs naive':>12} {'events/s vs naive':>18} {'events/s vs matching only':>26}")
+    for keys, measured in results.items():
+        print(f"{keys:>13,} {measured.per_thousand / naive.per_thousand:>12.3f} "
+              f"{(measured.events / measured.seconds) / (naive.events / naive.seconds):>18.1f} "
+              f"{(measured.events / measured.seconds) / matching:>26.3f}")
+
+
+if __name__ == "__main__":
+    main()
