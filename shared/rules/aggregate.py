@@ -224,7 +224,7 @@ def _check_windows(context: KeyContext, state: KeyState, start: int, hit: Hit) -
         first = min(bucket.first_us for bucket in members)
         last = max(bucket.last_us for bucket in members)
         if state.suppressed_until_us is not None and last < state.suppressed_until_us:
-            return None
+            continue  # this burst already raised its alert; a window ending later may be a new one
         state.suppressed_until_us = last + rule.suppress_us
         sample = [event_id for moment, event_id in state.samples if first <= moment <= last]
         return _raise(context, hit, count=value, first_us=first, last_us=last, event_ids=sample, fired_us=last)

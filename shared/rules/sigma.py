@@ -141,6 +141,9 @@ def _compile_field(key: str, expected: Any, loc: tuple[str | int, ...]) -> Predi
     if any(isinstance(value, (Mapping, list)) for value in values):
         raise RuleError("values must be scalars (text, numbers, booleans or null)", loc)
     tests = [_value_test(operators[0] if operators else None, value, loc) for value in values]
+    if len(tests) == 1:  # the common case, without a generator per event
+        only = tests[0]
+        return lambda event: only(values_of(event))
     combine = all if "all" in modifiers else any
 
     def field_matches(event: Event) -> bool:
@@ -210,6 +213,9 @@ def _in_network(value: Any, network: ipaddress.IPv4Network | ipaddress.IPv6Netwo
 def _all_of(predicates: Sequence[Predicate]) -> Predicate:
     if len(predicates) == 1:
         return predicates[0]
+    if len(predicates) == 2:
+        first, second = predicates
+        return lambda event: first(event) and second(event)
     return lambda event: all(predicate(event) for predicate in predicates)
 
 
