@@ -156,6 +156,7 @@ async def _awaited(result: Any) -> Any:
 def _handler(dispatcher: Dispatcher, quiet: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection
+        disable_nagle_algorithm = True  # headers and body leave as written, not after a delayed ACK
 
         def _serve(self) -> None:
             body, refusal = self._body()

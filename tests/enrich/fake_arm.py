@@ -120,6 +120,7 @@ class FakeArm:
 def _handler(arm: FakeArm) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def _reply(self) -> None:
             parts = urlsplit(self.path)
