@@ -46,26 +46,24 @@ class AllowedType:
     template: str
 
 
+def _grouped(kind: ResourceKind, arm_type: str, *name_patterns: str) -> AllowedType:
+    """A type that lives in a resource group: `.../providers/<namespace>/<type>/<name>[/<child>/<name>]`."""
+    provider, *types = arm_type.split("/")
+    pattern = template = ""
+    for depth, (type_name, name_pattern) in enumerate(zip(types, name_patterns, strict=True)):
+        part = "name" if depth == len(types) - 1 else f"parent{depth}"
+        pattern += rf"/{re.escape(type_name)}/(?P<{part}>{name_pattern})"
+        template += f"/{type_name}/{{{part}}}"
+    return AllowedType(kind, arm_type, provider,
+                       re.compile(rf"{_RESOURCE_GROUP}/providers/{re.escape(provider)}{pattern}", _FLAGS),
+                       f"/subscriptions/{{subscription}}/resourceGroups/{{group}}/providers/{provider}{template}")
+
+
 ALLOWED_TYPES: tuple[AllowedType, ...] = (
-    AllowedType("security_rule", "Microsoft.Network/networkSecurityGroups/securityRules", "Microsoft.Network",
-                re.compile(rf"{_RESOURCE_GROUP}/providers/Microsoft\.Network/networkSecurityGroups/"
-                           rf"(?P<nsg>{_NETWORK_NAME})/securityRules/(?P<name>{_NETWORK_NAME})", _FLAGS),
-                "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Network/"
-                "networkSecurityGroups/{nsg}/securityRules/{name}"),
-    AllowedType("network_security_group", "Microsoft.Network/networkSecurityGroups", "Microsoft.Network",
-                re.compile(rf"{_RESOURCE_GROUP}/providers/Microsoft\.Network/networkSecurityGroups/"
-                           rf"(?P<name>{_NETWORK_NAME})", _FLAGS),
-                "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Network/"
-                "networkSecurityGroups/{name}"),
-    AllowedType("key_vault", "Microsoft.KeyVault/vaults", "Microsoft.KeyVault",
-                re.compile(rf"{_RESOURCE_GROUP}/providers/Microsoft\.KeyVault/vaults/(?P<name>{_VAULT_NAME})",
-                           _FLAGS),
-                "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.KeyVault/vaults/{name}"),
-    AllowedType("storage_account", "Microsoft.Storage/storageAccounts", "Microsoft.Storage",
-                re.compile(rf"{_RESOURCE_GROUP}/providers/Microsoft\.Storage/storageAccounts/"
-                           rf"(?P<name>{_STORAGE_NAME})", _FLAGS),
-                "/subscriptions/{subscription}/resourceGroups/{group}/providers/Microsoft.Storage/"
-                "storageAccounts/{name}"),
+    _grouped("security_rule", "Microsoft.Network/networkSecurityGroups/securityRules", _NETWORK_NAME, _NETWORK_NAME),
+    _grouped("network_security_group", "Microsoft.Network/networkSecurityGroups", _NETWORK_NAME),
+    _grouped("key_vault", "Microsoft.KeyVault/vaults", _VAULT_NAME),
+    _grouped("storage_account", "Microsoft.Storage/storageAccounts", _STORAGE_NAME),
     AllowedType("role_assignment", "Microsoft.Authorization/roleAssignments", "Microsoft.Authorization",
                 re.compile(rf"(?P<scope>{_SCOPE})/providers/Microsoft\.Authorization/roleAssignments/"
                            rf"(?P<name>{_GUID})", _FLAGS),

@@ -147,11 +147,15 @@ def _nsg_summary(document: dict[str, Any]) -> tuple[list[SecurityRuleView], str]
     return views, f"{len(exposed)} of {len(views)} custom rule(s) allow inbound traffic from any source: {listed}"
 
 
+def _findings(checks: list[tuple[bool, str, Risk]]) -> list[tuple[str, Risk]]:
+    """The findings whose condition holds, in the order they are listed (most severe first)."""
+    return [(finding, risk) for present, finding, risk in checks if present]
+
+
 def _network_access(properties: dict[str, Any]) -> tuple[str | None, str | None, list[str], bool]:
     """Public network access, the firewall's default action, its IP rules, and whether anyone gets in."""
     public = text(properties.get("publicNetworkAccess"))
-    acls = properties.get("networkAcls")
-    acls = acls if isinstance(acls, dict) else {}
+    acls = as_dict(properties.get("networkAcls"))
     default_action = text(acls.get("defaultAction"))
     rules = acls.get("ipRules")
     ip_rules = [rule["value"] for rule in rules if isinstance(rule, dict) and isinstance(rule.get("value"), str)] \
@@ -172,16 +176,13 @@ def _key_vault(document: dict[str, Any]) -> tuple[KeyVaultView, list[tuple[str, 
         soft_delete=_flag(properties.get("enableSoftDelete")),
         purge_protection=_flag(properties.get("enablePurgeProtection")),
         rbac_authorization=_flag(properties.get("enableRbacAuthorization")), access_policies=access_policies)
-    findings: list[tuple[str, Risk]] = []
-    if open_to_all:
-        findings.append(("reachable from any network", "medium"))
-    if view.soft_delete is False:
-        findings.append(("soft delete off: deleted secrets cannot be recovered", "medium"))
-    if view.purge_protection is not True:
-        findings.append(("purge protection off: a deleted vault can be purged at once", "low"))
-    if not view.rbac_authorization:
-        findings.append((f"{len(access_policies)} access policies grant data access (not Azure RBAC)", "none"))
-    return view, findings
+    return view, _findings([
+        (open_to_all, "reachable from any network", "medium"),
+        (view.soft_delete is False, "soft delete off: deleted secrets cannot be recovered", "medium"),
+        (view.purge_protection is not True, "purge protection off: a deleted vault can be purged at once", "low"),
+        (not view.rbac_authorization, f"{len(access_policies)} access policies grant data access (not Azure RBAC)",
+         "none"),
+    ])
 
 
 def _storage_account(document: dict[str, Any]) -> tuple[StorageAccountView, list[tuple[str, Risk]]]:
@@ -195,18 +196,14 @@ def _storage_account(document: dict[str, Any]) -> tuple[StorageAccountView, list
         allow_shared_key_access=_flag(properties.get("allowSharedKeyAccess")),
         https_only=_flag(properties.get("supportsHttpsTrafficOnly")),
         minimum_tls_version=text(properties.get("minimumTlsVersion")))
-    findings: list[tuple[str, Risk]] = []
-    if view.allow_blob_public_access:
-        findings.append(("anonymous (public) blob access allowed", "high"))
-    if open_to_all:
-        findings.append(("reachable from any network", "medium"))
-    if view.https_only is False:
-        findings.append(("plain HTTP accepted", "medium"))
-    if view.allow_shared_key_access is not False:
-        findings.append(("shared key (account key and SAS) access allowed", "low"))
-    if view.minimum_tls_version in ("TLS1_0", "TLS1_1"):
-        findings.append((f"minimum TLS version {view.minimum_tls_version}", "low"))
-    return view, findings
+    return view, _findings([
+        (bool(view.allow_blob_public_access), "anonymous (public) blob access allowed", "high"),
+        (open_to_all, "reachable from any network", "medium"),
+        (view.https_only is False, "plain HTTP accepted", "medium"),
+        (view.allow_shared_key_access is not False, "shared key (account key and SAS) access allowed", "low"),
+        (view.minimum_tls_version in ("TLS1_0", "TLS1_1"), f"minimum TLS version {view.minimum_tls_version}",
+         "low"),
+    ])
 
 
 def _role_assignment(document: dict[str, Any], role_name: str | None) -> tuple[RoleAssignmentView, str, Risk]:
