@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -42,10 +43,6 @@ ROLE_DEFINITION_TTL = timedelta(hours=24)
 _Part = TypeVar("_Part")
 
 
-class DismissDisabledError(InputError):
-    """Dismissal is an opt-in action; without the setting the route answers 403."""
-
-
 class Enricher:
     """Answers the API's questions; built once per worker (see `shared.wiring.enricher`)."""
 
@@ -79,9 +76,8 @@ class Enricher:
     def dismiss(self, alert_id: str) -> DismissResult:
         target = alert_target(alert_id)
         if not self._allow_dismiss:
-            raise DismissDisabledError("dismissing alerts is disabled: an operator enables it with "
-                                       "STORMWATCH_ALLOW_ALERT_DISMISS=true (and the Security Admin role)",
-                                       status=403)
+            raise InputError("dismissing alerts is disabled: an operator enables it with "
+                             "STORMWATCH_ALLOW_ALERT_DISMISS=true (and the Security Admin role)", status=403)
         self._arm.post(ArmPath(f"{target.path}/dismiss"), "Microsoft.Security", role="Security Admin")
         self._cache.forget("alert", self._key(target.path, "Microsoft.Security"))
         logger.info("dismissed Defender alert %s", target.path)
@@ -119,9 +115,10 @@ class Enricher:
         now = self._clock()
         cached = self._cache.get(kind, key, now)
         if cached is not None:
-            document = orjson.loads(cached.payload)
-            if isinstance(document, dict):
-                return document, cached.stored_at
+            with contextlib.suppress(orjson.JSONDecodeError):  # an unreadable entry is a miss
+                document = orjson.loads(cached.payload)
+                if isinstance(document, dict):
+                    return document, cached.stored_at
         document = self._arm.get(path, provider)
         self._cache.put(kind, key, orjson.dumps(document), now=now, ttl=ttl)
         return document, now
