@@ -69,7 +69,7 @@ def api_versions(overrides: Mapping[str, str]) -> dict[str, str]:
             raise ValueError(f"no ARM calls are made to provider {provider!r}; "
                              f"known: {', '.join(DEFAULT_API_VERSIONS)}")
         if not _API_VERSION.fullmatch(version):
-            raise ValueError(f"API version {version!r} of {provider} is not YYYY-MM-DD[-preview]")
+            raise ValueError(f"the API version of {provider} is not YYYY-MM-DD[-preview]")
         merged[provider] = version
     return merged
 
@@ -78,7 +78,8 @@ def checked_endpoint(endpoint: str) -> tuple[str, bool]:
     """The base URL without a trailing slash, and whether a token may be sent to it (https only)."""
     parts = urlsplit(endpoint)
     if parts.query or parts.fragment or parts.username or parts.password or not parts.hostname:
-        raise ValueError(f"ARM endpoint must be a plain base URL, not {endpoint!r}")
+        # The value is not repeated: a URL with credentials in it must not reach a log.
+        raise ValueError("ARM endpoint must be a plain base URL (no user, password, query or fragment)")
     if parts.scheme == "https":
         return endpoint.rstrip("/"), True
     if parts.scheme == "http" and _is_loopback(parts.hostname):

@@ -204,8 +204,8 @@ def handle(route: Route, request: func.HttpRequest) -> func.HttpResponse:
         logger.info("%s: ARM %s (%s) → %s", route.function, error.arm_status, error.arm_code, error.status)
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
         return _error(error.status, error.message, headers=headers)
-    except SettingsError:
-        logger.exception("%s: app settings unusable", route.function)
+    except SettingsError as error:  # our messages name the setting, never its value: no traceback here
+        logger.error("%s: app settings unusable: %s", route.function, error)
         return _error(500, "the enrichment settings are unusable; the function's log says which")
     except Exception:
         logger.exception("%s failed", route.function)

@@ -155,8 +155,12 @@ def build_enricher(settings: Settings) -> Enricher:
     if settings.service_tags_file:
         tags = ServiceTagSource(file_loader(Path(settings.service_tags_file)), clock)
     elif settings.subscription_id:
-        tags = ServiceTagSource(arm_loader(arm, cache, settings.subscription_id, settings.service_tags_region,
-                                           clock), clock)
+        try:
+            loader = arm_loader(arm, cache, settings.subscription_id, settings.service_tags_region, clock)
+        except ValueError as error:
+            raise SettingsError(f"{env_name('subscription_id')} / {env_name('service_tags_region')}: "
+                                f"{error}") from error
+        tags = ServiceTagSource(loader, clock)
     else:
         tags = ServiceTagSource(None, clock, f"no service tag data: set {env_name('subscription_id')} (tags from "
                                              f"ARM) or {env_name('service_tags_file')}")

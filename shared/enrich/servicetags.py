@@ -67,7 +67,7 @@ def arm_loader(arm: ArmClient, cache: EnrichCache, subscription_id: str, region:
                clock: Callable[[], datetime]) -> Callable[[], ServiceTagIndex]:
     """Tags of the subscription's cloud from ARM (all regions; `region` only picks the API's version)."""
     if not _REGION.fullmatch(region):
-        raise ValueError(f"service tags region {region!r} is not an Azure region name")
+        raise ValueError("the service tags region is not an Azure region name (e.g. westeurope)")
     path = ArmPath(f"{subscription_path(subscription_id)}/providers/Microsoft.Network/locations/{region}/serviceTags")
     key = f"{path}?api-version={arm.api_version('Microsoft.Network')}"
 

@@ -315,12 +315,20 @@ def test_openapi_document_lists_every_route_under_api() -> None:
     assert "NormalizedEvent" in document["components"]["schemas"]
 
 
-def test_unusable_settings_are_a_500_that_names_no_value(enrich_env: pytest.MonkeyPatch,
+@pytest.mark.parametrize(("setting", "value"), [
+    ("STORMWATCH_ARM_ENDPOINT", "http://user:hunter2@management.example"),
+    ("STORMWATCH_SERVICE_TAGS_REGION", "west europe/../hunter2"),
+    ("STORMWATCH_SUBSCRIPTION_ID", "hunter2"),
+    ("STORMWATCH_ARM_API_VERSIONS", '{"Microsoft.Network": "hunter2"}'),
+    ("STORMWATCH_GEOIP_DATABASE", "/nonexistent/hunter2.mmdb"),
+])
+def test_unusable_settings_are_a_500_that_names_no_value(enrich_env: pytest.MonkeyPatch, setting: str, value: str,
                                                          caplog: pytest.LogCaptureFixture) -> None:
-    enrich_env.setenv("STORMWATCH_ARM_ENDPOINT", "http://user:hunter2@management.example")
+    enrich_env.setenv(setting, value)
     wiring.reset()
     with caplog.at_level(logging.ERROR):
         response = call("enrich_ip", route={"ip": "10.0.0.1"})
     assert response.status_code == 500
-    assert b"hunter2" not in response.get_body()
+    assert b"hunter2" not in response.get_body() and "hunter2" not in caplog.text
     assert "settings" in error_of(response)["message"]
+    assert setting in caplog.text  # the log names the setting to fix
