@@ -6,12 +6,15 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import azure.functions as func
 import orjson
 import pytest
+from mmdb_writer import MMDBWriter
+from netaddr import IPSet  # type: ignore[import-untyped]  # mmdb-writer's network type, no stubs
 
 from shared import azurite, wiring
 from shared.serve import ServedProcess, spawn
@@ -72,6 +75,17 @@ def served(request: pytest.FixtureRequest, module_arm: FakeArm,
     process = spawn(served_settings(module_arm, azurite_instance, request.module.__name__))
     yield process
     process.stop()
+
+
+def write_geo_database(path: Path) -> Path:
+    """A tiny GeoLite2-City-shaped database: one documentation /24 in Brazil, one IPv6 range in Germany."""
+    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City")
+    writer.insert_network(IPSet(["198.51.100.0/24"]), {
+        "country": {"iso_code": "BR", "names": {"en": "Brazil"}}, "city": {"names": {"en": "São Paulo"}},
+        "location": {"latitude": -23.5475, "longitude": -46.6361}})
+    writer.insert_network(IPSet(["2001:db8:4d2::/48"]), {"country": {"iso_code": "DE", "names": {"en": "Germany"}}})
+    writer.to_db_file(str(path))
+    return path
 
 
 def call(function: str, method: str = "GET", *, route: dict[str, str] | None = None,

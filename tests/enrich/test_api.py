@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from shared import wiring
 from shared.enrich import api
 from shared.normalize import Position, normalize_bodies
 from tests.conftest import indexed_functions, sample
-from tests.enrich.conftest import call, json_of
+from tests.enrich.conftest import call, json_of, write_geo_database
 from tests.enrich.fake_arm import CALLER_DETAILS, SUBSCRIPTION, FakeArm, arm_path, failing, forbidden, throttled
 
 pytestmark = pytest.mark.usefixtures("enrich_env")
@@ -62,7 +63,15 @@ def test_ip_when_arm_refuses_the_service_tags(fake_arm: FakeArm) -> None:
     assert len(fake_arm.calls(TAGS)) == 1  # the failure is remembered for a minute
 
 
-def test_ip_with_the_offline_tags_file(enrich_env: pytest.MonkeyPatch, fake_arm: FakeArm, tmp_path: Any) -> None:
+def test_ip_geolocation_from_the_configured_database(enrich_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    enrich_env.setenv("STORMWATCH_GEOIP_DATABASE", str(write_geo_database(tmp_path / "city.mmdb")))
+    wiring.reset()
+    answer = json_of(call("enrich_ip", route={"ip": "198.51.100.143"}))
+    assert answer["geolocation"]["country_code"] == "BR"
+    assert answer["notes"] == []
+
+
+def test_ip_with_the_offline_tags_file(enrich_env: pytest.MonkeyPatch, fake_arm: FakeArm, tmp_path: Path) -> None:
     tags = tmp_path / "ServiceTags_Public.json"
     tags.write_bytes(orjson.dumps({"changeNumber": "9", "values": [
         {"name": "AzureCloud", "properties": {"addressPrefixes": ["20.33.0.0/16"]}}]}))
@@ -201,13 +210,24 @@ def test_a_transient_5xx_is_retried(fake_arm: FakeArm) -> None:
     assert len(fake_arm.calls(VAULT)) == 2
 
 
-def test_defender_alert_details() -> None:
+def test_defender_alert_details_cached(fake_arm: FakeArm) -> None:
     answer = json_of(call("enrich_alert", params={"id": ALERT}))
+    assert json_of(call("enrich_alert", params={"id": ALERT})) == answer
+    assert len(fake_arm.calls(ALERT)) == 1
     assert answer["display_name"] == "Suspicious PowerShell Activity Detected"
     assert (answer["severity"], answer["status"], answer["compromised_entity"]) == ("Medium", "Active", "vm-web-01")
     assert answer["resource_ids"] == [f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-prod-web/providers/"
                                       "Microsoft.Compute/virtualMachines/vm-web-01"]
     assert answer["techniques"] == ["T1059"] and len(answer["entities"]) == 3
+
+
+def test_alert_arm_failures(fake_arm: FakeArm) -> None:
+    assert call("enrich_alert", params={"id": ALERT.replace("eastus", "westus")}).status_code == 404
+    fake_arm.script(ALERT, failing(502))
+    assert call("enrich_alert", params={"id": ALERT}).status_code == 200
+    fake_arm.script(ALERT + "x", forbidden("Microsoft.Security/locations/alerts/read"))
+    denied = call("enrich_alert", params={"id": ALERT + "x"})
+    assert denied.status_code == 403 and "Reader role" in error_of(denied)["message"]
 
 
 def test_alert_ids_are_validated(fake_arm: FakeArm) -> None:

@@ -8,12 +8,11 @@ from pathlib import Path
 import maxminddb
 import orjson
 import pytest
-from mmdb_writer import MMDBWriter
-from netaddr import IPSet  # type: ignore[import-untyped]  # mmdb-writer's network type, no stubs
 
 from shared.enrich.errors import InputError
 from shared.enrich.ip import ServiceTagIndex, address_class, ip_context, parse_ip
 from shared.enrich.servicetags import file_loader, parse_service_tags
+from tests.enrich.conftest import write_geo_database
 from tests.enrich.fake_arm import arm_body
 
 
@@ -74,17 +73,6 @@ def test_offline_file_in_the_download_format(tmp_path: Path) -> None:
     index = file_loader(download)()
     assert index.version == "file ServiceTags_Public_20261116.json, change 63"
     assert index.matches(parse_ip("20.33.1.1"))[0].name == "AzureCloud"
-
-
-def write_geo_database(path: Path) -> Path:
-    """A tiny GeoLite2-City-shaped database: one documentation /24 in Brazil, one IPv6 range in Germany."""
-    writer = MMDBWriter(ip_version=6, ipv4_compatible=True, database_type="GeoLite2-City")
-    writer.insert_network(IPSet(["198.51.100.0/24"]), {
-        "country": {"iso_code": "BR", "names": {"en": "Brazil"}}, "city": {"names": {"en": "São Paulo"}},
-        "location": {"latitude": -23.5475, "longitude": -46.6361}})
-    writer.insert_network(IPSet(["2001:db8:4d2::/48"]), {"country": {"iso_code": "DE", "names": {"en": "Germany"}}})
-    writer.to_db_file(str(path))
-    return path
 
 
 def test_geolocation_from_a_maxmind_format_database(tmp_path: Path, arm_tags: ServiceTagIndex) -> None:
