@@ -128,6 +128,14 @@ def _load(rules_dir: str | None) -> RulePack:
     return pack
 
 
+def _shown(path: Path) -> Path:
+    """A rule file relative to the working folder when it is inside it (shorter, clickable)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def cmd_rules_test(args: argparse.Namespace) -> int:
     logging.getLogger("stormwatch").setLevel(logging.ERROR)
     pack = _load(args.directory or get_settings().rules_dir)
@@ -137,7 +145,7 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         broken = [result for result in results if not result.passed]
         failed += bool(broken) or not results
         status = "FAIL" if broken else "PASS" if results else "NO TESTS"
-        print(f"{status:<8} {rule.id} ({len(results)} cases, {rule.path})")
+        print(f"{status:<8} {rule.id} ({len(results)} cases, {_shown(rule.path)})")
         for result in broken:
             print(f"         {result.describe()}")
     print(f"{len(pack.rules)} rules: {len(pack.rules) - failed} passed, {failed} failed or untested; "

@@ -155,7 +155,7 @@ def advance(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -
 
 def _replayed(state: KeyState, partition: str, hits: Sequence[Hit]) -> list[Alert]:
     """Alerts this very batch raised on an earlier delivery (it is being redelivered)."""
-    positions = {hit.sequence for hit in hits}
+    positions = {hit.sequence for hit in hits if hit.sequence >= 0}  # unknown positions cannot be redelivered
     return [Alert.model_validate(entry["alert"]) for entry in state.fired
             if entry["partition"] == partition and entry["sequence"] in positions]
 
@@ -246,8 +246,7 @@ def _first_seen(context: KeyContext, before: KeyState | None, hits: Sequence[Hit
     earliest = min(hits, key=lambda hit: (hit.time_us, hit.event_id))
     newest = max(hit.time_us for hit in hits)
     if before is not None:
-        transition = Transition(state=None, replayed=_replayed(before, context.partition, hits),
-                                redelivered=len(hits))
+        transition = Transition(state=None, replayed=_replayed(before, context.partition, hits))
         if newest > (before.last_us or 0) + LAST_SEEN_REFRESH_US:
             transition.state = before.copy()
             transition.state.last_us = newest

@@ -184,14 +184,14 @@ def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) ->
         raise error.within("detection") from None
     filters = [_compile_filter(item, lists, ("filters", index)) for index, item in enumerate(spec.filters)]
     selects = detection if not filters else _both(detection, filters)
-    value_fields: list[str] = list(spec.fields)
+    value_getters = tuple(_path(name, ("fields", index)) for index, name in enumerate(spec.fields))
     if spec.kind == "distinct" and spec.condition and spec.condition.field:
-        value_fields = [spec.condition.field]
+        value_getters = (_path(spec.condition.field, ("condition", "field")),)
     _check_summary(spec.summary)
     return Rule(
         spec=spec, path=path, selects=selects,
         group_getters=tuple(_path(name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
-        value_getters=tuple(_path(name, ("fields", index)) for index, name in enumerate(value_fields)),
+        value_getters=value_getters,
         cases=tuple(_case(spec.id, test, ("tests", index)) for index, test in enumerate(spec.tests)),
     )
 
