@@ -21,7 +21,8 @@ SIGNIN: dict[str, Any] = {
     "targets": [{"type": "User", "name": "erin"}, {"type": "Group", "name": None}],
     "risk_event_types": ["unfamiliarFeatures", "passwordSpray"],
     "details": {"error_code": 50126, "country": "NO", "is_interactive": True},
-    "raw": {"ResultType": "50126", "properties": {"status": {"errorCode": 50126}}, "Level": 4},
+    "raw": {"ResultType": "50126", "properties": {"status": {"errorCode": 50126}}, "Level": 4,
+            "responseBody": '{"properties": {"principalId": "b0b0", "scopes": ["/a", "/b"]}}', "broken": "{no"},
 }
 
 
@@ -37,6 +38,9 @@ def matches(detection: dict[str, Any], event: dict[str, Any] = SIGNIN) -> bool:
     ({"raw.Level": 4}, True),
     ({"raw.resulttype": 50126}, True),                             # raw keys found case-insensitively
     ({"raw.properties.status.errorCode": "50126"}, True),
+    ({"raw.responseBody.properties.principalId": "B0B0"}, True),  # paths continue into JSON text
+    ({"raw.responseBody.properties.scopes": "/b"}, True),
+    ({"raw.broken.anything": None}, True),                         # text that is not JSON: absent
     ({"details.is_interactive": True}, True),
     ({"details.is_interactive": "true"}, True),
     ({"targets.type": "group"}, True),                             # any element of an array

@@ -3,8 +3,8 @@
 Compiling once at load time keeps the hot path to a few closure calls per event and rule. Semantics
 follow Sigma: a selection map ANDs its fields, a list of maps ORs them, a list of values ORs them
 (`|all` ANDs them). Differences on purpose: every comparison is case-insensitive (`|re` included),
-numbers and booleans compare as their text (`4` matches `"4"`), and a path reaches through arrays so
-that `targets.type: Group` matches when any target is a group.
+numbers and booleans compare as their text (`4` matches `"4"`), and a path reaches through arrays (and
+JSON text) so that `targets.type: Group` matches when any target is a group.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from shared.rules.errors import RuleError
 
@@ -28,7 +30,8 @@ def compile_path(path: str) -> Getter:
     """A dotted path (`details.country`, `raw.properties.status.errorCode`) → every value it reaches.
 
     Keys are looked up exactly first, then case-insensitively (raw records disagree on key casing).
-    Lists anywhere on the way, and at the end, contribute each element.
+    Lists anywhere on the way, and at the end, contribute each element. A path that continues into
+    JSON text (the Activity Log's `requestbody`, `responseBody`, `policies`) continues into its parse.
     """
     parts = tuple(path.split("."))
     if not all(parts):
@@ -69,6 +72,13 @@ def _collect(node: Any, parts: tuple[str, ...], index: int, found: list[Any]) ->
         return
     if index == len(parts):
         found.append(node)
+        return
+    if isinstance(node, str) and node[:1] in ("{", "["):
+        try:
+            node = orjson.loads(node)
+        except orjson.JSONDecodeError:
+            return
+        _collect(node, parts, index, found)
         return
     if isinstance(node, Mapping):
         child = node.get(parts[index], _MISSING)
