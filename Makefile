@@ -38,6 +38,8 @@ infra-check:
 
 bench: setup
 	$(PY) bench/normalize.py
+	$(PY) bench/detect.py
+	$(PY) bench/enrich.py
 
 stop:
 	$(PY) -m shared azurite stop --data $(DEMO_DIR)/azurite

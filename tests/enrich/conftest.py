@@ -14,7 +14,7 @@ import azure.functions as func
 import orjson
 import pytest
 from mmdb_writer import MMDBWriter
-from netaddr import IPSet  # type: ignore[import-untyped]  # mmdb-writer's network type, no stubs
+from netaddr import IPSet  # mmdb-writer's network type
 
 from shared import azurite, wiring
 from shared.serve import ServedProcess, spawn
