@@ -32,6 +32,7 @@ from shared import wiring
 from shared.alerts import Alert, AlertStore, TableAlertStore, emit_alerts
 from shared.deadletters import DeadLetterStore
 from shared.events import DeadLetter
+from shared.inventory_table import InventoryTable, inventory_table
 from shared.normalize import Position
 from shared.parsers.values import parse_time
 from shared.publish import Publisher
@@ -59,6 +60,7 @@ class Detector:
     publisher: Publisher
     alerts_hub: str
     dead_letters: DeadLetterStore
+    inventory: InventoryTable | None = None  # per-subscription, per-day aggregates (docs/dashboard.md)
 
 
 class Decoded(NamedTuple):
@@ -146,6 +148,8 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
         candidates.extend(result.transition.replayed)
     candidates.sort(key=lambda alert: (alert.time, alert.alert_id))
     new = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub)
+    if detector.inventory is not None:
+        detector.inventory.record(events, candidates, partition or "")
     report = DetectReport(
         partition=partition, events_in=len(bodies), dead_letters=len(letters), matched=dict(matched),
         keys_touched=len(touched), alerts=new, alerts_repeated=len({a.alert_id for a in candidates}) - len(new),
@@ -229,10 +233,12 @@ def load_pack(rules_dir: str | Path | None) -> RulePack:
 
 
 def build_detector(rules: list[Rule], service: TableServiceClient, *, state_table: str, alerts_table: str,
-                   publisher: Publisher, alerts_hub: str, dead_letters: DeadLetterStore) -> Detector:
+                   publisher: Publisher, alerts_hub: str, dead_letters: DeadLetterStore,
+                   inventory: str | None = None) -> Detector:
     return Detector(rules=rules, state=StateTable(TableEntityStore(service.get_table_client(state_table))),
                     alerts=TableAlertStore(service.get_table_client(alerts_table)), publisher=publisher,
-                    alerts_hub=alerts_hub, dead_letters=dead_letters)
+                    alerts_hub=alerts_hub, dead_letters=dead_letters,
+                    inventory=None if inventory is None else inventory_table(service, inventory))
 
 
 _built: dict[str, tuple[tuple[object, ...], Detector]] = {}
@@ -243,7 +249,8 @@ def detector() -> Detector:
     """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`)."""
     settings = get_settings()
     publisher, dead_letters = wiring.publisher(), wiring.dead_letter_store()
-    signature = (settings.rules_dir, settings.state_table, settings.alerts_table, settings.alerts_hub,
+    signature = (settings.rules_dir, settings.state_table, settings.alerts_table, settings.inventory_table,
+                 settings.alerts_hub,
                  settings.storage_connection_string, settings.table_endpoint, id(publisher), id(dead_letters))
     with _building:
         built = _built.get("current")
@@ -251,6 +258,6 @@ def detector() -> Detector:
             built = signature, build_detector(
                 load_pack(settings.rules_dir).rules, table_service(settings), state_table=settings.state_table,
                 alerts_table=settings.alerts_table, publisher=publisher, alerts_hub=settings.alerts_hub,
-                dead_letters=dead_letters)
+                dead_letters=dead_letters, inventory=settings.inventory_table)
             _built["current"] = built
         return built[1]

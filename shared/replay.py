@@ -25,6 +25,7 @@ from shared.azurite import DEV_CONNECTION_STRING
 from shared.deadletters import InMemoryDeadLetterStore
 from shared.detect import RULES_DIR, Detector, DetectReport, detect_batch
 from shared.eventhub import bodies_with_positions, trigger_batch
+from shared.inventory_table import inventory_table
 from shared.normalize import process_batch
 from shared.publish import InProcessPublisher, OutgoingEvent
 from shared.rules.loader import load_rules
@@ -78,7 +79,8 @@ class LocalDetector:
 
     def start_fresh(self) -> int:
         """Empty the state and alerts tables. Returns the entities removed."""
-        return self.detector.state.clear(datetime.now(UTC)) + self.alert_store.clear()
+        inventory = self.detector.inventory.state.clear(datetime.now(UTC)) if self.detector.inventory else 0
+        return self.detector.state.clear(datetime.now(UTC)) + self.alert_store.clear() + inventory
 
 
 def local_detector(rules: list[Rule], service: TableServiceClient, settings: Settings) -> LocalDetector:
@@ -89,7 +91,8 @@ def local_detector(rules: list[Rule], service: TableServiceClient, settings: Set
     alert_store.ensure_table()
     detector = Detector(rules=rules, state=StateTable(state_store), alerts=alert_store,
                         publisher=InProcessPublisher(), alerts_hub=settings.alerts_hub,
-                        dead_letters=InMemoryDeadLetterStore())
+                        dead_letters=InMemoryDeadLetterStore(),
+                        inventory=inventory_table(service, settings.inventory_table))
     return LocalDetector(detector, state_store, alert_store)
 
 

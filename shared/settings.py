@@ -42,6 +42,7 @@ _ENV_NAMES: dict[str, str] = {
     "rules_dir": "STORMWATCH_RULES_DIR",
     "state_table": "STORMWATCH_STATE_TABLE",
     "alerts_table": "STORMWATCH_ALERTS_TABLE",
+    "inventory_table": "STORMWATCH_INVENTORY_TABLE",
     # enrich_fn
     "arm_endpoint": "STORMWATCH_ARM_ENDPOINT",
     "subscription_id": "STORMWATCH_SUBSCRIPTION_ID",
@@ -81,6 +82,8 @@ class Settings(BaseModel):
     rules_dir: str | None = None
     state_table: str = "detectionstate"
     alerts_table: str = "alerts"
+    # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
+    inventory_table: str = "inventory"
     # enrich_fn: ARM base URL (sovereign clouds and the local fake differ), cache, optional actions.
     arm_endpoint: str = "https://management.azure.com"
     subscription_id: str | None = None
@@ -137,6 +140,7 @@ LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTIO
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
+    "STORMWATCH_INVENTORY_TABLE",
 })
 # Identity-based connections the Functions host itself reads (not through Settings).
 HOST_CONNECTIONS = (

@@ -210,6 +210,8 @@ class StateTable:
 
     store: EntityStore
     cache_entries: int = CACHE_ENTRIES
+    # How a stored document is read back: a KeyState subclass (inventory aggregates) brings its own.
+    decode: Callable[[str], KeyState] = KeyState.from_json
     _cache: OrderedDict[StateKey, tuple[KeyState, str]] = field(default_factory=OrderedDict)
     _learning: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -222,7 +224,7 @@ class StateTable:
             if cached is None:
                 applied.reads += 1
                 stored = self.store.read(*key)
-                cached = None if stored is None else (decode_state(stored.properties), stored.etag)
+                cached = None if stored is None else (decode_state(stored.properties, self.decode), stored.etag)
             before, etag = cached if cached is not None else (None, None)
             applied.transition = change(before)
             after = applied.transition.state
@@ -316,13 +318,13 @@ def encode_state(state: KeyState) -> dict[str, str]:
     return {"state" if index == 0 else f"state{index}": chunk for index, chunk in enumerate(chunks)}
 
 
-def decode_state(properties: dict[str, Any]) -> KeyState:
+def decode_state(properties: dict[str, Any], decode: Callable[[str], KeyState] = KeyState.from_json) -> KeyState:
     parts = [properties.get("state", "")]
     index = 1
     while f"state{index}" in properties:
         parts.append(properties[f"state{index}"])
         index += 1
-    return KeyState.from_json("".join(parts))
+    return decode("".join(parts))
 
 
 def describe_key(rule: Rule, group: dict[str, str | None]) -> dict[str, Any]:

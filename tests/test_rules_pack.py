@@ -20,6 +20,7 @@ from shared.replay import detect_published, local_settings, partition_for, repla
 from shared.rules import Rule, load_rules
 from shared.rules.testing import run_cases
 from shared.settings import Settings
+from shared.subscriptions import environment_lists, load_catalog
 from tests.conftest import REPO, SAMPLES
 from tests.detect_fixtures import Tables, tables
 
@@ -63,8 +64,9 @@ def test_every_rules_embedded_cases_pass_against_table_storage(rule: Rule, table
 
 
 def test_the_production_list_names_the_production_subscription() -> None:
-    text = (RULES_DIR / "lists" / "production_subscriptions.yaml").read_text()
-    assert "a1b2c3d4-1111-4111-8111-000000000001" in text and "d4c3b2a1" not in text
+    lists = environment_lists(load_catalog(RULES_DIR))
+    assert lists["production_subscriptions"] == {"a1b2c3d4-1111-4111-8111-000000000001"}
+    assert lists["development_subscriptions"] == {"d4c3b2a1-2222-4222-8222-000000000002"}
 
 
 def replay_samples(tables: Tables, files: list[Path]) -> dict[str, int]:

@@ -23,6 +23,7 @@ from shared.rules.errors import LoadError, RuleError
 from shared.rules.model import ListFilter, RuleFile, RuleTest, ValueList, parse_duration
 from shared.rules.rule import BUCKETS_PER_WINDOW, Rule, RuleCase
 from shared.rules.sigma import Getter, Predicate, as_text, compile_detection, compile_path
+from shared.subscriptions import CATALOG_LIST, SubscriptionCatalog, environment_lists
 
 LISTS_FOLDER = "lists"
 RULE_SUFFIXES = (".yaml", ".yml")
@@ -152,6 +153,9 @@ def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[st
         try:
             data, node = _read_yaml(path)
             try:
+                if path.stem == CATALOG_LIST:  # one list per environment (shared/subscriptions.py)
+                    lists.update(environment_lists(SubscriptionCatalog.model_validate(data)))
+                    continue
                 value_list = ValueList.model_validate(data)
             except ValidationError as error:
                 raise _FileError(_validation_report(path, node, error)) from None
