@@ -33,7 +33,7 @@ from shared.alerts import Alert, AlertStore, TableAlertStore, emit_alerts
 from shared.deadletters import DeadLetterStore
 from shared.events import DeadLetter
 from shared.inventory_table import InventoryTable, inventory_table
-from shared.normalize import Position
+from shared.normalize import Position, batch_lag_ms
 from shared.parsers.values import parse_time
 from shared.publish import Publisher
 from shared.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
@@ -94,7 +94,10 @@ class DetectReport:
     state_reads: int
     state_writes: int
     state_conflicts: int
+    # State reads and writes plus one lookup per distinct alert and one row per new alert (the bill).
+    table_transactions: int
     duration_ms: float
+    lag_ms: float | None  # processing time − oldest enqueued time: how far behind the hub detect is
 
     def as_log(self) -> str:
         fields = {name: value for name, value in self.__dict__.items() if name != "alerts"}
@@ -158,7 +161,9 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
         rule_errors=rule_errors + sum(result.failed for result in applied),
         state_reads=sum(result.reads for result in applied), state_writes=sum(result.writes for result in applied),
         state_conflicts=sum(result.conflicts for result in applied),
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        table_transactions=sum(result.reads + result.writes for result in applied)
+        + len({alert.alert_id for alert in candidates}) + len(new),
+        duration_ms=round((time.perf_counter() - started) * 1000, 3), lag_ms=batch_lag_ms(bodies),
     )
     log.log(logging.WARNING if letters or rule_errors else logging.INFO, report.as_log())
     return report

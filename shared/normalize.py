@@ -133,7 +133,8 @@ class BatchReport:
         return orjson.dumps({"function": "normalize", **self.__dict__}).decode()
 
 
-def _lag_ms(bodies: Sequence[tuple[bytes, Position]]) -> float | None:
+def batch_lag_ms(bodies: Sequence[tuple[bytes, Position]]) -> float | None:
+    """Processing time minus the oldest enqueued time of the batch (detect reports it alike)."""
     enqueued = [position.enqueued_time for _, position in bodies if position.enqueued_time is not None]
     if not enqueued:
         return None
@@ -168,7 +169,7 @@ def process_batch(bodies: Sequence[tuple[bytes, Position]], publisher: Publisher
         events_by_source=dict(result.events_by_source()),
         dead_letters_by_reason=dict(result.dead_letters_by_reason()),
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        lag_ms=_lag_ms(bodies),
+        lag_ms=batch_lag_ms(bodies),
     )
     log.log(logging.WARNING if report.dead_letters else logging.INFO, report.as_log())
     return report

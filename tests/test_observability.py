@@ -1,0 +1,47 @@
+"""One structured log line per detect batch, at a level Application Insights can alert on, and the
+host.json settings that keep every such line out of sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from shared.detect import detect_batch
+from tests.conftest import REPO
+from tests.detect_fixtures import BURST_RULE, Tables, TransactionCounter, batch, deletes, rule_from, tables
+
+__all__ = ["tables"]  # the fixture, used by name
+
+
+def detect_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str, object]]]:
+    return [(record.levelname, orjson.loads(record.getMessage())) for record in caplog.records
+            if record.name == "stormwatch.detect"]
+
+
+def test_detect_logs_counts_transactions_duration_and_lag_once_per_batch(
+        tables: Tables, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    counter = TransactionCounter()
+    detector = tables.detector([rule_from(tmp_path, BURST_RULE)], counter)
+    warm_up = deletes(10, first=500, actor="bob@contoso.example")  # creates both tables, raises one alert
+    events = [*deletes(11), *deletes(3, first=12, actor="eve@contoso.example"), warm_up[0]]
+    with caplog.at_level("INFO", logger="stormwatch.detect"):
+        detect_batch(batch(warm_up), detector)
+        counter.reset()
+        detect_batch(batch(events, first_sequence=10) + batch([{"no": "id"}], first_sequence=99), detector)
+    (first_level, _), (level, line) = detect_lines(caplog)
+    assert first_level == "INFO"
+    assert level == "WARNING", "a dead letter makes the line a warning"
+    assert (line["events_in"], line["dead_letters"], line["matched"]) == (16, 1, {"burst": 15})
+    assert len(line["alerts_new"]) == 1  # type: ignore[arg-type]
+    assert line["table_transactions"] == counter.count, "every Table request of the batch is reported"
+    assert line["lag_ms"] >= 0 and line["duration_ms"] > 0  # type: ignore[operator]
+
+
+def test_host_keeps_every_batch_line_out_of_sampling_at_information_level() -> None:
+    host = orjson.loads((REPO / "host.json").read_bytes())
+    levels = host["logging"]["logLevel"]
+    assert levels["Function"] == "Information", "the worker's logs are categorised Function.<name>.User"
+    excluded = host["logging"]["applicationInsights"]["samplingSettings"]["excludedTypes"].split(";")
+    assert "Trace" in excluded and "Exception" in excluded
