@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR := .demo
 
-.PHONY: setup demo test lint typecheck unit infra-check bench stop clean
+.PHONY: setup demo dashboard screenshot test lint typecheck unit infra-check bench stop clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -21,6 +21,14 @@ node_modules/.installed: package.json package-lock.json
 
 demo: setup
 	$(PY) -m shared demo --data $(DEMO_DIR)
+
+# The HTTP functions (dashboard included) over the demo's Azurite, on 127.0.0.1:7071, until Ctrl+C.
+dashboard: setup
+	STORMWATCH_STORAGE_CONNECTION_STRING=UseDevelopmentStorage=true $(PY) -m shared serve
+
+# docs/dashboard.png from the bundled samples, in headless Chromium (docs/dashboard.md).
+screenshot: setup
+	$(PY) docs/screenshot.py
 
 test: setup lint typecheck infra-check unit
 

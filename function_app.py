@@ -4,9 +4,11 @@ import azure.functions as func
 
 from detect_fn import bp as detect_bp
 from enrich_fn import bp as enrich_bp
+from inventory_fn import bp as inventory_bp
 from normalize_fn import bp as normalize_bp
 
 app = func.FunctionApp()
 app.register_functions(normalize_bp)
 app.register_functions(enrich_bp)
 app.register_functions(detect_bp)
+app.register_functions(inventory_bp)

@@ -26,6 +26,8 @@ from shared.storage import blob_service
 
 SAMPLES = azurite.REPO / "samples"
 DEMO_ENQUEUED = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+DASHBOARD_COMMAND = "STORMWATCH_STORAGE_CONNECTION_STRING=UseDevelopmentStorage=true python -m shared serve"
+DASHBOARD_URL = "http://127.0.0.1:7071/api/dashboard?from=2026-11-01&to=2026-11-30"  # the samples' month
 
 
 def sample_files(root: Path = SAMPLES) -> list[Path]:
@@ -59,7 +61,14 @@ def run_demo(data_dir: Path, out: TextIO = sys.stdout) -> int:
     print_dead_letters(settings.deadletter_container, out)
     if isinstance(publisher, InProcessPublisher):
         print_detection(publisher, settings, out)
+        print_dashboard_address(settings.inventory_table, out)
     return 0
+
+
+def print_dashboard_address(table: str, out: TextIO) -> None:
+    """Detect kept the inventory while it ran: say how to look at it (nothing is left running)."""
+    print(f"dashboard — the inventory detect kept (table '{table}'). Serve the app's HTTP functions over this "
+          f"Azurite with\n  make dashboard    # {DASHBOARD_COMMAND}\nand open\n  {DASHBOARD_URL}\n", file=out)
 
 
 def print_normalize_table(reports: list[tuple[str, BatchReport]], out: TextIO) -> None:

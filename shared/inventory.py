@@ -27,6 +27,8 @@ from shared.rules.aggregate import KeyState, Transition, from_us
 from shared.state import StateKey
 
 DIMENSIONS = ("source", "resource_type", "resource_group", "region", "actor", "operation", "result")
+# Azure compares these case-insensitively and logs mix cases (RG-PROD-WEB, rg-prod-web): count them as one.
+FOLDED = frozenset({"resource_type", "resource_group", "region", "actor", "operation"})
 TOTALS = ("events", "deletes", "errors", "signin_failures", "alerts")
 TOP_N = 20  # named values kept per counter and day: bounded entity whatever a tenant sends
 LATEST_ALERTS = 10
@@ -124,7 +126,7 @@ def advance_inventory(before: KeyState | None, partition: str, items: Sequence[I
             continue
         totals.update(facts_of(item.event))
         for name in DIMENSIONS:
-            counters[name][_value(item.event.get(name))] += 1
+            counters[name][_value(item.event.get(name), folded=name in FOLDED)] += 1
     state.totals = {name: totals[name] for name in TOTALS}
     state.counters = {name: bounded(counter, TOP_N) for name, counter in counters.items()}
     transition.state, transition.applied = state, len(fresh)
@@ -140,8 +142,11 @@ def facts_of(event: Mapping[str, Any]) -> dict[str, int]:
             "signin_failures": int(event.get("source") == "signin" and result == "failure")}
 
 
-def _value(value: Any) -> str:
-    return NONE if value in (None, "") else str(value)[:VALUE_CHARS]
+def _value(value: Any, *, folded: bool) -> str:
+    if value in (None, ""):
+        return NONE
+    text = str(value)[:VALUE_CHARS]
+    return text.lower() if folded else text
 
 
 def bounded(counts: Mapping[str, int], top: int) -> dict[str, int]:

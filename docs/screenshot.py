@@ -1,0 +1,45 @@
+"""docs/dashboard.png from the bundled samples (`make screenshot`), so the picture in the docs stays true.
+
+A throw-away Azurite on free ports gets the samples through normalize and detect; `python -m shared
+serve` serves the dashboard over it; headless Chromium takes the picture. Nothing is left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make the repo importable
+
+from shared import azurite
+from shared.screenshot import capture, install_chromium, sample_inventory
+from shared.serve import spawn
+from shared.settings import Settings
+
+OUT = Path(__file__).resolve().parent / "dashboard.png"
+QUERY = "dashboard?from=2026-11-01&to=2026-11-30"  # the samples' month
+
+
+def main() -> int:
+    logging.getLogger("stormwatch").setLevel(logging.ERROR)  # the per-batch log lines are for App Insights
+    chromium = install_chromium()
+    with tempfile.TemporaryDirectory(prefix="stormwatch-screenshot-") as folder:
+        instance = azurite.start(Path(folder))
+        try:
+            sample_inventory(Settings(storage_connection_string=instance.connection_string))
+            served = spawn({**os.environ, "STORMWATCH_STORAGE_CONNECTION_STRING": instance.connection_string})
+            try:
+                capture(chromium, f"{served.url}/{QUERY}", OUT)
+            finally:
+                served.stop()
+        finally:
+            instance.stop()
+    print(f"wrote {OUT.relative_to(Path.cwd()) if OUT.is_relative_to(Path.cwd()) else OUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The dashboard of the bundled samples in headless Chromium: for docs/screenshot.py and the browser test.
+
+`sample_inventory` runs every sample through normalize and detect (the demo's path) into the tables
+the settings name; `capture` loads a URL in Debian's `chromium` with a fresh profile and no network
+beyond what the page asks for (and the dashboard asks for nothing), writes a PNG and returns the DOM.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from shared.alerts import Alert
+from shared.deadletters import InMemoryDeadLetterStore
+from shared.demo import sample_files
+from shared.detect import load_pack
+from shared.eventhub import bodies_with_positions, trigger_batch
+from shared.normalize import process_batch
+from shared.publish import InProcessPublisher
+from shared.replay import detect_published, local_detector
+from shared.settings import Settings
+from shared.storage import table_service
+
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+WINDOW = "1280,2400"  # tall enough for the latest alerts
+
+
+def sample_inventory(settings: Settings) -> tuple[int, list[Alert]]:
+    """The samples through normalize and detect into fresh tables; (events normalized, alerts raised)."""
+    publisher = InProcessPublisher()
+    for partition, path in enumerate(sample_files()):
+        batch = trigger_batch([path.read_bytes()], partition=str(partition))
+        process_batch(bodies_with_positions(batch), publisher, InMemoryDeadLetterStore(), settings)
+    local = local_detector(load_pack(settings.rules_dir).rules, table_service(settings), settings)
+    local.start_fresh()
+    events = publisher.hubs.get(settings.normalized_hub, [])
+    return len(events), detect_published(events, local.detector)
+
+
+def find_chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def install_chromium() -> str:
+    """Debian's package, when missing (root only); the reason as an error when that fails."""
+    if found := find_chromium():
+        return found
+    for command in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)  # noqa: S603
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr.strip()[-300:]}")
+    if found := find_chromium():
+        return found
+    raise RuntimeError("apt-get installed chromium but no chromium binary is on PATH")
+
+
+def capture(chromium: str, url: str, png: Path) -> str:
+    """Screenshot `url` into `png` and return its DOM as Chromium built it (two runs, fresh profiles)."""
+    def run(*arguments: str) -> str:
+        with tempfile.TemporaryDirectory(prefix="stormwatch-chromium-") as profile:
+            done = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW}",  # noqa: S603
+                                   *arguments, url], capture_output=True, text=True, timeout=90, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"chromium exited with {done.returncode}: {done.stderr.strip()[-500:]}")
+        return done.stdout
+
+    run(f"--screenshot={png}")
+    return run("--dump-dom")
