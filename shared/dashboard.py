@@ -39,7 +39,7 @@ td.count,th.count{text-align:right;font-variant-numeric:tabular-nums}td.value{ov
 dl{display:flex;gap:12px;margin:0;flex-wrap:wrap}dl div{flex:1;min-width:120px;border-left:4px solid var(--c);
 padding:4px 10px}dt{font-size:12px;color:#55606e}dd{margin:0;font-size:24px;font-weight:600}
 .legend span{margin-right:14px}.legend i{display:inline-block;width:10px;height:10px;margin-right:4px}
-.sev-critical,.sev-high{color:#c0392b;font-weight:600}.sev-medium{color:#e67e22}.empty{color:#8a94a0}
+td.nowrap{white-space:nowrap}.sev-critical,.sev-high{color:#c0392b;font-weight:600}.sev-medium{color:#e67e22}.empty{color:#8a94a0}
 """
 
 
@@ -60,7 +60,7 @@ def render_dashboard(answer: dict[str, Any], code: str | None) -> str:
             f'{answer["from"]} to {answer["to"]} (UTC days)</p></header>{_form(answer, names, code)}<main>'
             f'<section class="wide" id="totals"><h2>Totals</h2><dl>{cards}</dl></section>'
             f'<section class="wide" id="trend-panel"><h2>Trend per day</h2>{_trend(answer["days"])}</section>'
-            f'{"".join(panels)}{_alerts(answer["latest_alerts"], code)}</main></body></html>')
+            f'{_alerts(answer["latest_alerts"], code)}{"".join(panels)}</main></body></html>')
 
 
 def html_response(page: str) -> func.HttpResponse:
@@ -133,8 +133,8 @@ def _top(name: str, title: str, rows: list[tuple[str, int]]) -> str:
 
 def _alerts(alerts: list[dict[str, Any]], code: str | None) -> str:
     rows = "".join(
-        f'<tr><td>{escape(alert["time"][:16].replace("T", " "))}</td>'
-        f'<td class="sev-{escape(alert["severity"])}">{escape(alert["severity"])}</td>'
+        f'<tr><td class="nowrap">{escape(alert["time"][:16].replace("T", " "))}</td>'
+        f'<td class="nowrap sev-{escape(alert["severity"])}">{escape(alert["severity"])}</td>'
         f'<td>{escape(alert["rule_id"])}</td><td>{escape(alert["subscription_name"])}</td>'
         f'<td>{escape(alert["summary"])}</td><td>{_links(alert, code)}</td></tr>' for alert in alerts)
     empty = '<tr><td class="empty" colspan="6">no alerts in this range</td></tr>'
@@ -146,9 +146,11 @@ def _alerts(alerts: list[dict[str, Any]], code: str | None) -> str:
 def _links(alert: dict[str, Any], code: str | None) -> str:
     """Relative links into enrich_fn (same route prefix): the Defender alert, resource, address, operation."""
     key = {"code": code} if code else {}
+    resource = alert.get("resource_id") or ""  # enrich_fn looks up ARM resources only, not tenant objects
     targets: list[tuple[str, str | None, str, dict[str, str]]] = [
         ("Defender alert", alert.get("defender_alert"), "enrich/alert", {"id": alert.get("defender_alert") or ""}),
-        ("resource", alert.get("resource_id"), "enrich/resource", {"id": alert.get("resource_id") or ""}),
+        ("resource", resource if resource.lower().startswith("/subscriptions/") else None, "enrich/resource",
+         {"id": resource}),
         ("IP", alert.get("source_ip"), f"enrich/ip/{quote(alert.get('source_ip') or '', safe='')}", {}),
         ("operation", alert.get("operation"), f"enrich/operation/{quote(alert.get('operation') or '')}", {}),
     ]

@@ -25,7 +25,7 @@ from shared.storage import table_service
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
-WINDOW = "1280,2400"  # tall enough for the latest alerts
+WINDOW = "1280,2600"  # tall enough for the latest alerts
 
 
 def sample_inventory(settings: Settings) -> tuple[int, list[Alert]]:
