@@ -8,6 +8,7 @@ import struct
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ import pytest
 
 from shared import azurite, wiring
 from shared.alerts import Alert
+from shared.dashboard import html_response, render_dashboard
+from shared.inventory import DIMENSIONS, TOTALS
 from shared.screenshot import capture, install_chromium, sample_inventory
 from shared.serve import spawn
 from shared.settings import Settings
@@ -26,7 +29,7 @@ from tests.detect_fixtures import PRODUCTION
 
 MONTH = {"from": "2026-11-01", "to": "2026-11-30"}
 # The samples as the golden tests pin them: completed deletes, Error/Critical events, failed sign-ins.
-TOTALS = {"deletes": 20, "errors": 10, "signin_failures": 25}
+SAMPLE_TOTALS = {"deletes": 20, "errors": 10, "signin_failures": 25}
 
 
 class Samples:
@@ -73,8 +76,8 @@ def test_the_json_endpoint_answers_the_samples_month(served_env: Samples) -> Non
     response = call("inventory", **MONTH)
     assert response.status_code == 200 and response.mimetype == "application/json"
     answer = orjson.loads(response.get_body())
-    assert answer["totals"] == {"events": served_env.events, "alerts": len(served_env.alerts), **TOTALS}
-    assert len(answer["days"]) == 30 and sum(day["deletes"] for day in answer["days"]) == TOTALS["deletes"]
+    assert answer["totals"] == {"events": served_env.events, "alerts": len(served_env.alerts), **SAMPLE_TOTALS}
+    assert len(answer["days"]) == 30 and sum(day["deletes"] for day in answer["days"]) == SAMPLE_TOTALS["deletes"]
     names = {item["name"]: item["events"] for item in answer["subscriptions"]}
     assert set(names) == {"Contoso Production", "Contoso Development", "Entra ID tenant"}
     assert sum(names.values()) == served_env.events
@@ -202,3 +205,25 @@ def call_served(url: str, path: str) -> bytes:
     with urllib.request.urlopen(f"{url}/{path}", timeout=10) as response:  # noqa: S310 - 127.0.0.1 only
         body: bytes = response.read()
     return body
+
+
+def test_the_range_defaults_to_the_last_30_days(served_env: Samples) -> None:
+    answer = orjson.loads(call("inventory").get_body())
+    today = datetime.now(UTC).date()
+    assert (answer["from"], answer["to"]) == ((today - timedelta(days=29)).isoformat(), today.isoformat())
+    assert len(answer["days"]) == 30
+
+
+def test_values_from_logs_are_escaped_and_nothing_is_fetched() -> None:
+    hostile = '<script>alert(1)</script>"><img src=x>'
+    totals = dict.fromkeys(TOTALS, 1)
+    answer = {"subscription": None, "from": "2026-11-01", "to": "2026-11-01", "catalog": [], "totals": totals,
+              "days": [{"day": "2026-11-01", **totals}],
+              "subscriptions": [{"id": "tenant", "name": hostile, "events": 1}],
+              "top": {name: [{"value": hostile, "events": 1}] for name in DIMENSIONS},
+              "latest_alerts": [{"alert_id": "a", "time": "2026-11-01T00:00:00Z", "severity": "high",
+                                 "rule_id": hostile, "subscription_name": hostile, "summary": hostile,
+                                 "source_ip": hostile}]}
+    page = render_dashboard(answer, code=hostile)
+    assert "<script" not in page and "<img" not in page and "&lt;script&gt;" in page
+    assert html_response(page).headers["Content-Security-Policy"].startswith("default-src 'none'")
