@@ -36,7 +36,7 @@ from typing import Any, TypeVar
 
 import orjson
 from azure.core.exceptions import ServiceRequestError
-from azure.data.tables import TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -49,7 +49,7 @@ from shared.normalize import Position, normalize_bodies, process_batch
 from shared.publish import InProcessPublisher, OutgoingEvent
 from shared.rules import load_rules
 from shared.settings import Settings
-from shared.state import LEARNING_ROW, StateTable, Stored, TableEntityStore, decode_state
+from shared.state import LEARNING_ROW, StateTable, TableEntityStore, decode_state
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 BATCH = 100
@@ -128,11 +128,12 @@ class Faults:
         return self.rng.random() < chance
 
 
-class CrashingStore:
-    """The state store of one instance, dying after `writes` more writes (a crash between state writes)."""
+class CrashingStore(TableEntityStore):
+    """The state table of one instance, dying after `writes` more writes (a crash between state writes)."""
 
-    def __init__(self, store: TableEntityStore, writes: int | None) -> None:
-        self.store, self.writes = store, writes
+    def __init__(self, table: TableClient, writes: int | None) -> None:
+        super().__init__(table)
+        self.writes = writes
 
     def _spend(self) -> None:
         if self.writes is not None:
@@ -140,22 +141,13 @@ class CrashingStore:
                 raise ServiceRequestError("simulated crash between state writes")
             self.writes -= 1
 
-    def read(self, partition_key: str, row_key: str) -> Stored | None:
-        return self.store.read(partition_key, row_key)
-
     def insert(self, properties: dict[str, Any]) -> str:
         self._spend()
-        return self.store.insert(properties)
+        return super().insert(properties)
 
     def replace(self, properties: dict[str, Any], etag: str) -> str:
         self._spend()
-        return self.store.replace(properties, etag)
-
-    def written_before(self, rule_id: str | None, moment: datetime) -> Iterator[tuple[str, str, str]]:
-        return self.store.written_before(rule_id, moment)
-
-    def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
-        return self.store.delete(partition_key, row_key, etag)
+        return super().replace(properties, etag)
 
 
 class FlakyDeadLetters(InMemoryDeadLetterStore):
@@ -265,8 +257,7 @@ def detect_partition(bodies: Sequence[bytes], partition: str, plan: Plan, connec
         """A fresh function instance (new clients, empty caches), maybe doomed to die during its batch."""
         service = TableServiceClient.from_connection_string(connection)
         doomed = faults.rng.randint(0, 20) if faults.roll(crash) else None
-        return Detector(rules=rules, state=StateTable(CrashingStore(
-            TableEntityStore(service.get_table_client(tables[0])), doomed)),
+        return Detector(rules=rules, state=StateTable(CrashingStore(service.get_table_client(tables[0]), doomed)),
             alerts=TableAlertStore(service.get_table_client(tables[1])), publisher=publisher,
             alerts_hub="alerts", dead_letters=InMemoryDeadLetterStore())
 
