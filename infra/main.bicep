@@ -105,6 +105,7 @@ var deadletterContainerName = 'deadletters'
 var stateTableName = 'detectionstate'
 var alertsTableName = 'alerts'
 var enrichCacheTableName = 'enrichcache'
+var inventoryTableName = 'inventory'
 
 // environment().resourceManager ends with '/'; the app expects a base URL without it.
 var armEndpointRaw = environment().resourceManager
@@ -143,6 +144,7 @@ module storage 'modules/storage.bicep' = {
       stateTableName
       alertsTableName
       enrichCacheTableName
+      inventoryTableName
     ]
     principalId: identity.outputs.principalId
     tags: tags
@@ -208,6 +210,7 @@ var appSettings = {
   STORMWATCH_STATE_TABLE: stateTableName
   STORMWATCH_ALERTS_TABLE: alertsTableName
   STORMWATCH_ENRICH_CACHE_TABLE: enrichCacheTableName
+  STORMWATCH_INVENTORY_TABLE: inventoryTableName
   STORMWATCH_ARM_ENDPOINT: armEndpoint
   STORMWATCH_SUBSCRIPTION_ID: subscription().subscriptionId
   STORMWATCH_SERVICE_TAGS_REGION: serviceTagsRegion

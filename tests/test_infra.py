@@ -290,7 +290,8 @@ def test_storage_names_match_what_the_code_reads(main: Template, templates: dict
     table_loop = storage_template["resources"]["tables"]["config"]
     assert table_loop["loop_type"]["detail"]["array_name"] == "tableNames"
     tables = {resolve(main, name) for name in arguments["tableNames"]}
-    assert tables == {defaults.state_table, defaults.alerts_table, defaults.enrich_cache_table}
+    assert tables == {defaults.state_table, defaults.alerts_table, defaults.enrich_cache_table,
+                      defaults.inventory_table}
 
 
 def test_raw_namespace_keeps_sas_only_for_a_send_rule_and_fanout_is_identity_only(
