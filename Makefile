@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR := .demo
 
-.PHONY: setup demo dashboard screenshot test lint typecheck unit infra-check bench stop clean
+.PHONY: setup demo dashboard screenshot test lint typecheck unit infra-check bench soak stop clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -48,6 +48,11 @@ bench: setup
 	$(PY) bench/normalize.py
 	$(PY) bench/detect.py
 	$(PY) bench/enrich.py
+	$(PY) bench/load.py
+
+# The crash/redelivery soak: 200,000 records twice (clean, then with faults); about 12 minutes.
+soak: setup
+	$(PY) bench/soak.py
 
 stop:
 	$(PY) -m shared azurite stop --data $(DEMO_DIR)/azurite
