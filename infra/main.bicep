@@ -43,10 +43,10 @@ param rawPartitionCount int = 4
 @maxValue(32)
 param fanoutPartitionCount int = 4
 
-@description('Days each hub retains events (1-7 on the Standard tier).')
+@description('Days each hub retains events (1-7 on the Standard tier). A partition whose function is stalled by a storage outage must catch up within this time, so the maximum is the default.')
 @minValue(1)
 @maxValue(7)
-param messageRetentionInDays int = 1
+param messageRetentionInDays int = 7
 
 @description('Throughput units per Event Hubs namespace (1 TU = 1 MB/s or 1000 events/s in).')
 @minValue(1)
