@@ -36,13 +36,13 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 typecheck: setup
-	$(VENV)/bin/mypy shared $(wildcard *_fn) function_app.py tests $(wildcard bench)
+	$(VENV)/bin/mypy shared $(wildcard *_fn) function_app.py tests bench docs/screenshot.py
 
 unit: setup
 	$(PY) -m pytest
 
 infra-check:
-	@if [ -f infra/check.sh ]; then bash infra/check.sh; else echo "infra/check.sh not present: skipped"; fi
+	bash infra/check.sh
 
 bench: setup
 	$(PY) bench/normalize.py
