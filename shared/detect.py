@@ -90,6 +90,7 @@ class DetectReport:
     alerts_repeated: int
     redelivered: int
     too_late: int
+    duplicates: int  # events seen before at another position (normalize re-published them): not counted
     rule_errors: int
     state_reads: int
     state_writes: int
@@ -158,6 +159,7 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
         keys_touched=len(touched), alerts=new, alerts_repeated=len({a.alert_id for a in candidates}) - len(new),
         redelivered=sum(result.transition.redelivered for result in applied),
         too_late=sum(result.transition.too_late for result in applied),
+        duplicates=sum(result.transition.duplicates for result in applied),
         rule_errors=rule_errors + sum(result.failed for result in applied),
         state_reads=sum(result.reads for result in applied), state_writes=sum(result.writes for result in applied),
         state_conflicts=sum(result.conflicts for result in applied),

@@ -275,6 +275,16 @@ def test_redelivered_hits_are_skipped_and_their_alert_replayed(burst: Rule) -> N
     assert other_partition.state is not None and other_partition.redelivered == 0
 
 
+def test_events_published_twice_by_a_retried_normalize_count_once(burst: Rule) -> None:
+    """normalize's retry after a partial fan-out re-publishes the same events at new sequence numbers."""
+    first = advance(context(burst), None, hits(deletes(6)))
+    again = advance(context(burst), first.state, hits(deletes(6), first_sequence=100))
+    assert again.alerts == [] and again.duplicates == 6 and again.applied == 0
+    assert again.state is not None and sum(bucket.count for bucket in again.state.buckets.values()) == 6
+    fresh = advance(context(burst), again.state, hits(deletes(4, T0 + timedelta(seconds=60), first=6), 106))
+    assert [alert.count for alert in fresh.alerts] == [10]
+
+
 def test_old_buckets_are_pruned_so_the_state_stays_bounded(burst: Rule) -> None:
     state: KeyState | None = None
     for hour in range(48):

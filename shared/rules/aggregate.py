@@ -27,6 +27,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # first_seen: refresh last_seen (one write) at most this often per value: keeps housekeeping honest.
 LAST_SEEN_REFRESH_US = 24 * 3600 * 1_000_000
 FIRED_KEPT = 10
+# threshold: event ids remembered per bucket to skip events normalize published twice; beyond this many
+# the bucket alone meets any threshold up to it, and larger thresholds dedupe on a best-effort basis.
+THRESHOLD_IDS_KEPT = 1000
 
 
 class Hit(NamedTuple):
@@ -105,6 +108,7 @@ class Transition:
     applied: int = 0
     redelivered: int = 0
     too_late: int = 0
+    duplicates: int = 0  # same event_id again at a new position: normalize published it twice
 
     @property
     def alerts(self) -> list[Alert]:
@@ -186,18 +190,23 @@ def _aggregate(context: KeyContext, state: KeyState, fresh: list[Hit], transitio
         if state.latest_us is not None and hit.time_us < state.latest_us - rule.lateness_us:
             transition.too_late += 1
             continue
-        transition.applied += 1
         start = hit.time_us - hit.time_us % width
         bucket = state.buckets.get(start)
+        if rule.kind == "threshold" and bucket is not None and _seen_before(bucket, hit):
+            transition.duplicates += 1
+            continue
+        transition.applied += 1
         if bucket is None:
             bucket = state.buckets[start] = Bucket(0, hit.time_us, hit.time_us)
+        if rule.kind == "threshold" and len(bucket.hashes) < min(cap, THRESHOLD_IDS_KEPT):
+            bucket.hashes.add(_digest(hit.event_id))
         bucket.count += 1
         bucket.first_us, bucket.last_us = min(bucket.first_us, hit.time_us), max(bucket.last_us, hit.time_us)
         if rule.kind == "distinct":
             for value in sorted(rule.distinct_values_of(hit.event)):
                 if len(bucket.hashes) >= cap:
                     break  # `cap` distinct values in one bucket already satisfy the condition
-                bucket.hashes.add(hashlib.blake2b(value.encode(), digest_size=8).hexdigest())
+                bucket.hashes.add(_digest(value))
         state.latest_us = max(state.latest_us or hit.time_us, hit.time_us)
         state.samples.append((hit.time_us, hit.event_id))
         state.samples.sort()
@@ -206,6 +215,17 @@ def _aggregate(context: KeyContext, state: KeyState, fresh: list[Hit], transitio
         if raised is not None:
             transition.raised.append(raised)
     _prune(rule, state)
+
+
+def _digest(value: str) -> str:
+    return hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+
+
+def _seen_before(bucket: Bucket, hit: Hit) -> bool:
+    """A threshold bucket remembers the ids it counted, up to the threshold (then the bucket alone meets
+    it, so a duplicate can no longer change whether the rule fires). An id counted before came back
+    with a new position: normalize published it again after a failed attempt (at-least-once fan-out)."""
+    return _digest(hit.event_id) in bucket.hashes
 
 
 def _check_windows(context: KeyContext, state: KeyState, start: int, hit: Hit) -> Raised | None:
