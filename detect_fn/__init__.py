@@ -14,7 +14,7 @@ import azure.functions as func
 
 from shared import settings as names
 from shared.detect import detect_batch, detector, housekeep
-from shared.eventhub import bodies_with_positions
+from shared.eventhub import EVENT_HUB_RETRY, bodies_with_positions
 
 bp = func.Blueprint()
 
@@ -24,8 +24,7 @@ HOUSEKEEPING_SCHEDULE = "0 7 * * * *"
 
 
 @bp.function_name("detect")
-@bp.retry(strategy="exponential_backoff", max_retry_count="-1",
-          minimum_interval="00:00:05", maximum_interval="00:05:00")
+@bp.retry(**EVENT_HUB_RETRY)
 @bp.event_hub_message_trigger(
     arg_name="events", connection=names.FANOUT_CONNECTION, event_hub_name=f"%{names.NORMALIZED_HUB}%",
     consumer_group=f"%{names.DETECT_CONSUMER_GROUP}%", cardinality="many", data_type="binary",

@@ -12,7 +12,7 @@ import azure.functions as func
 
 from shared import settings as names
 from shared import wiring
-from shared.eventhub import bodies_with_positions
+from shared.eventhub import EVENT_HUB_RETRY, bodies_with_positions
 from shared.normalize import process_batch
 from shared.settings import get_settings
 
@@ -20,8 +20,7 @@ bp = func.Blueprint()
 
 
 @bp.function_name("normalize")
-@bp.retry(strategy="exponential_backoff", max_retry_count="-1",
-          minimum_interval="00:00:05", maximum_interval="00:05:00")
+@bp.retry(**EVENT_HUB_RETRY)
 @bp.event_hub_message_trigger(
     arg_name="events", connection=names.RAW_CONNECTION, event_hub_name=f"%{names.RAW_HUB}%",
     consumer_group=f"%{names.NORMALIZE_CONSUMER_GROUP}%", cardinality="many", data_type="binary",

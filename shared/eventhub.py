@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import azure.functions as func
 import orjson
@@ -17,6 +17,19 @@ from azure.functions import meta
 from azure.functions.eventhub import EventHubTriggerConverter
 
 from shared.normalize import Position
+
+
+# The one retry policy of both Event Hub functions (README "Retry policy"): the trigger checkpoints even
+# after a failure, so retries never stop; only outages raise, and a redelivery is exact.
+class RetryPolicy(TypedDict):
+    strategy: str
+    max_retry_count: str
+    minimum_interval: str
+    maximum_interval: str
+
+
+EVENT_HUB_RETRY = RetryPolicy(strategy="exponential_backoff", max_retry_count="-1",
+                              minimum_interval="00:00:05", maximum_interval="00:05:00")
 
 
 def partition_of(events: Sequence[func.EventHubEvent]) -> str | None:
