@@ -8,6 +8,7 @@ Run: `make bench` or `.venv/bin/python bench/normalize.py [--bodies N] [--rounds
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -34,15 +35,23 @@ def records_in(bodies: list[bytes]) -> int:
     return normalize_bodies([(body, Position()) for body in bodies], include_raw=False).records_in
 
 
-def best_times(rounds: int, candidates: dict[str, Callable[[], object]]) -> dict[str, float]:
-    """Best time of each candidate, run round-robin so a busy moment of the machine hits all alike."""
-    best = dict.fromkeys(candidates, float("inf"))
+def paired_times(rounds: int, batch_count: int, candidates: dict[str, Callable[[int], object]]) -> list[dict[str, float]]:
+    """Each round's total time per candidate, the candidates taking turns batch by batch.
+
+    Turns per batch (not per run) mean a slow moment of a shared machine hits every candidate alike,
+    so the ratio of two candidates within a round is steady even when the machine's speed is not. Each
+    batch's output is dropped before the clock stops, as one function invocation would drop it.
+    """
+    measured = []
     for _ in range(rounds):
-        for name, work in candidates.items():
-            started = time.perf_counter()
-            work()
-            best[name] = min(best[name], time.perf_counter() - started)
-    return best
+        spent = dict.fromkeys(candidates, 0.0)
+        for index in range(batch_count):
+            for name, work in candidates.items():
+                started = time.perf_counter()
+                work(index)
+                spent[name] += time.perf_counter() - started
+        measured.append(spent)
+    return measured
 
 
 def main() -> None:
@@ -58,17 +67,19 @@ def main() -> None:
     megabytes = sum(map(len, bodies)) / 1e6
 
     floor_name = "floor: orjson loads+dumps"
-    best = best_times(args.rounds, {
-        floor_name: lambda: [[orjson.dumps(orjson.loads(body)) for body in batch] for batch in batches],
-        "normalize (raw included)": lambda: [normalize_bodies(batch, include_raw=True) for batch in positioned],
-        "normalize (raw left out)": lambda: [normalize_bodies(batch, include_raw=False) for batch in positioned],
+    rounds = paired_times(args.rounds, len(batches), {
+        floor_name: lambda index: [orjson.dumps(orjson.loads(body)) for body in batches[index]],
+        "normalize (raw included)": lambda index: normalize_bodies(positioned[index], True),
+        "normalize (raw left out)": lambda index: normalize_bodies(positioned[index], False),
     })
 
-    print(f"mix: {len(bodies)} bodies in batches of {BATCH}, {records} records, {megabytes:.1f} MB, one core")
-    print(f"{'path':<34} {'records/s':>12} {'MB/s':>8} {'x floor':>8}")
-    for name, seconds in best.items():
-        print(f"{name:<34} {records / seconds:>12,.0f} {megabytes / seconds:>8.1f} {seconds / best[floor_name]:>8.2f}")
-
+    print(f"mix: {len(bodies)} bodies in batches of {BATCH}, {records} records, {megabytes:.1f} MB, one core, "
+          f"{args.rounds} rounds")
+    print(f"{'path':<34} {'records/s':>12} {'MB/s':>8} {'x floor':>8}   (best round; ratio: median of rounds)")
+    for name in rounds[0]:
+        seconds = min(spent[name] for spent in rounds)
+        ratio = statistics.median(spent[name] / spent[floor_name] for spent in rounds)
+        print(f"{name:<34} {records / seconds:>12,.0f} {megabytes / seconds:>8.1f} {ratio:>8.2f}")
 
 if __name__ == "__main__":
     main()

@@ -75,10 +75,17 @@ def _matches(pattern: str, value: str | None) -> bool:
     return value is not None and pattern.lower() == value.lower()
 
 
-@lru_cache(maxsize=16384)
 def classify(source: str, operation: str | None, *, action: str, result: str | None,
              category: str | None = None, status_code: str | None = None) -> str:
     """The common event of the first matching table row, `Other` when none matches."""
+    return common_event(source, operation, action, result, category, status_code)
+
+
+@lru_cache(maxsize=16384)
+def common_event(source: str, operation: str | None, action: str, result: str | None,
+                 category: str | None, status_code: str | None) -> str:
+    """`classify` with positional arguments: normalize calls it per record, and keyword arguments
+    make the cache lookup several times slower."""
     upper_operation = (operation or "").upper()
     for rule in load_classification():
         if (_matches(rule.source, source) and _matches(rule.action, action)
@@ -87,4 +94,3 @@ def classify(source: str, operation: str | None, *, action: str, result: str | N
                 and (rule.operation == "*" or fnmatchcase(upper_operation, rule.operation))):
             return rule.common_event
     return "Other"
-

@@ -74,8 +74,9 @@ def _normalize_body(body: bytes, position: Position, include_raw: bool, result: 
         result.records_in += 1
         result.dead_letters.append(_dead_letter(str(error), position, None, body))
         return
+    result.records_in += len(records)
+    add_event = result.events.append
     for index, record in enumerate(records):
-        result.records_in += 1
         try:
             event = map_record(record)
             encoded = encode_event(event, record if include_raw else None)
@@ -83,7 +84,7 @@ def _normalize_body(body: bytes, position: Position, include_raw: bool, result: 
             result.dead_letters.append(_dead_letter(str(error), position, index, _record_bytes(record)))
             continue
         key = event["subscription_id"] or event["tenant_id"] or "unknown"
-        result.events.append(NormalizedOutput(event["source"], key, encoded))
+        add_event(NormalizedOutput(event["source"], key, encoded))
 
 
 def encode_event(event: dict[str, Any], raw: dict[str, Any] | None) -> bytes:

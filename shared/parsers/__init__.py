@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from shared.parsers.common import content_id
 from shared.parsers.defender import is_defender, map_defender
 from shared.parsers.identity import AUDIT_CATEGORIES, SIGNIN_CATEGORIES, map_audit, map_signin
 from shared.parsers.resource import POLICY_EVENT_PREFIX, map_policy_state, map_resource_log
-from shared.parsers.values import MappingError, Record, lower_keys, text
+from shared.parsers.values import MappingError, Record, spelled_fields, text
 
 __all__ = ["MappingError", "map_record", "split_body"]
 
@@ -51,12 +52,12 @@ def _json_type(value: Any) -> str:
 
 def map_record(record: Any) -> Record:
     """Dispatch one record to its mapper by its real category; MappingError says why it cannot be."""
-    if not isinstance(record, dict):
+    if type(record) is not dict:
         raise MappingError(f"record is not an object but {_json_type(record)}")
-    lowered = lower_keys(record)
-    mapper = _choose_mapper(lowered)
+    fields = spelled_fields(record)
+    mapper = _BY_CATEGORY.get(_real_category(fields)) or _mapper_by_shape(fields)
     try:
-        event = mapper(record, lowered)
+        event = mapper(record, fields)
     except MappingError:
         raise
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as error:
@@ -70,26 +71,38 @@ def map_record(record: Any) -> Record:
 Mapper = Callable[[Record, Record], Record]
 
 
-def _choose_mapper(lowered: Record) -> Mapper:
-    category = text(lowered.get("category"))
-    properties = lowered.get("properties")
-    if isinstance(properties, dict):
+def _real_category(fields: Record) -> str:
+    """`properties.eventCategory` when present (Activity Log exports), else the top-level `category`."""
+    properties = fields.get("properties")
+    if type(properties) is dict:
         event_category = text(properties.get("eventCategory"))
         if event_category:
-            category = event_category
-    key = (category or "").lower()
-    if key in CATEGORIES:
-        name = CATEGORIES[key]
-        return lambda record, lowered_record: map_activity(record, lowered_record, name)
-    if key in OPERATION_TYPE_CATEGORIES:
-        return lambda record, lowered_record: map_activity(record, lowered_record, "Administrative")
-    if key in SIGNIN_CATEGORIES:
-        return lambda record, lowered_record: map_signin(record, lowered_record, key)
-    if key in AUDIT_CATEGORIES:
-        return lambda record, lowered_record: map_audit(record, lowered_record, key)
-    if is_defender(lowered):
+            return event_category.lower()
+    return (text(fields.get("category")) or "").lower()
+
+
+def _by_category() -> dict[str, Mapper]:
+    """Lower-cased category → mapper, built once: the dispatch runs for every record."""
+    mappers: dict[str, Mapper] = {}
+    for key, name in CATEGORIES.items():
+        mappers[key] = partial(map_activity, name)
+    for key in OPERATION_TYPE_CATEGORIES:
+        mappers[key] = partial(map_activity, "Administrative")
+    for key in SIGNIN_CATEGORIES:
+        mappers[key] = partial(map_signin, key)
+    for key in AUDIT_CATEGORIES:
+        mappers[key] = partial(map_audit, key)
+    return mappers
+
+
+_BY_CATEGORY = _by_category()
+
+
+def _mapper_by_shape(fields: Record) -> Mapper:
+    """Records without a known category: Defender objects, policy state events, other resource logs."""
+    if is_defender(fields):
         return map_defender
-    event_type = text(lowered.get("eventtype"))
+    event_type = text(fields.get("eventType"))
     if event_type and event_type.lower().startswith(POLICY_EVENT_PREFIX):
         return map_policy_state
     return map_resource_log

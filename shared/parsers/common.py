@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from shared.catalog import classify, operation_description
+from shared.catalog import common_event, operation_description
 from shared.events import FIELD_NAMES
 from shared.parsers.resource_id import parse_resource_id
 from shared.parsers.values import Record, severity, text, utc_text
@@ -55,12 +55,14 @@ CLAIM_TENANT = "http://schemas.microsoft.com/identity/claims/tenantid"
 
 def set_claims(event: Record, claims: Record) -> None:
     """Who, from the token claims Azure copies into Activity Log and resource logs (long or short names)."""
-    event["actor"] = (text(claims.get(_CLAIM_UPN)) or text(claims.get("upn"))
-                      or text(claims.get(_CLAIM_NAME)) or text(claims.get("name"))
-                      or text(claims.get("unique_name")))
-    event["actor_id"] = text(claims.get(_CLAIM_OBJECT_ID)) or text(claims.get("oid"))
-    event["actor_app_id"] = text(claims.get("appid"))
-    if event["actor_type"] is None and (claims.get(_CLAIM_UPN) or claims.get("upn")):
+    if not claims:
+        return
+    get = claims.get
+    event["actor"] = (text(get(_CLAIM_UPN)) or text(get("upn")) or text(get(_CLAIM_NAME))
+                      or text(get("name")) or text(get("unique_name")))
+    event["actor_id"] = text(get(_CLAIM_OBJECT_ID)) or text(get("oid"))
+    event["actor_app_id"] = text(get("appid"))
+    if event["actor_type"] is None and (get(_CLAIM_UPN) or get("upn")):
         event["actor_type"] = "User"
 
 
@@ -73,14 +75,17 @@ def action_from_operation(operation: str | None) -> str:
     return _VERBS.get(verb, "other")
 
 
-def set_envelope(event: Record, lowered: Record) -> None:
+def set_envelope(event: Record, fields: Record) -> None:
     """The fields every Azure Monitor diagnostic record shares (Activity Log and resource logs alike)."""
-    operation = text(lowered.get("operationname"))
-    event["operation"] = operation.upper() if operation else None
-    event["action"] = action_from_operation(event["operation"])
-    event["severity"] = severity(lowered.get("level"))
-    event["correlation_id"] = text(lowered.get("correlationid"))
-    event["region"] = text(lowered.get("location"))
+    get = fields.get
+    operation = text(get("operationName"))
+    if operation:
+        operation = operation.upper()
+        event["operation"] = operation
+        event["action"] = action_from_operation(operation)
+    event["severity"] = severity(get("level"))
+    event["correlation_id"] = text(get("correlationId"))
+    event["region"] = text(get("location"))
 
 
 _VERBS = {"WRITE": "create_or_update", "DELETE": "delete", "ACTION": "action", "READ": "read"}
@@ -88,10 +93,10 @@ _VERBS = {"WRITE": "create_or_update", "DELETE": "delete", "ACTION": "action", "
 
 def finish(event: Record, status_code: str | None = None) -> Record:
     """Add the offline context (description, common event) once the mapper set the other fields."""
-    event["operation_description"] = operation_description(event["operation"])
-    event["common_event"] = classify(event["source"], event["operation"], action=event["action"],
-                                     result=event["result"], category=event["category"],
-                                     status_code=status_code)
+    operation = event["operation"]
+    event["operation_description"] = operation_description(operation)
+    event["common_event"] = common_event(event["source"], operation, event["action"], event["result"],
+                                         event["category"], status_code)
     return event
 
 

@@ -9,15 +9,17 @@ from shared.parsers.common import compact, content_id, finish, new_event, set_re
 from shared.parsers.values import Record, as_dict, first, lower_keys, severity, text, title, valid_ip
 
 
-def is_defender(lowered: Record) -> bool:
+def is_defender(fields: Record) -> bool:
     """Export alerts carry `SystemAlertId`/`AlertDisplayName`; ARM objects a `Microsoft.Security` type."""
-    if "systemalertid" in lowered or "alertdisplayname" in lowered:
+    if "SystemAlertId" in fields or "AlertDisplayName" in fields:
         return True
-    kind = text(lowered.get("type"))
+    kind = text(fields.get("type"))
     return kind is not None and kind.lower().startswith("microsoft.security/")
 
 
-def map_defender(record: Record, lowered: Record) -> Record:
+def map_defender(record: Record, fields: Record) -> Record:
+    """Defender's casing varies between export and ARM shapes, so this mapper reads lower-cased keys."""
+    lowered = lower_keys(record)
     kind = text(lowered.get("type")) or ""
     properties = lower_keys(as_dict(lowered.get("properties")))
     if "systemalertid" in lowered or "alertdisplayname" in lowered:
