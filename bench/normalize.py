@@ -35,7 +35,8 @@ def records_in(bodies: list[bytes]) -> int:
     return normalize_bodies([(body, Position()) for body in bodies], include_raw=False).records_in
 
 
-def paired_times(rounds: int, batch_count: int, candidates: dict[str, Callable[[int], object]]) -> list[dict[str, float]]:
+def paired_times(rounds: int, batch_count: int,
+                 candidates: dict[str, Callable[[int], object]]) -> list[dict[str, float]]:
     """Each round's total time per candidate, the candidates taking turns batch by batch.
 
     Turns per batch (not per run) mean a slow moment of a shared machine hits every candidate alike,

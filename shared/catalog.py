@@ -82,7 +82,7 @@ def classify(source: str, operation: str | None, *, action: str, result: str | N
 
 
 @lru_cache(maxsize=16384)
-def common_event(source: str, operation: str | None, action: str, result: str | None,
+def common_event(source: str, operation: str | None, action: str, result: str | None,  # noqa: PLR0917
                  category: str | None, status_code: str | None) -> str:
     """`classify` with positional arguments: normalize calls it per record, and keyword arguments
     make the cache lookup several times slower."""

@@ -65,22 +65,14 @@ def map_activity(category: str, record: Record, fields: Record) -> Record:
     status_code = text(prop("statusCode"))
     if result == "Failure":
         event["result_reason"] = _failure_reason(fields, properties)
-    details = {}
-    if status_code:
-        details["status_code"] = status_code
-    duration = _duration(get("durationMs"))
-    if duration is not None:
-        details["duration_ms"] = duration
-    request_body = prop("requestbody")
-    if request_body:
-        details["request_body"] = parse_json_text(request_body)
-    for name, value in (("title", prop("title")), ("hierarchy", prop("hierarchy")),
-                        ("description", prop("description") or prop("communication") or prop("details"))):
-        if value:
-            value = text(value)
-            if value:
-                details[name] = value
-    event["details"] = details or None
+    event["details"] = compact({
+        "status_code": status_code,
+        "duration_ms": _duration(get("durationMs")),
+        "request_body": parse_json_text(prop("requestbody")),
+        "title": text(prop("title")),
+        "description": text(prop("description") or prop("communication") or prop("details")),
+        "hierarchy": text(prop("hierarchy")),
+    })
     if source == "defender":
         _set_security_alert(event, properties, fields)
     elif source == "policy":

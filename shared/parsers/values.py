@@ -234,8 +234,9 @@ _LEVELS = {
 
 
 # The spellings Azure actually writes (`Informational`, `Warning`, `WARNING`), looked up without lowering.
-_LEVELS_AS_WRITTEN = {spelling: level for name, level in _LEVELS.items()
-                      for spelling in (name, name.capitalize(), name.upper())}
+_LEVELS_AS_WRITTEN: dict[str | int, str] = {
+    spelling: level for name, level in _LEVELS.items() for spelling in (name, name.capitalize(), name.upper())}
+_LEVELS_AS_WRITTEN.update({int(name): level for name, level in _LEVELS.items() if name.isdigit()})  # `"Level": 4`
 
 
 def severity(value: Any) -> str | None:
