@@ -35,16 +35,24 @@ def content_id(record: Record) -> str:
 
 def set_resource(event: Record, resource_id: Any) -> None:
     """Fill subscription, resource group, provider, type and name from a resource id."""
-    resource = text(resource_id)
-    if resource is None or not resource.startswith("/"):
-        return
+    if type(resource_id) is not str:
+        resource_id = text(resource_id)
+        if resource_id is None:
+            return
+    fields = resource_fields(resource_id)
+    if fields is not None:
+        event.update(fields)
+
+
+@lru_cache(maxsize=8192)
+def resource_fields(resource_id: str) -> dict[str, str | None] | None:
+    """The event fields of a resource id, or None when it is not one; cached (and shared: never mutate
+    the result) because the same resources appear in record after record."""
+    resource = resource_id.strip()
+    if not resource.startswith("/"):
+        return None
     parsed = parse_resource_id(resource)
-    event["resource_id"] = resource
-    event["subscription_id"] = parsed.subscription_id
-    event["resource_group"] = parsed.resource_group
-    event["resource_provider"] = parsed.resource_provider
-    event["resource_type"] = parsed.resource_type
-    event["resource_name"] = parsed.resource_name
+    return {"resource_id": resource, **parsed._asdict()}
 
 
 _CLAIM_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
@@ -75,14 +83,24 @@ def action_from_operation(operation: str | None) -> str:
     return _VERBS.get(verb, "other")
 
 
+@lru_cache(maxsize=16384)
+def _operation_and_action(operation_name: str) -> tuple[str | None, str]:
+    """An `operationName` as written → the upper-cased operation id and its action (cached per name)."""
+    operation = text(operation_name)
+    if not operation:
+        return None, "other"
+    operation = operation.upper()
+    return operation, action_from_operation(operation)
+
+
 def set_envelope(event: Record, fields: Record) -> None:
     """The fields every Azure Monitor diagnostic record shares (Activity Log and resource logs alike)."""
     get = fields.get
-    operation = text(get("operationName"))
-    if operation:
-        operation = operation.upper()
-        event["operation"] = operation
-        event["action"] = action_from_operation(operation)
+    name = get("operationName")
+    if type(name) is not str:
+        name = text(name)  # the REST shape `{"value": ...}`, or a wrong type
+    if name:
+        event["operation"], event["action"] = _operation_and_action(name)
     event["severity"] = severity(get("level"))
     event["correlation_id"] = text(get("correlationId"))
     event["region"] = text(get("location"))
