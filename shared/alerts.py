@@ -23,9 +23,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializ
 from shared.parsers.values import format_time
 from shared.publish import OutgoingEvent, Publisher
 from shared.rules.model import Severity
+from shared.rules.rule import MAX_EVENT_IDS
 from shared.rules.sigma import compile_path
 
-MAX_EVENT_IDS = 10
 ALERT_ROW_KEY = "alert"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _UNKNOWN = "(unknown)"

@@ -8,10 +8,16 @@ Exactness under redelivery: the state keeps, per source partition, the highest s
 applied (the watermark); hits at or below it are skipped. Alerts raised by a batch are kept in the
 state with the position of the hit that raised them, so a redelivered batch re-emits them (an upsert
 of the same alert id) in case the first attempt stopped between the state write and the alert write.
+
+The events an aggregate alert lists (`event_ids`) are a function of the hits its window holds when it
+fires, whatever the order and the batches they came in: each bucket keeps its earliest hits (threshold:
+one per event id; distinct: the first hit of each value), and the alert takes the earliest of its
+window's buckets. A bucket that no window able to fire can hold any more drops its sample.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,8 +26,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from shared.alerts import MAX_EVENT_IDS, Alert, alert_id, render_summary
-from shared.rules.rule import Rule
+from shared.alerts import Alert, alert_id, render_summary
+from shared.rules.rule import MAX_EVENT_IDS, Rule
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # first_seen: refresh last_seen (one write) at most this often per value: keeps housekeeping honest.
@@ -30,6 +36,17 @@ FIRED_KEPT = 10
 # threshold: event ids remembered per bucket to skip events normalize published twice; beyond this many
 # the bucket alone meets any threshold up to it, and larger thresholds dedupe on a best-effort basis.
 THRESHOLD_IDS_KEPT = 1000
+
+
+class Sampled(NamedTuple):
+    """One entry of a bucket's evidence sample, ordered by (time, event id, tag).
+
+    `tag` is what the entry stands for: the event id (threshold) or the hash of a value (distinct).
+    """
+
+    time_us: int
+    event_id: str
+    tag: str
 
 
 class Hit(NamedTuple):
@@ -47,6 +64,28 @@ class Bucket:
     first_us: int
     last_us: int
     hashes: set[str] = field(default_factory=set)
+    # The MAX_EVENT_IDS tags first seen in this bucket, each with its earliest hit, sorted.
+    sample: list[Sampled] = field(default_factory=list)
+
+    def keep(self, entry: Sampled) -> None:
+        """Keep `entry` if it is among the earliest: the result does not depend on the order of calls."""
+        for index, kept in enumerate(self.sample):
+            if kept.tag == entry.tag:
+                if kept <= entry:
+                    return
+                del self.sample[index]
+                break
+        bisect.insort(self.sample, entry)
+        del self.sample[MAX_EVENT_IDS:]
+
+    def sample_json(self) -> list[list[int | str]]:
+        return [[entry.time_us, entry.event_id] if entry.tag == entry.event_id else list(entry)
+                for entry in self.sample]
+
+
+def _sampled(item: list[Any]) -> Sampled:
+    moment, event_id, *tag = item
+    return Sampled(moment, event_id, tag[0] if tag else event_id)
 
 
 @dataclass
@@ -56,7 +95,6 @@ class KeyState:
     watermarks: dict[str, int] = field(default_factory=dict)
     latest_us: int | None = None
     buckets: dict[int, Bucket] = field(default_factory=dict)
-    samples: list[tuple[int, str]] = field(default_factory=list)
     suppressed_until_us: int | None = None
     first_us: int | None = None
     last_us: int | None = None
@@ -65,32 +103,41 @@ class KeyState:
     def copy(self) -> KeyState:
         return KeyState(
             watermarks=dict(self.watermarks), latest_us=self.latest_us,
-            buckets={start: Bucket(b.count, b.first_us, b.last_us, set(b.hashes))
+            buckets={start: Bucket(b.count, b.first_us, b.last_us, set(b.hashes), list(b.sample))
                      for start, b in self.buckets.items()},
-            samples=list(self.samples), suppressed_until_us=self.suppressed_until_us,
+            suppressed_until_us=self.suppressed_until_us,
             first_us=self.first_us, last_us=self.last_us, fired=list(self.fired),
         )
 
     def to_json(self) -> str:
         return orjson.dumps({
             "watermarks": self.watermarks, "latest_us": self.latest_us,
-            "buckets": [[start, b.count, b.first_us, b.last_us, sorted(b.hashes)]
+            "buckets": [[start, b.count, b.first_us, b.last_us, sorted(b.hashes), b.sample_json()]
                         for start, b in sorted(self.buckets.items())],
-            "samples": self.samples, "suppressed_until_us": self.suppressed_until_us,
+            "suppressed_until_us": self.suppressed_until_us,
             "first_us": self.first_us, "last_us": self.last_us, "fired": self.fired,
         }).decode()
 
     @classmethod
     def from_json(cls, text: str) -> KeyState:
         data = orjson.loads(text)
-        return cls(
-            watermarks=data["watermarks"], latest_us=data["latest_us"],
-            buckets={start: Bucket(count, first, last, set(hashes))
-                     for start, count, first, last, hashes in data["buckets"]},
-            samples=[(moment, event_id) for moment, event_id in data["samples"]],
+        buckets: dict[int, Bucket] = {}
+        for start, count, first, last, hashes, *sample in data["buckets"]:
+            buckets[start] = Bucket(count, first, last, set(hashes), [_sampled(item) for item in sample[0]]
+                                    if sample else [])
+        state = cls(
+            watermarks=data["watermarks"], latest_us=data["latest_us"], buckets=buckets,
             suppressed_until_us=data["suppressed_until_us"], first_us=data["first_us"],
             last_us=data["last_us"], fired=data["fired"],
         )
+        # Written before buckets kept samples: the key's 10 newest hits in one list. Each goes to its bucket,
+        # the latest starting at or before it (pruning drops a bucket and its hits together).
+        starts = sorted(buckets)
+        for moment, event_id in data.get("samples", []):
+            index = bisect.bisect_right(starts, moment) - 1
+            if index >= 0:
+                buckets[starts[index]].keep(Sampled(moment, event_id, event_id))
+        return state
 
 
 class Raised(NamedTuple):
@@ -202,15 +249,17 @@ def _aggregate(context: KeyContext, state: KeyState, fresh: list[Hit], transitio
             bucket.hashes.add(_digest(hit.event_id))
         bucket.count += 1
         bucket.first_us, bucket.last_us = min(bucket.first_us, hit.time_us), max(bucket.last_us, hit.time_us)
+        sealed = _sealed(rule, state, start)
         if rule.kind == "distinct":
             for value in sorted(rule.distinct_values_of(hit.event)):
-                if len(bucket.hashes) >= cap:
-                    break  # `cap` distinct values in one bucket already satisfy the condition
-                bucket.hashes.add(_digest(value))
+                tag = _digest(value)
+                if not sealed:
+                    bucket.keep(Sampled(hit.time_us, hit.event_id, tag))
+                if len(bucket.hashes) < cap:  # `cap` distinct values in one bucket already satisfy the condition
+                    bucket.hashes.add(tag)
+        elif not sealed:
+            bucket.keep(Sampled(hit.time_us, hit.event_id, hit.event_id))
         state.latest_us = max(state.latest_us or hit.time_us, hit.time_us)
-        state.samples.append((hit.time_us, hit.event_id))
-        state.samples.sort()
-        del state.samples[:-MAX_EVENT_IDS]
         raised = _check_windows(context, state, start, hit)
         if raised is not None:
             transition.raised.append(raised)
@@ -246,9 +295,30 @@ def _check_windows(context: KeyContext, state: KeyState, start: int, hit: Hit) -
         if state.suppressed_until_us is not None and last < state.suppressed_until_us:
             continue  # this burst already raised its alert; a window ending later may be a new one
         state.suppressed_until_us = last + rule.suppress_us
-        sample = [event_id for moment, event_id in state.samples if first <= moment <= last]
-        return _raise(context, hit, count=value, first_us=first, last_us=last, event_ids=sample, fired_us=last)
+        return _raise(context, hit, count=value, first_us=first, last_us=last, event_ids=_evidence(members),
+                      fired_us=last)
     return None
+
+
+def _evidence(members: list[Bucket]) -> list[str]:
+    """The window's earliest MAX_EVENT_IDS tags, each with its earliest hit: since every bucket keeps its
+    own earliest MAX_EVENT_IDS, they are among the members' samples, whatever order the hits came in."""
+    earliest: dict[str, Sampled] = {}
+    for bucket in members:
+        for entry in bucket.sample:
+            if entry.tag not in earliest or entry < earliest[entry.tag]:
+                earliest[entry.tag] = entry
+    chosen = sorted(earliest.values())[:MAX_EVENT_IDS]
+    return list(dict.fromkeys(entry.event_id for entry in chosen))  # one event may carry several values
+
+
+def _sealed(rule: Rule, state: KeyState, start: int) -> bool:
+    """No window holding this bucket can fire any more, so its sample is no longer needed.
+
+    A window holding the bucket starting at `start` ends before `start + window`; it fires only if its
+    newest event is at or after `suppressed_until`, which never decreases.
+    """
+    return state.suppressed_until_us is not None and start + rule.window_us <= state.suppressed_until_us
 
 
 def _prune(rule: Rule, state: KeyState) -> None:
@@ -258,7 +328,9 @@ def _prune(rule: Rule, state: KeyState) -> None:
     oldest = state.latest_us - rule.lateness_us - rule.window_us - rule.bucket_us
     for start in [start for start in state.buckets if start < oldest]:
         del state.buckets[start]
-    state.samples = [(moment, event_id) for moment, event_id in state.samples if moment >= oldest]
+    for start, bucket in state.buckets.items():
+        if bucket.sample and _sealed(rule, state, start):
+            bucket.sample.clear()
 
 
 def _first_seen(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -> Transition:

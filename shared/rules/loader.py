@@ -21,14 +21,15 @@ from shared.events import FIELD_NAMES, NormalizedEvent
 from shared.parsers.values import MappingError, format_time, parse_time
 from shared.rules.errors import LoadError, RuleError
 from shared.rules.model import ListFilter, RuleFile, RuleTest, ValueList, parse_duration
-from shared.rules.rule import BUCKETS_PER_WINDOW, Rule, RuleCase
+from shared.rules.rule import BUCKETS_PER_WINDOW, Rule, RuleCase, distinct_state_chars
 from shared.rules.sigma import Getter, Predicate, as_text, compile_detection, compile_path
 from shared.subscriptions import CATALOG_LIST, SubscriptionCatalog, environment_lists
 
 LISTS_FOLDER = "lists"
 RULE_SUFFIXES = (".yaml", ".yml")
-# Distinct-value state is a set of 16-character hashes per bucket, capped at the threshold: keep its
-# worst case well inside one entity (1 MiB, strings counted as UTF-16).
+# The buckets of a distinct key (value hashes, capped at the threshold, and evidence samples;
+# `distinct_state_chars`): keep their worst case inside one entity (1 MiB, strings counted as UTF-16),
+# with room for the rest of the document.
 MAX_DISTINCT_STATE_CHARS = 300_000
 # Test events without a time get one from here, a second apart.
 TEST_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -217,13 +218,12 @@ def _check_kind(spec: RuleFile) -> None:
     if spec.kind == "threshold" and spec.condition and spec.condition.field:
         raise RuleError("a threshold counts events: use kind distinct to count values of a field",
                         ("condition", "field"))
-    if spec.kind == "distinct" and spec.condition and spec.timespan:
-        if not spec.condition.field:
-            raise RuleError("a distinct rule counts the values of condition.field", ("condition",))
-        buckets = BUCKETS_PER_WINDOW * 2 + int(spec.lateness / spec.timespan * BUCKETS_PER_WINDOW) + 2
-        if buckets * spec.condition.gte * 19 > MAX_DISTINCT_STATE_CHARS:
-            raise RuleError(f"condition.gte {spec.condition.gte} with this timespan and lateness would not "
-                            "fit in one state entity: lower it or the lateness", ("condition", "gte"))
+    if spec.kind == "distinct" and spec.condition and not spec.condition.field:
+        raise RuleError("a distinct rule counts the values of condition.field", ("condition",))
+    if spec.kind == "distinct" and spec.condition and spec.timespan and distinct_state_chars(
+            spec.condition.gte, spec.timespan, spec.lateness) > MAX_DISTINCT_STATE_CHARS:
+        raise RuleError(f"condition.gte {spec.condition.gte} with this timespan and lateness would not fit in one "
+                        "state entity: lower it or the lateness", ("condition", "gte"))
     if spec.kind == "first_seen" and not spec.fields:
         raise RuleError("a first_seen rule names the fields whose values must be new", ("kind",))
     if spec.kind != "first_seen" and spec.fields:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,12 @@ from shared.rules.sigma import Getter, Predicate, as_text
 # A window of W is kept as buckets of W/10 on event time: a sliding window at 10% resolution.
 BUCKETS_PER_WINDOW = 10
 SECOND_US = 1_000_000
+# An alert lists at most this many events; each bucket of a threshold/distinct key keeps as many.
+MAX_EVENT_IDS = 10
+# Characters in a distinct key's state document, for the worst case checked at load: a bucket without
+# its lists, one value hash, one sample entry (`[time, "event id", "value hash"]`, event ids of up to
+# 40 characters).
+BUCKET_CHARS, HASH_CHARS, SAMPLE_ENTRY_CHARS = 70, 19, 80
 
 
 @dataclass(frozen=True)
@@ -94,6 +101,35 @@ class Rule:
     def distinct_values_of(self, event: Mapping[str, Any]) -> set[str]:
         """distinct: every value the counted field holds (case-folded)."""
         return {as_text(value) for value in self.value_getters[0](event) if value is not None}
+
+
+def aggregate_buckets(timespan: timedelta, lateness: timedelta) -> int:
+    """How many buckets a threshold/distinct key can hold: they reach back lateness + timespan."""
+    return BUCKETS_PER_WINDOW * 2 + int(lateness / timespan * BUCKETS_PER_WINDOW) + 2
+
+
+def sampled_events_bound(kind: str, gte: int, buckets: int) -> int:
+    """How many sample entries a threshold/distinct key can hold (`shared.rules.aggregate`).
+
+    Only buckets that a window able to fire may still hold keep a sample: those starting after
+    `suppressed_until` − timespan. Before `suppressed_until` that is at most one window of buckets; from
+    it on, every window is below the threshold (else it would have fired): fewer than `gte` events per
+    window (threshold), fewer than `gte` values per bucket (distinct). A bucket keeps at most
+    MAX_EVENT_IDS entries.
+    """
+    if kind == "threshold":
+        after = min(MAX_EVENT_IDS * buckets, (gte - 1) * math.ceil(buckets / BUCKETS_PER_WINDOW))
+    else:
+        after = min(MAX_EVENT_IDS, gte - 1) * buckets
+    return BUCKETS_PER_WINDOW * MAX_EVENT_IDS + after
+
+
+def distinct_state_chars(gte: int, timespan: timedelta, lateness: timedelta) -> int:
+    """The largest the buckets of a distinct key can grow, in characters (value hashes are capped at `gte`
+    per bucket): checked at load."""
+    buckets = aggregate_buckets(timespan, lateness)
+    return (buckets * (BUCKET_CHARS + gte * HASH_CHARS)
+            + sampled_events_bound("distinct", gte, buckets) * SAMPLE_ENTRY_CHARS)
 
 
 def state_key(group: tuple[str | None, ...], values: tuple[str, ...] = ()) -> str:
