@@ -35,7 +35,8 @@ def split_body(body: bytes) -> list[Any]:
     if isinstance(document, list):
         return document
     if isinstance(document, dict):
-        records_key = next((key for key in document if key.lower() == "records"), None)
+        records_key = "records" if "records" in document else next(
+            (key for key in document if key.lower() == "records"), None)
         if records_key is None:
             return [document]
         records = document[records_key]
@@ -55,7 +56,7 @@ def map_record(record: Any) -> Record:
     if type(record) is not dict:
         raise MappingError(f"record is not an object but {_json_type(record)}")
     fields = spelled_fields(record)
-    mapper = _BY_CATEGORY.get(_real_category(fields)) or _mapper_by_shape(fields)
+    mapper = _choose_mapper(fields)
     try:
         event = mapper(record, fields)
     except MappingError:
@@ -71,6 +72,20 @@ def map_record(record: Any) -> Record:
 Mapper = Callable[[Record, Record], Record]
 
 
+def _choose_mapper(fields: Record) -> Mapper:
+    """By the real category as written (`Administrative`, `SignInLogs`: one lookup), else normalized,
+    else by the record's shape."""
+    properties = fields.get("properties")
+    written = properties.get("eventCategory") if type(properties) is dict else None
+    if not written:
+        written = fields.get("category")
+    if type(written) is str:
+        mapper = _BY_CATEGORY.get(written)
+        if mapper is not None:
+            return mapper
+    return _BY_CATEGORY.get(_real_category(fields)) or _mapper_by_shape(fields)
+
+
 def _real_category(fields: Record) -> str:
     """`properties.eventCategory` when present (Activity Log exports), else the top-level `category`."""
     properties = fields.get("properties")
@@ -82,7 +97,7 @@ def _real_category(fields: Record) -> str:
 
 
 def _by_category() -> dict[str, Mapper]:
-    """Lower-cased category → mapper, built once: the dispatch runs for every record."""
+    """Category (lower-cased, and as Azure spells it) → mapper, built once: dispatch runs per record."""
     mappers: dict[str, Mapper] = {}
     for key, name in CATEGORIES.items():
         mappers[key] = partial(map_activity, name)
@@ -92,7 +107,12 @@ def _by_category() -> dict[str, Mapper]:
         mappers[key] = partial(map_signin, key)
     for key in AUDIT_CATEGORIES:
         mappers[key] = partial(map_audit, key)
-    return mappers
+    # The spellings Azure writes, so most records find their mapper without lower-casing.
+    spelled = {name: key for key, name in CATEGORIES.items()}
+    spelled |= {key.capitalize(): key for key in OPERATION_TYPE_CATEGORIES}
+    spelled |= {name: key for key, (name, _) in SIGNIN_CATEGORIES.items()}
+    spelled |= {name: key for key, name in AUDIT_CATEGORIES.items()}
+    return mappers | {name: mappers[key] for name, key in spelled.items()}
 
 
 _BY_CATEGORY = _by_category()

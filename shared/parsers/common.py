@@ -13,17 +13,15 @@ from shared.events import FIELD_NAMES
 from shared.parsers.resource_id import parse_resource_id
 from shared.parsers.values import Record, severity, text, utc_text
 
-_SKELETON: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
+_SKELETON: dict[str, Any] = {**dict.fromkeys(FIELD_NAMES), "common_event": "Other", "action": "other"}
 
 
 def new_event(source: str, category: str | None, time_value: Any) -> Record:
-    """An event with every contract field present (null when absent) and its time in UTC."""
+    """An event with every contract field present (null when absent, or its default) and its time in UTC."""
     event = _SKELETON.copy()
     event["source"] = source
     event["category"] = category
     event["time"] = utc_text(time_value)
-    event["common_event"] = "Other"
-    event["action"] = "other"
     return event
 
 

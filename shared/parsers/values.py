@@ -177,6 +177,10 @@ def utc_text(value: Any) -> str:
     ranges and a cache of known-good days checks the date.
     """
     if type(value) is str:
+        if (len(value) == 28 and value[27] == "Z" and value[19] == "." and value.isascii()
+                and value[20:27].isdigit() and _is_second(value[:19])):
+            # The Activity Log's own form, `2026-11-12T14:03:11.4620317Z`: cut to microseconds.
+            return value[:26] + "Z" if value[20:26] != "000000" else value[:19] + "Z"
         match = _UTC_ISO.match(value)
         if match and _is_date(value[:10]):
             fraction = match.group(1)
@@ -186,6 +190,17 @@ def utc_text(value: Any) -> str:
                 return value[:26] + "Z"
             return value[:19] + fraction.ljust(7, "0") + "Z"
     return format_time(parse_time(value))
+
+
+def _is_second(moment: str) -> bool:
+    """`YYYY-MM-DDTHH:MM:SS` and a real date and time (checked by the C parser, not a regex)."""
+    if moment[10] != "T" or moment[13] != ":" or moment[16] != ":" or moment[4] != "-" or moment[7] != "-":
+        return False
+    try:
+        datetime.fromisoformat(moment)
+    except ValueError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=4096)
