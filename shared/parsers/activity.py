@@ -21,7 +21,6 @@ from shared.parsers.values import (
     Record,
     as_dict,
     first,
-    nested,
     parse_json_text,
     severity,
     text,
@@ -87,8 +86,10 @@ def _set_caller(event: Record, fields: Record, category: str) -> None:
     claims: Record = {}
     if type(identity) is dict:
         claims = as_dict(identity.get("claims"))
-        evidence = as_dict(nested(identity, "authorization", "evidence"))
-        principal_type = text(evidence.get("principalType")) or text(claims.get("idtyp"))
+        authorization = identity.get("authorization")
+        evidence = authorization.get("evidence") if type(authorization) is dict else None
+        principal_type = ((text(evidence.get("principalType")) if type(evidence) is dict else None)
+                          or text(claims.get("idtyp")))
         if principal_type:
             event["actor_type"] = _PRINCIPAL_TYPES.get(principal_type.lower())
         set_claims(event, claims)
