@@ -177,9 +177,9 @@ def utc_text(value: Any) -> str:
     ranges and a cache of known-good days checks the date.
     """
     if type(value) is str:
-        if (len(value) == 28 and value[27] == "Z" and value[19] == "." and value.isascii()
-                and value[20:27].isdigit() and _is_second(value[:19])):
-            # The Activity Log's own form, `2026-11-12T14:03:11.4620317Z`: cut to microseconds.
+        if (value[19:20] == "." and ((len(value) == 28 and value[27] == "Z") or value[27:] == "+00:00")
+                and value.isascii() and value[20:27].isdigit() and _is_second(value[:19])):
+            # Azure's own forms, `2026-11-12T14:03:11.4620317Z` and `...4620317+00:00`: cut to microseconds.
             return value[:26] + "Z" if value[20:26] != "000000" else value[:19] + "Z"
         match = _UTC_ISO.match(value)
         if match and _is_date(value[:10]):
