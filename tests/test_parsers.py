@@ -6,10 +6,13 @@ from datetime import UTC, datetime
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.parsers import MappingError, map_record, split_body
 from shared.parsers.resource_id import parse_resource_id
 from shared.parsers.values import format_time, parse_time, severity, utc_text, valid_ip
+from tests.conftest import SAMPLES
 
 NINE_FORTY_ONE = datetime(2007, 1, 9, 9, 41, tzinfo=UTC)
 
@@ -181,3 +184,58 @@ def test_fast_utc_path_agrees_with_the_datetime_round_trip(text: str) -> None:
 def test_fast_utc_path_still_rejects_impossible_times(bad: str) -> None:
     with pytest.raises(MappingError):
         utc_text(bad)
+
+
+# Times built from parts that are valid or just out of range (Feb 29 and 30, hour 24, second 60), with
+# the fractions and zones the fast paths take (`.4620317Z`, `.4620317+00:00`) and their near misses.
+azure_times = st.builds(
+    "{}-{}-{}T{}:{}:{}{}{}".format,
+    st.sampled_from(["2026", "2024", "0001", "9999"]), st.sampled_from(["01", "02", "11", "12", "00", "13"]),
+    st.sampled_from(["01", "28", "29", "30", "31", "00", "32"]), st.sampled_from(["00", "14", "23", "24"]),
+    st.sampled_from(["00", "03", "59", "60"]), st.sampled_from(["00", "11", "59", "60"]),
+    st.sampled_from(["", ".4620317", ".0000000", ".0000009", ".462031", ".5", ".123456789", ".46203171"])
+    | st.text("0123456789", min_size=1, max_size=9).map(".{}".format),
+    st.sampled_from(["Z", "+00:00", "+0000", "+01:00", "-00:00", "", "z", "Z ", "+00:00x"]),
+)
+
+
+@settings(max_examples=500)
+@given(azure_times)
+def test_every_fast_utc_path_agrees_with_the_datetime_round_trip(text: str) -> None:
+    try:
+        expected: str | None = format_time(parse_time(text))
+    except MappingError:
+        expected = None
+    try:
+        actual: str | None = utc_text(text)
+    except MappingError:
+        actual = None
+    assert actual == expected
+
+
+def _records(relative: str) -> list[dict[str, object]]:
+    return split_body((SAMPLES / relative).read_bytes())
+
+
+@pytest.mark.parametrize("relative", ["activity/nsg-rule-write.json", "signin/signin-failure.json",
+                                      "audit/user-created.json", "resource/keyvault-audit.json"])
+@pytest.mark.parametrize("spell", [str.upper, str.lower])
+def test_top_level_keys_are_read_in_any_casing(relative: str, spell: object) -> None:
+    """Mappers read Azure's documented spellings; other casings are renamed to them, not missed.
+    (Resource logs carry no id: theirs hashes the record as written, so it differs by design.)"""
+    assert callable(spell)
+    for record in _records(relative):
+        respelled = map_record({spell(key): value for key, value in record.items()})
+        original = map_record(record)
+        if relative.startswith("resource/"):
+            respelled["event_id"] = original["event_id"]
+        assert respelled == original
+
+
+@pytest.mark.parametrize("written", ["Administrative", "administrative", "ADMINISTRATIVE", " Administrative "])
+def test_the_category_is_recognised_however_it_is_written(written: str) -> None:
+    record = _records("activity/vm-start.json")[0]
+    properties = record["properties"]
+    assert isinstance(properties, dict)
+    event = map_record({**record, "category": "Write", "properties": {**properties, "eventCategory": written}})
+    assert (event["source"], event["category"]) == ("activity", "Administrative")
