@@ -189,8 +189,9 @@ def advance(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -
     state = before.copy() if before is not None else KeyState()
     replayed = _replayed(state, context.partition, hits)
     mark = state.watermarks.get(context.partition, -1)
-    fresh = sorted((hit for hit in hits if hit.sequence > mark or hit.sequence < 0),
-                   key=lambda hit: (hit.time_us, hit.event_id))
+    # Arrival (sequence) order, as across batches: then where batch boundaries fall cannot change which
+    # hit completes a window, so a redelivery in other batch sizes ends exactly as the first delivery.
+    fresh = [hit for hit in hits if hit.sequence > mark or hit.sequence < 0]
     transition = Transition(state=None, replayed=replayed, redelivered=len(hits) - len(fresh))
     if not fresh:
         return transition
@@ -334,8 +335,11 @@ def _prune(rule: Rule, state: KeyState) -> None:
 
 
 def _first_seen(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -> Transition:
-    """A (key, value) entity is created once: creation after the learning period raises the alert."""
-    earliest = min(hits, key=lambda hit: (hit.time_us, hit.event_id))
+    """A (key, value) entity is created once: creation after the learning period raises the alert.
+
+    The alert is the first event to arrive with the value (count 1), whatever else its batch carried,
+    so it is the same however the events were batched."""
+    earliest = hits[0]
     newest = max(hit.time_us for hit in hits)
     if before is not None:
         transition = Transition(state=None, replayed=_replayed(before, context.partition, hits))
@@ -347,8 +351,8 @@ def _first_seen(context: KeyContext, before: KeyState | None, hits: Sequence[Hit
     transition = Transition(state=state, applied=len(hits))
     learning_end = context.learning_end_us
     if learning_end is not None and earliest.time_us >= learning_end:
-        transition.raised.append(_raise(context, earliest, count=len(hits), first_us=earliest.time_us,
-                                        last_us=newest, event_ids=[hit.event_id for hit in hits], raised_by=""))
+        transition.raised.append(_raise(context, earliest, count=1, first_us=earliest.time_us,
+                                        last_us=earliest.time_us, event_ids=[earliest.event_id], raised_by=""))
         _remember(state, context.partition, transition.raised)
     return transition
 
