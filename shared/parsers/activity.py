@@ -48,8 +48,8 @@ _SYSTEM_CATEGORIES = frozenset({"ServiceHealth", "ResourceHealth", "Alert", "Aut
 def map_activity(category: str, record: Record, fields: Record) -> Record:
     """Map one Activity Log record whose real category is already known.
 
-    Written straight-line, with local lookups and no per-field helpers beyond `text`, because this
-    mapper carries most of the traffic and normalize's cost is counted in Python operations per record.
+    Written with local lookups and few helper calls, because this mapper carries most of the traffic
+    and normalize's cost is counted in Python operations per record.
     """
     get = fields.get
     properties = as_dict(get("properties"))

@@ -58,8 +58,7 @@ def spelled_fields(record: Record) -> Record:
     shape = tuple(record)
     renames = _RENAMES.get(shape)
     if renames is None:
-        renames = tuple((key, _SPELLING[key.lower()]) for key in shape
-                        if key.lower() in _SPELLING and key != _SPELLING[key.lower()])
+        renames = tuple((key, spelling) for key in shape if (spelling := _SPELLING.get(key.lower(), key)) != key)
         if len(_RENAMES) < 4096:
             _RENAMES[shape] = renames
     if not renames:
