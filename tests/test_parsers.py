@@ -187,11 +187,14 @@ def test_fast_utc_path_still_rejects_impossible_times(bad: str) -> None:
 
 
 # Times built from parts that are valid or just out of range (Feb 29 and 30, hour 24, second 60), with
-# the fractions and zones the fast paths take (`.4620317Z`, `.4620317+00:00`) and their near misses.
+# the fractions and zones the fast paths take (`.4620317Z`, `.4620317+00:00`) and their near misses
+# (a week date, other separators).
 azure_times = st.builds(
-    "{}-{}-{}T{}:{}:{}{}{}".format,
-    st.sampled_from(["2026", "2024", "0001", "9999"]), st.sampled_from(["01", "02", "11", "12", "00", "13"]),
-    st.sampled_from(["01", "28", "29", "30", "31", "00", "32"]), st.sampled_from(["00", "14", "23", "24"]),
+    "{}-{}-{}{}{}:{}:{}{}{}".format,
+    st.sampled_from(["2026", "2024", "0001", "9999", "2026-W46"]),
+    st.sampled_from(["01", "02", "11", "12", "00", "13"]),
+    st.sampled_from(["01", "28", "29", "30", "31", "00", "32"]), st.sampled_from(["T", " ", "t"]),
+    st.sampled_from(["00", "14", "23", "24"]),
     st.sampled_from(["00", "03", "59", "60"]), st.sampled_from(["00", "11", "59", "60"]),
     st.sampled_from(["", ".4620317", ".0000000", ".0000009", ".462031", ".5", ".123456789", ".46203171"])
     | st.text("0123456789", min_size=1, max_size=9).map(".{}".format),

@@ -10,7 +10,6 @@ from typing import Any
 
 from shared.parsers.common import (
     CLAIM_TENANT,
-    compact,
     finish,
     new_event,
     set_claims,
@@ -40,6 +39,8 @@ _PRINCIPAL_TYPES = {
     "user": "User", "serviceprincipal": "ServicePrincipal", "managedidentity": "ManagedIdentity",
     "application": "Application", "app": "ServicePrincipal",
 }
+_PRINCIPAL_TYPES_AS_WRITTEN = {name: name for name in _PRINCIPAL_TYPES.values()}
+_NO_CLAIMS: Record = {}
 _SOURCES = {"Security": "defender", "Policy": "policy"}
 # Categories written by Azure itself rather than by a caller.
 _SYSTEM_CATEGORIES = frozenset({"ServiceHealth", "ResourceHealth", "Alert", "Autoscale", "Recommendation"})
@@ -64,14 +65,7 @@ def map_activity(category: str, record: Record, fields: Record) -> Record:
     status_code = text(prop("statusCode"))
     if result == "Failure":
         event["result_reason"] = _failure_reason(fields, properties)
-    event["details"] = compact({
-        "status_code": status_code,
-        "duration_ms": _duration(get("durationMs")),
-        "request_body": parse_json_text(prop("requestbody")),
-        "title": text(prop("title")),
-        "description": text(prop("description") or prop("communication") or prop("details")),
-        "hierarchy": text(prop("hierarchy")),
-    })
+    event["details"] = _details(fields, properties, status_code)
     if source == "defender":
         _set_security_alert(event, properties, fields)
     elif source == "policy":
@@ -79,19 +73,49 @@ def map_activity(category: str, record: Record, fields: Record) -> Record:
     return finish(event, status_code)
 
 
+def _details(fields: Record, properties: Record, status_code: str | None) -> Record | None:
+    """What an analyst reads beyond the contract fields: only the entries present, None when none is."""
+    prop = properties.get
+    details: Record = {}
+    if status_code:
+        details["status_code"] = status_code
+    duration = fields.get("durationMs")
+    if duration is not None and (duration := _duration(duration)) is not None:
+        details["duration_ms"] = duration
+    request_body = prop("requestbody")
+    if request_body is not None and (request_body := parse_json_text(request_body)) != "":
+        details["request_body"] = request_body
+    summary = prop("title")
+    if summary is not None and (summary := text(summary)):
+        details["title"] = summary
+    description = prop("description") or prop("communication") or prop("details")
+    if description is not None and (description := text(description)):
+        details["description"] = description
+    hierarchy = prop("hierarchy")
+    if hierarchy is not None and (hierarchy := text(hierarchy)):
+        details["hierarchy"] = hierarchy
+    return details or None
+
+
 def _set_caller(event: Record, fields: Record, category: str) -> None:
     """Who: token claims (users), the caller (service principals), or the system for Azure's own events."""
     get = fields.get
     identity = get("identity")
-    claims: Record = {}
+    claims: Record = _NO_CLAIMS
     if type(identity) is dict:
-        claims = as_dict(identity.get("claims"))
+        written_claims = identity.get("claims")
+        if type(written_claims) is dict:
+            claims = written_claims
         authorization = identity.get("authorization")
         evidence = authorization.get("evidence") if type(authorization) is dict else None
-        principal_type = ((text(evidence.get("principalType")) if type(evidence) is dict else None)
-                          or text(claims.get("idtyp")))
-        if principal_type:
-            event["actor_type"] = _PRINCIPAL_TYPES.get(principal_type.lower())
+        written = evidence.get("principalType") if type(evidence) is dict else None
+        # Azure writes `User`, `ServicePrincipal`...: one lookup; anything else is read as the old code did.
+        actor_type = _PRINCIPAL_TYPES_AS_WRITTEN.get(written) if type(written) is str else None
+        if actor_type is None:
+            principal_type = text(written) or text(claims.get("idtyp"))
+            if principal_type:
+                actor_type = _PRINCIPAL_TYPES.get(principal_type.lower())
+        event["actor_type"] = actor_type
         set_claims(event, claims)
     # Service principals have no UPN: the caller (their object id) or the app id names them.
     event["actor"] = (event["actor"] or text(get("caller"))

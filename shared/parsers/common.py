@@ -11,7 +11,7 @@ import orjson
 from shared.catalog import common_event, operation_description
 from shared.events import FIELD_NAMES
 from shared.parsers.resource_id import parse_resource_id
-from shared.parsers.values import Record, severity, text, utc_text
+from shared.parsers.values import LEVELS_AS_WRITTEN, Record, first_text, severity, text, utc_text
 
 _SKELETON: dict[str, Any] = {**dict.fromkeys(FIELD_NAMES), "common_event": "Other", "action": "other"}
 
@@ -50,7 +50,7 @@ def resource_fields(resource_id: str) -> dict[str, str | None] | None:
     if not resource.startswith("/"):
         return None
     parsed = parse_resource_id(resource)
-    return {"resource_id": resource, **parsed._asdict()}
+    return {**parsed._asdict(), "resource_id": resource}
 
 
 _CLAIM_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
@@ -59,16 +59,19 @@ _CLAIM_OBJECT_ID = "http://schemas.microsoft.com/identity/claims/objectidentifie
 CLAIM_TENANT = "http://schemas.microsoft.com/identity/claims/tenantid"
 
 
+# Claims naming who, best first: long (v1 token) and short names.
+_ACTOR_CLAIMS = (_CLAIM_UPN, "upn", _CLAIM_NAME, "name", "unique_name")
+_ACTOR_ID_CLAIMS = (_CLAIM_OBJECT_ID, "oid")
+
+
 def set_claims(event: Record, claims: Record) -> None:
     """Who, from the token claims Azure copies into Activity Log and resource logs (long or short names)."""
     if not claims:
         return
-    get = claims.get
-    event["actor"] = (text(get(_CLAIM_UPN)) or text(get("upn")) or text(get(_CLAIM_NAME))
-                      or text(get("name")) or text(get("unique_name")))
-    event["actor_id"] = text(get(_CLAIM_OBJECT_ID)) or text(get("oid"))
-    event["actor_app_id"] = text(get("appid"))
-    if event["actor_type"] is None and (get(_CLAIM_UPN) or get("upn")):
+    event["actor"] = first_text(claims, _ACTOR_CLAIMS)
+    event["actor_id"] = first_text(claims, _ACTOR_ID_CLAIMS)
+    event["actor_app_id"] = text(claims.get("appid"))
+    if event["actor_type"] is None and (claims.get(_CLAIM_UPN) or claims.get("upn")):
         event["actor_type"] = "User"
 
 
@@ -99,7 +102,9 @@ def set_envelope(event: Record, fields: Record) -> None:
         name = text(name)  # the REST shape `{"value": ...}`, or a wrong type
     if name:
         event["operation"], event["action"] = _operation_and_action(name)
-    event["severity"] = severity(get("level"))
+    level = get("level")
+    if level is not None:
+        event["severity"] = (LEVELS_AS_WRITTEN.get(level) if type(level) is str else None) or severity(level)
     event["correlation_id"] = text(get("correlationId"))
     event["region"] = text(get("location"))
 

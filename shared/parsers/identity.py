@@ -5,7 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from shared.parsers.common import compact, content_id, finish, new_event, set_resource
-from shared.parsers.values import Record, as_dict, first, nested, severity, text, title, valid_ip
+from shared.parsers.values import (
+    Record,
+    as_dict,
+    copy_texts,
+    first,
+    nested,
+    severity,
+    text,
+    title,
+    valid_ip,
+)
 
 SIGNIN_CATEGORIES = {
     "signinlogs": ("SignInLogs", "User"),
@@ -48,38 +58,50 @@ def map_signin(category_key: str, record: Record, fields: Record) -> Record:
     event["severity"] = severity(get("level"))
     event["actor"] = text(field("userPrincipalName") or field("servicePrincipalName") or field("userDisplayName"))
     event["actor_id"] = text(field("userId") or field("servicePrincipalId"))
-    event["actor_app_id"] = text(field("appId"))
     event["actor_type"] = actor_type
-    event["source_ip"] = valid_ip(field("ipAddress")) or valid_ip(get("callerIpAddress"))
+    event["actor_app_id"] = text(field("appId"))
     event["user_agent"] = text(field("userAgent"))
+    event["app"] = text(field("appDisplayName"))
+    event["auth_requirement"] = text(field("authenticationRequirement"))
+    event["risk_state"] = text(field("riskState"))
+    event["source_ip"] = valid_ip(field("ipAddress")) or valid_ip(get("callerIpAddress"))
     event["tenant_id"] = text(get("tenantId")) or text(field("homeTenantId"))
     event["correlation_id"] = text(field("correlationId") or get("correlationId"))
-    event["app"] = text(field("appDisplayName"))
     event["mfa_method"] = _mfa_method(signin)
-    event["auth_requirement"] = text(field("authenticationRequirement"))
     event["conditional_access"] = _conditional_access(field("appliedConditionalAccessPolicies"))
     event["risk_level"] = text(field("riskLevelDuringSignIn") or field("riskLevelAggregated"))
-    event["risk_state"] = text(field("riskState"))
     risk_types = field("riskEventTypes_v2") or field("riskEventTypes")
     if isinstance(risk_types, list):
         event["risk_event_types"] = [str(item) for item in risk_types if item is not None]
     set_resource(event, get("resourceId"))
-    location = as_dict(field("location"))
-    device = as_dict(field("deviceDetail"))
-    event["details"] = compact({
-        "error_code": error_code,
-        "country": text(location.get("countryOrRegion")),
-        "city": text(location.get("city")),
-        "client_app": text(field("clientAppUsed")),
-        "resource": text(field("resourceDisplayName")),
-        "is_interactive": field("isInteractive"),
-        "conditional_access_status": text(field("conditionalAccessStatus")),
-        "device": compact({key: text(device.get(key)) for key in _DEVICE_FIELDS}) if device else None,
-    })
+    event["details"] = _signin_details(signin, error_code)
     return finish(event)
 
 
-_DEVICE_FIELDS = ("operatingSystem", "browser", "deviceId", "isCompliant", "trustType")
+_LOCATION_DETAILS = (("country", "countryOrRegion"), ("city", "city"))
+_CLIENT_DETAILS = (("client_app", "clientAppUsed"), ("resource", "resourceDisplayName"))
+_ACCESS_DETAILS = (("conditional_access_status", "conditionalAccessStatus"),)
+_DEVICE_DETAILS = tuple((name, name) for name in ("operatingSystem", "browser", "deviceId", "isCompliant", "trustType"))
+
+
+def _signin_details(signin: Record, error_code: int | None) -> Record | None:
+    """Where from, with what client and device: only the entries present, None when none is."""
+    details: Record = {} if error_code is None else {"error_code": error_code}
+    location = signin.get("location")
+    if type(location) is dict:
+        copy_texts(details, location, _LOCATION_DETAILS)
+    copy_texts(details, signin, _CLIENT_DETAILS)
+    interactive = signin.get("isInteractive")
+    if interactive is not None and interactive != "":
+        details["is_interactive"] = interactive
+    copy_texts(details, signin, _ACCESS_DETAILS)
+    device = signin.get("deviceDetail")
+    if type(device) is dict:
+        device_details: Record = {}
+        copy_texts(device_details, device, _DEVICE_DETAILS)
+        if device_details:
+            details["device"] = device_details
+    return details or None
 
 
 def _int(value: Any) -> int | None:

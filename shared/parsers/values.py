@@ -94,6 +94,27 @@ def text(value: Any) -> str | None:
     return None
 
 
+def first_text(fields: Record, names: tuple[str, ...]) -> str | None:
+    """`text(fields.get(a)) or text(fields.get(b)) or ...` in one call: mappers try several names per field."""
+    get = fields.get
+    for name in names:
+        value = get(name)
+        if value is not None:
+            found = value.strip() if type(value) is str else text(value)
+            if found:
+                return found
+    return None
+
+
+def copy_texts(target: Record, source: Record, names: tuple[tuple[str, str], ...]) -> None:
+    """For each `(key, name)`, `target[key] = text(source[name])` when that is non-empty text."""
+    get = source.get
+    for key, name in names:
+        value = get(name)
+        if value is not None and (found := value.strip() if type(value) is str else text(value)):
+            target[key] = found
+
+
 def nested(record: Any, *path: str) -> Any:
     """Follow a path of keys (exact case) through nested dicts; None where it breaks."""
     for key in path:
@@ -172,15 +193,20 @@ def utc_text(value: Any) -> str:
     """`parse_time` then `format_time`, with fast paths for UTC times (`Z` or `+00:00`).
 
     Most Azure times are already UTC: they only need their fraction cut to microseconds, so the
-    datetime round trip (a visible share of normalize's cost) is skipped. Azure's own seven-digit forms
-    are checked by the C ISO parser; other UTC forms by a regex (clock ranges) and a cache of known-good
+    datetime round trip (a visible share of normalize's cost) is skipped. Azure's own forms
+    (`2026-11-12T14:03:11.4620317Z` or `...4620317+00:00`) are checked whole by the C ISO parser once
+    their separators are in place; other UTC forms by a regex (clock ranges) and a cache of known-good
     days; anything else takes the round trip. A hypothesis test holds all three to the same answers.
     """
     if type(value) is str:
-        if (value[19:20] == "." and ((len(value) == 28 and value[27] == "Z") or value[27:] == "+00:00")
-                and value.isascii() and value[20:27].isdigit() and _is_second(value[:19])):
-            # Azure's own forms, `2026-11-12T14:03:11.4620317Z` and `...4620317+00:00`: cut to microseconds.
-            return value[:26] + "Z" if value[20:26] != "000000" else value[:19] + "Z"
+        if ((value[27:] == "Z" or value[27:] == "+00:00") and value[19] == "." and value[10] == "T"
+                and value[4] == "-" == value[7] and value[13] == ":" == value[16]):
+            try:
+                moment = _from_iso(value)
+            except ValueError:
+                moment = None
+            if moment is not None:
+                return value[:26] + "Z" if moment.microsecond else value[:19] + "Z"
         match = _UTC_ISO.match(value)
         if match and _is_date(value[:10]):
             fraction = match.group(1)
@@ -192,15 +218,7 @@ def utc_text(value: Any) -> str:
     return format_time(parse_time(value))
 
 
-def _is_second(moment: str) -> bool:
-    """`YYYY-MM-DDTHH:MM:SS` and a real date and time (checked by the C parser, not a regex)."""
-    if moment[10] != "T" or moment[13] != ":" or moment[16] != ":" or moment[4] != "-" or moment[7] != "-":
-        return False
-    try:
-        datetime.fromisoformat(moment)
-    except ValueError:
-        return False
-    return True
+_from_iso = datetime.fromisoformat
 
 
 @lru_cache(maxsize=4096)
@@ -249,15 +267,15 @@ _LEVELS = {
 
 
 # The spellings Azure actually writes (`Informational`, `Warning`, `WARNING`), looked up without lowering.
-_LEVELS_AS_WRITTEN: dict[str | int, str] = {
+LEVELS_AS_WRITTEN: dict[str | int, str] = {
     spelling: level for name, level in _LEVELS.items() for spelling in (name, name.capitalize(), name.upper())}
-_LEVELS_AS_WRITTEN.update({int(name): level for name, level in _LEVELS.items() if name.isdigit()})  # `"Level": 4`
+LEVELS_AS_WRITTEN.update({int(name): level for name, level in _LEVELS.items() if name.isdigit()})  # `"Level": 4`
 
 
 def severity(value: Any) -> str | None:
     """Map a level (name or Windows-style number) or alert severity to the contract's four values."""
     if type(value) is str or type(value) is int:
-        known = _LEVELS_AS_WRITTEN.get(value)
+        known = LEVELS_AS_WRITTEN.get(value)
         if known is not None:
             return known
     level = text(value)
