@@ -5,12 +5,15 @@ reading and writing the JSON once. Target: normalize costs at most 3x the floor.
 Ratios are measured two ways (see `paired_times`). The last line normalizes with raw included but each
 mapper replaced by a copy of its event, mapped beforehand: the rest of the pipeline's share, so the
 difference to the first line is the mappers'.
-Run: `make bench` or `.venv/bin/python bench/normalize.py [--bodies N] [--rounds R]`.
+The process keeps freed memory as the Functions worker does (`shared.memory`); `--glibc-defaults`
+measures without, where every batch takes its memory back from the kernel (the page-fault column).
+Run: `make bench` or `.venv/bin/python bench/normalize.py [--bodies N] [--rounds R] [--glibc-defaults]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import sys
 import time
@@ -24,6 +27,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import shared.normalize
+from shared.memory import keep_freed_memory
 from shared.normalize import Position, normalize_bodies
 from shared.parsers import map_record, split_body
 
@@ -53,14 +57,14 @@ def without_mapping(batch: list[tuple[bytes, Position]], events: list[dict[str, 
 
 
 def paired_times(rounds: int, batch_count: int, candidates: dict[str, Callable[[int], object]],
-                 *, taking_turns: bool) -> list[dict[str, float]]:
+                 *, taking_turns: bool, faults: dict[str, int]) -> list[dict[str, float]]:
     """Each round's total time per candidate, the rounds' ratios to be compared pairwise.
 
     Taking turns batch by batch, a slow moment of a shared machine hits every candidate alike and each
     runs in the cache state the others leave, as the JSON work inside normalize does. Alone, each
     candidate runs all its batches in a row, so the floor runs warm: its best case. Both are printed
     because they differ by more than the machine's noise. Each batch's output is dropped before the
-    clock stops, as one function invocation would drop it.
+    clock stops, as one function invocation would drop it. Minor page faults are added to `faults`.
     """
     measured = []
     for _ in range(rounds):
@@ -68,9 +72,11 @@ def paired_times(rounds: int, batch_count: int, candidates: dict[str, Callable[[
         order = [(index, name) for index in range(batch_count) for name in candidates] if taking_turns else [
             (index, name) for name in candidates for index in range(batch_count)]
         for index, name in order:
+            faulted = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             started = time.perf_counter()
             candidates[name](index)
             spent[name] += time.perf_counter() - started
+            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faulted
         measured.append(spent)
     return measured
 
@@ -79,7 +85,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bodies", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--glibc-defaults", action="store_true", help="leave malloc's settings as they are")
     args = parser.parse_args()
+    kept = not args.glibc_defaults and keep_freed_memory()
     bodies = realistic_mix(args.bodies)
     # Batches as the host delivers them (maxEventBatchSize in host.json), for the floor and for us alike.
     batches = [bodies[start:start + BATCH] for start in range(0, len(bodies), BATCH)]
@@ -95,18 +103,22 @@ def main() -> None:
         "normalize (raw left out)": lambda index: normalize_bodies(positioned[index], False),
         "  the same, mapping left out": lambda index: without_mapping(positioned[index], mapped[index]),
     }
-    turns = paired_times(args.rounds, len(batches), candidates, taking_turns=True)
-    alone = paired_times(args.rounds, len(batches), candidates, taking_turns=False)
+    faults = dict.fromkeys(candidates, 0)
+    turns = paired_times(args.rounds, len(batches), candidates, taking_turns=True, faults=faults)
+    alone = paired_times(args.rounds, len(batches), candidates, taking_turns=False, faults=faults)
 
     print(f"mix: {len(bodies)} bodies in batches of {BATCH}, {records} records, {megabytes:.1f} MB, one core, "
-          f"{args.rounds} rounds each way")
-    print(f"{'path':<34} {'records/s':>12} {'MB/s':>8} {'x floor':>8} {'alone':>7}")
+          f"{args.rounds} rounds each way, freed memory {'kept' if kept else 'returned (glibc defaults)'}")
+    print(f"{'path':<34} {'records/s':>12} {'MB/s':>8} {'x floor':>8} {'alone':>7} {'faults/batch':>13}")
+    per_batch = 2 * args.rounds * len(batches)
     for name in candidates:
         seconds = min(spent[name] for spent in turns)
         ratios = [statistics.median(spent[name] / spent[floor_name] for spent in way) for way in (turns, alone)]
-        print(f"{name:<34} {records / seconds:>12,.0f} {megabytes / seconds:>8.1f} {ratios[0]:>8.2f} {ratios[1]:>7.2f}")
+        print(f"{name:<34} {records / seconds:>12,.0f} {megabytes / seconds:>8.1f} {ratios[0]:>8.2f} {ratios[1]:>7.2f}"
+              f" {faults[name] / per_batch:>13,.0f}")
     print("records/s: best round taking turns; x floor: median ratio of rounds taking turns batch by batch;"
-          " alone: the same with each candidate's batches run in a row (the floor warm)")
+          " alone: the same with each candidate's batches run in a row (the floor warm); faults/batch: minor"
+          " page faults, both ways")
 
 if __name__ == "__main__":
     main()

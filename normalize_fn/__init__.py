@@ -4,6 +4,7 @@ Bindings only; the work is `shared.normalize.process_batch`. The retry policy co
 raises (dead-letter store or fan-out hub unreachable): the Event Hub trigger checkpoints even after a
 failure, so without it a batch would be lost. Retries are in memory and hold the partition: the pipeline
 stalls rather than drops logs, and resumes from the same batch once storage is back.
+The worker keeps freed heap memory between batches (`shared.memory`): set here, as the worker loads it.
 """
 
 import typing
@@ -13,9 +14,11 @@ import azure.functions as func
 from shared import settings as names
 from shared import wiring
 from shared.eventhub import EVENT_HUB_RETRY, bodies_with_positions
+from shared.memory import keep_freed_memory
 from shared.normalize import process_batch
 from shared.settings import get_settings
 
+keep_freed_memory()
 bp = func.Blueprint()
 
 

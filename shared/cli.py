@@ -18,6 +18,7 @@ from shared.cli_support import UsageError
 from shared.demo import run_demo
 from shared.detect_cli import add_commands as add_detect_commands
 from shared.enrich.commands import add_commands as add_enrich_commands
+from shared.memory import keep_freed_memory
 from shared.normalize import Position, normalize_bodies
 from shared.redrive import add_deadletter_commands
 from shared.settings import SettingsError
@@ -106,6 +107,7 @@ def cmd_azurite(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the Functions worker does (normalize_fn), so local runs behave the same
     try:
         code: int = args.run(args)
     except (UsageError, SettingsError) as error:
