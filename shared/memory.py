@@ -20,13 +20,16 @@ KEEP_FREE_BYTES = 64 * 1024 * 1024
 LARGEST_HEAP_ALLOCATION = 32 * 1024 * 1024  # glibc's own ceiling for the mmap threshold on 64-bit
 
 
-def keep_freed_memory() -> bool:
-    """Set the process's malloc to keep freed memory; False (nothing changed) where libc is not glibc."""
+def runs_on_glibc() -> bool:
     try:
-        libc_version = os.confstr("CS_GNU_LIBC_VERSION") or ""
+        return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
     except (AttributeError, ValueError, OSError):  # no confstr, or no such name: not glibc
         return False
-    if not libc_version.startswith("glibc"):
+
+
+def keep_freed_memory() -> bool:
+    """Set the process's malloc to keep freed memory; False (nothing changed) where libc is not glibc."""
+    if not runs_on_glibc():
         return False
     mallopt = ctypes.CDLL(None).mallopt  # the running process's own malloc
     return bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES)) and bool(mallopt(M_MMAP_THRESHOLD,

@@ -6,12 +6,13 @@ Fault counts are counts, not timings: the difference is thousands against a hand
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from shared.memory import runs_on_glibc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,8 +29,7 @@ for _ in range(50):
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
-glibc_only = pytest.mark.skipif(not (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
-                                if hasattr(os, "confstr") else True, reason="malloc settings are glibc's")
+glibc_only = pytest.mark.skipif(not runs_on_glibc(), reason="these malloc settings are glibc's")
 
 
 def faults_after(setup: str) -> int:
