@@ -109,7 +109,7 @@ def _set_caller(event: Record, fields: Record, category: str) -> None:
         authorization = identity.get("authorization")
         evidence = authorization.get("evidence") if type(authorization) is dict else None
         written = evidence.get("principalType") if type(evidence) is dict else None
-        # Azure writes `User`, `ServicePrincipal`...: one lookup; anything else is read as the old code did.
+        # Azure writes `User`, `ServicePrincipal`...: one lookup; other spellings go through `text` and lower().
         actor_type = _PRINCIPAL_TYPES_AS_WRITTEN.get(written) if type(written) is str else None
         if actor_type is None:
             principal_type = text(written) or text(claims.get("idtyp"))
