@@ -62,8 +62,9 @@ def paired_times(rounds: int, batch_count: int, candidates: dict[str, Callable[[
 
     Taking turns batch by batch, a slow moment of a shared machine hits every candidate alike and each
     runs in the cache state the others leave, as the JSON work inside normalize does. Alone, each
-    candidate runs all its batches in a row, so the floor runs warm: its best case. Both are printed
-    because they differ by more than the machine's noise. Each batch's output is dropped before the
+    candidate runs all its batches in a row, so the floor runs warm: its best case. Both are printed: with
+    glibc's defaults they differ by far more than the machine's noise (page faults); with freed memory
+    kept, as the worker keeps it, they agree. Each batch's output is dropped before the
     clock stops, as one function invocation would drop it. Minor page faults are added to `faults`.
     """
     measured = []

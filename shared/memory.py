@@ -21,6 +21,7 @@ LARGEST_HEAP_ALLOCATION = 32 * 1024 * 1024  # glibc's own ceiling for the mmap t
 
 
 def runs_on_glibc() -> bool:
+    """Whether the C library is glibc: the settings below are glibc's and mean nothing elsewhere."""
     try:
         return (os.confstr("CS_GNU_LIBC_VERSION") or "").startswith("glibc")
     except (AttributeError, ValueError, OSError):  # no confstr, or no such name: not glibc
@@ -32,5 +33,5 @@ def keep_freed_memory() -> bool:
     if not runs_on_glibc():
         return False
     mallopt = ctypes.CDLL(None).mallopt  # the running process's own malloc
-    return bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES)) and bool(mallopt(M_MMAP_THRESHOLD,
-                                                                            LARGEST_HEAP_ALLOCATION))
+    kept = mallopt(M_TRIM_THRESHOLD, KEEP_FREE_BYTES)
+    return bool(kept) and bool(mallopt(M_MMAP_THRESHOLD, LARGEST_HEAP_ALLOCATION))

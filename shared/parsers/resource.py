@@ -42,7 +42,7 @@ def map_resource_log(record: Record, fields: Record) -> Record:
     """Any other resource log: the common diagnostic-log fields, the rest stays in `raw`."""
     category = text(fields.get("category"))
     properties = as_dict(fields.get("properties"))
-    if "eventcategory" in (key.lower() for key in properties):
+    if "eventCategory" in properties or any(key.lower() == "eventcategory" for key in properties):
         # An Activity Log record with an unfamiliar category still has the activity shape.
         return map_activity(category or "Administrative", record, fields)
     event = new_event("resource", category, first(fields, "time", "timestamp", "timeGenerated"))
