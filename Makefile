@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR := .demo
 
-.PHONY: setup demo dashboard screenshot test lint typecheck unit infra-check audit bench soak stop clean
+.PHONY: setup demo dashboard screenshot test lint typecheck unit infra-check audit package bench soak stop clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -49,8 +49,15 @@ audit: setup
 infra-check:
 	bash infra/check.sh
 
+# The folder to deploy, mappers compiled, dependencies included (README "Deploy"); Linux x86-64, CPython 3.11.
+package: setup
+	$(PY) .ci/package.py --out build/app
+
+# normalize twice: the sources, then a package's compiled mappers (built without dependencies: the venv has them).
 bench: setup
 	$(PY) bench/normalize.py
+	$(PY) .ci/package.py --out build/bench --no-dependencies
+	PYTHONPATH=build/bench $(PY) bench/normalize.py
 	$(PY) bench/detect.py
 	$(PY) bench/enrich.py
 	$(PY) bench/load.py
@@ -63,4 +70,4 @@ stop:
 	$(PY) -m shared azurite stop --data $(DEMO_DIR)/azurite
 
 clean: stop
-	rm -rf $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(DEMO_DIR) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -7,12 +7,15 @@ mapper replaced by a copy of its event, mapped beforehand: the rest of the pipel
 difference to the first line is the mappers'.
 The process keeps freed memory as the Functions worker does (`shared.memory`); `--glibc-defaults`
 measures without, where every batch takes its memory back from the kernel (the page-fault column).
+It measures the `shared` package it imports: the sources, or with `PYTHONPATH=<package folder>` a package
+built by .ci/package.py, whose mappers are compiled (`make bench` measures both).
 Run: `make bench` or `.venv/bin/python bench/normalize.py [--bodies N] [--rounds R] [--glibc-defaults]`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import resource
 import statistics
 import sys
@@ -24,9 +27,11 @@ from unittest.mock import patch
 
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if importlib.util.find_spec("shared") is None:  # no package on PYTHONPATH: measure the sources
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import shared.normalize
+import shared.parsers.activity
 from shared.memory import keep_freed_memory
 from shared.normalize import Position, normalize_bodies
 from shared.parsers import map_record, split_body
@@ -108,6 +113,9 @@ def main() -> None:
     turns = paired_times(args.rounds, len(batches), candidates, taking_turns=True, faults=faults)
     alone = paired_times(args.rounds, len(batches), candidates, taking_turns=False, faults=faults)
 
+    mapper_file = Path(shared.parsers.activity.__file__ or "")
+    mappers = "compiled" if mapper_file.suffix == ".so" else "interpreted"
+    print(f"mappers: {mappers}, from {mapper_file.parent.parent.parent}")
     print(f"mix: {len(bodies)} bodies in batches of {BATCH}, {records} records, {megabytes:.1f} MB, one core, "
           f"{args.rounds} rounds each way, freed memory {'kept' if kept else 'returned (glibc defaults)'}")
     print(f"{'path':<34} {'records/s':>12} {'MB/s':>8} {'x floor':>8} {'alone':>7} {'faults/batch':>13}")
