@@ -31,7 +31,6 @@ if importlib.util.find_spec("shared") is None:  # no package on PYTHONPATH: meas
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import shared.normalize
-import shared.parsers.activity
 from shared.memory import keep_freed_memory
 from shared.normalize import Position, normalize_bodies
 from shared.parsers import map_record, split_body
@@ -113,9 +112,7 @@ def main() -> None:
     turns = paired_times(args.rounds, len(batches), candidates, taking_turns=True, faults=faults)
     alone = paired_times(args.rounds, len(batches), candidates, taking_turns=False, faults=faults)
 
-    mapper_file = Path(shared.parsers.activity.__file__ or "")
-    mappers = "compiled" if mapper_file.suffix == ".so" else "interpreted"
-    print(f"mappers: {mappers}, from {mapper_file.parent.parent.parent}")
+    print(f"mappers: {shared.normalize.MAPPERS}, from {Path(shared.normalize.__file__).parent.parent}")
     print(f"mix: {len(bodies)} bodies in batches of {BATCH}, {records} records, {megabytes:.1f} MB, one core, "
           f"{args.rounds} rounds each way, freed memory {'kept' if kept else 'returned (glibc defaults)'}")
     print(f"{'path':<34} {'records/s':>12} {'MB/s':>8} {'x floor':>8} {'alone':>7} {'faults/batch':>13}")

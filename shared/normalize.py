@@ -9,6 +9,7 @@ the batch; a bad record never raises.
 from __future__ import annotations
 
 import base64
+import importlib.machinery
 import logging
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from shared import parsers
 from shared.deadletters import DeadLetterStore
 from shared.events import DeadLetter
 from shared.parsers import MappingError, map_record, split_body
@@ -29,6 +31,10 @@ log = logging.getLogger("stormwatch.normalize")
 
 # Event Hubs Standard accepts 1 MiB per event including AMQP overhead: keep a margin.
 MAX_EVENT_BYTES = 1_000_000
+# Which build runs, reported in every batch line: `make package` deploys the mappers compiled (extension
+# modules), a remote build deploys the sources.
+MAPPERS = "compiled" if (parsers.__file__ or "").endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)) \
+    else "interpreted"
 
 
 class Position(NamedTuple):
@@ -129,6 +135,7 @@ class BatchReport:
     duration_ms: float
     # Processing time minus the oldest enqueued time of the batch: how far behind the hub we are.
     lag_ms: float | None
+    mappers: str = MAPPERS
 
     def as_log(self) -> str:
         return orjson.dumps({"function": "normalize", **self.__dict__}).decode()

@@ -173,3 +173,4 @@ def test_one_structured_log_line_per_batch_with_counts_and_lag(
     assert (report["records_in"], report["events_out"], report["dead_letters"]) == (6, 3, 3)
     assert report["lag_ms"] > 0 and report["duration_ms"] > 0
     assert report["partition"] == "7"
+    assert report["mappers"] == "interpreted", "the tests run the sources; the package says compiled"

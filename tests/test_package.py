@@ -78,13 +78,14 @@ def test_package_holds_the_app_compiled_mappers_and_dependencies_only(package: P
 @needs_compiler
 def test_package_indexes_every_function_on_its_own(package: Path) -> None:
     run = run_in_package(package, "-c", (
-        "import function_app, shared.parsers.activity as mapper;"
+        "import function_app, shared.parsers.activity as mapper, shared.normalize as normalize;"
         "print(sorted(str(f.get_function_name()) for f in function_app.app.get_functions()));"
-        "print(mapper.__file__)"))
+        "print(mapper.__file__); print(normalize.MAPPERS)"))
     assert run.returncode == 0, run.stderr.decode()
-    names, mapper_file = run.stdout.decode().splitlines()
+    names, mapper_file, mappers = run.stdout.decode().splitlines()
     assert names == str(sorted(indexed_functions()))
     assert mapper_file.startswith(str(package)) and mapper_file.endswith(".so")
+    assert mappers == "compiled", "normalize's batch line tells which build is deployed"
 
 
 def variants(record: dict[str, Any]) -> Iterator[dict[str, Any]]:
