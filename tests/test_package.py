@@ -158,3 +158,9 @@ def test_funcignore_patterns_leave_out_folders_and_names(tmp_path: Path) -> None
     kept = sorted(str(path) for path in script.deployed_files(tmp_path, ["tests/", "__pycache__/", ".git*",
                                                                           "Makefile", "local.settings.json"]))
     assert kept == ["app.py", "shared/x.py"]
+
+
+def test_sources_are_not_shadowed_by_extension_modules() -> None:
+    """Python imports an extension module before its source: one left in the checkout would hide every edit."""
+    assert not [path for folder in ("shared", "normalize_fn", "detect_fn", "enrich_fn", "inventory_fn")
+                for path in (REPO / folder).rglob("*.so")]
