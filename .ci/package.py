@@ -25,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 COMPILED = "shared/parsers"
+# The Python of the Functions host (infra/ pins the same runtime version; tests/test_infra.py holds them equal).
+PYTHON_VERSION = "3.11"
 DEPENDENCIES = Path(".python_packages/lib/site-packages")
 # The Functions Python 3.11 image is Debian 11 (bullseye); an extension needing a newer glibc fails to load.
 HOST_GLIBC = (2, 31)
@@ -37,9 +39,10 @@ class PackageError(RuntimeError):
 
 def check_platform() -> None:
     """Extension modules are bound to the platform they are built on: it must be the Functions host's."""
-    if sys.platform != "linux" or platform.machine() != "x86_64" or sys.version_info[:2] != (3, 11):
+    if sys.platform != "linux" or platform.machine() != "x86_64" or platform.python_version_tuple()[:2] != tuple(
+            PYTHON_VERSION.split(".")):
         raise PackageError(
-            f"compiled packages are built on Linux x86-64 with CPython 3.11 (this is {sys.platform} "
+            f"compiled packages are built on Linux x86-64 with CPython {PYTHON_VERSION} (this is {sys.platform} "
             f"{platform.machine()}, Python {platform.python_version()}): build in CI, or deploy with a "
             "remote build (`func azure functionapp publish <app>` from the repository)")
 
@@ -109,7 +112,7 @@ def install_dependencies(out: Path) -> None:
     """The runtime pins as manylinux wheels for CPython 3.11, where the Functions host looks for them."""
     subprocess.run(  # noqa: S603 - our own fixed command
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-         "--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", "3.11",
+         "--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", PYTHON_VERSION,
          "--implementation", "cp", "--target", str(out / DEPENDENCIES), "-r", str(out / "requirements.txt")],
         check=True)
 

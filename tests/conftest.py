@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -30,6 +32,16 @@ def indexed_functions() -> dict[str, Any]:
     import function_app
 
     return {str(function.get_function_name()): function for function in function_app.app.get_functions()}
+
+
+@cache
+def package_script() -> ModuleType:
+    """.ci/package.py (`make package`) as a module; `.ci` is not a package, so it is loaded by path."""
+    spec = importlib.util.spec_from_file_location("package_script", REPO / ".ci" / "package.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

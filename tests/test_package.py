@@ -8,7 +8,6 @@ virtual env (or the repository's sources) can stand in for something the package
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import shutil
@@ -17,13 +16,12 @@ import sys
 import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import orjson
 import pytest
 
-from tests.conftest import CONFORMANCE, REPO, SAMPLES, indexed_functions
+from tests.conftest import CONFORMANCE, REPO, SAMPLES, indexed_functions, package_script
 
 SCRIPT = REPO / ".ci" / "package.py"
 CAN_COMPILE = (sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info[:2] == (3, 11)
@@ -34,14 +32,6 @@ needs_compiler = pytest.mark.skipif(not CAN_COMPILE, reason="needs Linux x86-64,
 # Values a hostile or sloppy producer writes in place of any field, times included.
 HOSTILE_VALUES: list[Any] = [None, "", "  padded  ", 7, 1.5, True, [1], {"value": "v"}, {"nested": {}},
                              "2026-13-01T00:00:00Z", "1/2/2026 3:04:05 PM", "2026-11-12T14:03:11.1234567890+02:00"]
-
-
-def load_script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("package_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +122,7 @@ def test_compiled_mappers_write_the_same_bytes_as_the_sources(package: Path, tmp
 
 
 def test_glibc_newer_than_the_hosts_is_refused(tmp_path: Path) -> None:
-    script = load_script()
+    script = package_script()
     old, new = tmp_path / "old.so", tmp_path / "new.so"
     old.write_bytes(b"\x7fELF...GLIBC_2.2.5\x00GLIBC_2.14\x00")
     new.write_bytes(b"\x7fELF...GLIBC_2.14\x00GLIBC_2.38\x00")
@@ -143,14 +133,18 @@ def test_glibc_newer_than_the_hosts_is_refused(tmp_path: Path) -> None:
 
 
 def test_other_platforms_are_told_to_use_a_remote_build(monkeypatch: pytest.MonkeyPatch) -> None:
-    script = load_script()
+    script = package_script()
     monkeypatch.setattr(script.sys, "platform", "darwin")
     with pytest.raises(script.PackageError, match="remote build"):
+        script.check_platform()
+    monkeypatch.undo()
+    monkeypatch.setattr(script.platform, "python_version_tuple", lambda: ("3", "12", "1"))
+    with pytest.raises(script.PackageError, match=r"CPython 3\.11"):
         script.check_platform()
 
 
 def test_funcignore_patterns_leave_out_folders_and_names(tmp_path: Path) -> None:
-    script = load_script()
+    script = package_script()
     for relative in ("app.py", "shared/x.py", "shared/__pycache__/x.pyc", "tests/test_x.py", "shared/tests/y.py",
                      ".gitignore", "Makefile", "local.settings.json"):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
