@@ -121,6 +121,31 @@ def test_compiled_mappers_write_the_same_bytes_as_the_sources(package: Path, tmp
     assert compiled.stderr.splitlines() == dead_letters
 
 
+# The suite's tests of everything that calls into the compiled modules: mappers, times, rules, detection
+# state, enrichment. A compiled module can differ from its source where the parity data does not reach
+# (mypyc enforces annotations at run time and its classes have no `__dict__`), so they run against both.
+SUITE_ON_THE_PACKAGE = ("test_parsers.py", "test_golden.py", "test_properties.py", "test_cli.py", "test_detect.py",
+                        "test_state.py", "test_rules.py", "enrich")
+
+
+@needs_compiler
+def test_the_suite_passes_on_the_compiled_mappers(package: Path, tmp_path: Path) -> None:
+    scratch = tmp_path / "app"
+    shutil.copytree(package, scratch, ignore=shutil.ignore_patterns(".python_packages"))  # the venv's are the same
+    shutil.copytree(REPO / "tests", scratch / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    for data in ("samples", "node_modules"):  # read-only inputs: sample bodies, Azurite
+        (scratch / data).symlink_to(REPO / data)
+    environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    which = subprocess.run([sys.executable, "-c", "import shared.normalize as n; print(n.MAPPERS, n.__file__)"],
+                           cwd=scratch, env=environment, capture_output=True, text=True, check=True)
+    assert which.stdout.split()[0] == "compiled" and which.stdout.split()[1].startswith(str(scratch))
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          *(f"tests/{name}" for name in SUITE_ON_THE_PACKAGE)],
+                         cwd=scratch, env=environment, capture_output=True, text=True, check=False, timeout=280)
+    assert run.returncode == 0, run.stdout[-4000:]
+    assert " passed" in run.stdout.splitlines()[-1] and "skipped" not in run.stdout.splitlines()[-1]
+
+
 def test_glibc_newer_than_the_hosts_is_refused(tmp_path: Path) -> None:
     script = package_script()
     old, new = tmp_path / "old.so", tmp_path / "new.so"
