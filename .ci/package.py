@@ -68,16 +68,13 @@ def deployed_files(root: Path, patterns: list[str]) -> Iterator[Path]:
                 yield Path(folder, name).relative_to(root)
 
 
-def copy_app(root: Path, out: Path) -> int:
-    """Copy what a deployment carries into `out` (emptied first); returns the number of files."""
+def copy_app(root: Path, out: Path) -> None:
+    """Copy what a deployment carries into `out` (emptied first)."""
     if out.exists():
         shutil.rmtree(out)
-    count = 0
     for relative in deployed_files(root, ignore_patterns(root)):
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / relative, out / relative)
-        count += 1
-    return count
 
 
 def compile_mappers(out: Path) -> list[Path]:

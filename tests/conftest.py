@@ -22,6 +22,18 @@ def sample(relative: str) -> bytes:
     return (SAMPLES / relative).read_bytes()
 
 
+CONFORMANCE_FILES = sorted(path for path in CONFORMANCE.rglob("*") if path.suffix in (".log", ".json")) \
+    if CONFORMANCE.is_dir() else []
+
+
+def conformance_bodies(path: Path) -> list[bytes]:
+    """`*.log` files hold one record per line, `*.json` files one Event Hub body."""
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        return [data]
+    return [line for line in data.splitlines() if line.strip()]
+
+
 @cache
 def indexed_functions() -> dict[str, Any]:
     """The app's functions as the host indexes them, by name.

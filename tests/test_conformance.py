@@ -12,21 +12,9 @@ import pytest
 
 from shared.normalize import Position, normalize_bodies
 from shared.parsers.values import as_dict, lower_keys
-from tests.conftest import CONFORMANCE
+from tests.conftest import CONFORMANCE, CONFORMANCE_FILES, conformance_bodies
 
 pytestmark = pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="../shared/conformance is not present")
-
-FILES = sorted(path for path in CONFORMANCE.rglob("*") if path.suffix in (".log", ".json")) \
-    if CONFORMANCE.is_dir() else []
-
-
-def bodies_of(path: Path) -> list[bytes]:
-    """`*.log` files hold one record per line, `*.json` files one Event Hub body."""
-    data = path.read_bytes()
-    if path.suffix == ".json":
-        return [data]
-    return [line for line in data.splitlines() if line.strip()]
-
 
 def records_of(body: bytes) -> list[Any]:
     document = orjson.loads(body)
@@ -36,9 +24,9 @@ def records_of(body: bytes) -> list[Any]:
     return document if isinstance(document, list) else [document]
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", CONFORMANCE_FILES, ids=lambda path: path.name)
 def test_every_record_is_an_event_or_a_reasoned_dead_letter(path: Path) -> None:
-    bodies = bodies_of(path)
+    bodies = conformance_bodies(path)
     expected = sum(len(records_of(body)) for body in bodies)
     result = normalize_bodies([(body, Position("c", index)) for index, body in enumerate(bodies)])
     assert result.records_in == expected
@@ -54,9 +42,9 @@ def has_valid_ip(value: Any) -> bool:
     return True
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", CONFORMANCE_FILES, ids=lambda path: path.name)
 def test_events_carry_the_fields_their_record_has(path: Path) -> None:
-    for body in bodies_of(path):
+    for body in conformance_bodies(path):
         result = normalize_bodies([(body, Position("c", 0))], include_raw=True)
         for output in result.events:
             event = orjson.loads(output.body)

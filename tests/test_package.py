@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import CONFORMANCE, REPO, SAMPLES, indexed_functions, package_script
+from tests.conftest import CONFORMANCE_FILES, REPO, SAMPLES, conformance_bodies, indexed_functions, package_script
 
 SCRIPT = REPO / ".ci" / "package.py"
 CAN_COMPILE = (sys.platform == "linux" and platform.machine() == "x86_64" and sys.version_info[:2] == (3, 11)
@@ -97,13 +97,12 @@ def parity_input() -> list[bytes]:
     for body in bodies:
         records = body["records"] if isinstance(body, dict) and "records" in body else [body]
         lines += [orjson.dumps({"records": list(variants(record))}) for record in records if isinstance(record, dict)]
-    for path in sorted(CONFORMANCE.rglob("*")) if CONFORMANCE.is_dir() else []:
-        if path.suffix in (".json", ".log"):
-            for line in [path.read_bytes()] if path.suffix == ".json" else path.read_bytes().splitlines():
-                try:
-                    lines.append(orjson.dumps(orjson.loads(line)))
-                except orjson.JSONDecodeError:
-                    continue
+    for path in CONFORMANCE_FILES:
+        for body in conformance_bodies(path):
+            try:
+                lines.append(orjson.dumps(orjson.loads(body)))
+            except orjson.JSONDecodeError:
+                continue
     return [*lines, b"{not json", b"[1, 2]", b'"text"', b"{}"]
 
 

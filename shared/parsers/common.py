@@ -11,7 +11,7 @@ import orjson
 from shared.catalog import common_event, operation_description
 from shared.events import FIELD_NAMES
 from shared.parsers.resource_id import parse_resource_id
-from shared.parsers.values import LEVELS_AS_WRITTEN, Record, first_text, severity, text, utc_text
+from shared.parsers.values import Record, first_text, severity, text, utc_text
 
 _SKELETON: dict[str, Any] = {**dict.fromkeys(FIELD_NAMES), "common_event": "Other", "action": "other"}
 
@@ -104,7 +104,7 @@ def set_envelope(event: Record, fields: Record) -> None:
         event["operation"], event["action"] = _operation_and_action(name)
     level = get("level")
     if level is not None:
-        event["severity"] = (LEVELS_AS_WRITTEN.get(level) if type(level) is str else None) or severity(level)
+        event["severity"] = severity(level)
     event["correlation_id"] = text(get("correlationId"))
     event["region"] = text(get("location"))
 

@@ -267,15 +267,15 @@ _LEVELS = {
 
 
 # The spellings Azure actually writes (`Informational`, `Warning`, `WARNING`), looked up without lowering.
-LEVELS_AS_WRITTEN: dict[str | int, str] = {
+_LEVELS_AS_WRITTEN: dict[str | int, str] = {
     spelling: level for name, level in _LEVELS.items() for spelling in (name, name.capitalize(), name.upper())}
-LEVELS_AS_WRITTEN.update({int(name): level for name, level in _LEVELS.items() if name.isdigit()})  # `"Level": 4`
+_LEVELS_AS_WRITTEN.update({int(name): level for name, level in _LEVELS.items() if name.isdigit()})  # `"Level": 4`
 
 
 def severity(value: Any) -> str | None:
     """Map a level (name or Windows-style number) or alert severity to the contract's four values."""
     if type(value) is str or type(value) is int:
-        known = LEVELS_AS_WRITTEN.get(value)
+        known = _LEVELS_AS_WRITTEN.get(value)
         if known is not None:
             return known
     level = text(value)
