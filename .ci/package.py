@@ -1,6 +1,6 @@
 """Build the deployable app folder with its mappers compiled: `make package` → build/app.
 
-The mappers (`shared/parsers/`) are the largest share of normalize's cost. Compiled with mypyc from the
+The mappers (`shared/normalize/mappers/`) are the largest share of normalize's cost. Compiled with mypyc from the
 same typed sources, they take about half the time, and normalize about three quarters
 (bench/normalize.py). A remote build cannot compile them, so this builds the folder that
 `func azure functionapp publish <app> --no-build` uploads: the files `.funcignore` lets through, the
@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-COMPILED = "shared/parsers"
+# The mappers and the value helpers they call on every field (times, IPs, levels), which the other engines share.
+COMPILED = ("shared/normalize/mappers/*.py", "shared/values.py")
 # The Python of the Functions host (infra/ pins the same runtime version; tests/test_infra.py holds them equal).
 PYTHON_VERSION = "3.11"
 DEPENDENCIES = Path(".python_packages/lib/site-packages")
@@ -79,7 +80,7 @@ def copy_app(root: Path, out: Path) -> None:
 
 def compile_mappers(out: Path) -> list[Path]:
     """mypyc over the mappers in `out`, in place; the C sources and caches it leaves are removed."""
-    sources = sorted(str(path.relative_to(out)) for path in (out / COMPILED).glob("*.py"))
+    sources = sorted(str(path.relative_to(out)) for pattern in COMPILED for path in out.glob(pattern))
     run = subprocess.run([sys.executable, "-m", "mypyc", *sources],  # noqa: S603 - our own fixed command
                          cwd=out, capture_output=True, text=True, check=False)
     shutil.rmtree(out / "build", ignore_errors=True)
@@ -87,7 +88,8 @@ def compile_mappers(out: Path) -> list[Path]:
     if run.returncode != 0:
         raise PackageError(f"mypyc failed (a C compiler and the Python 3.11 headers are needed):\n"
                            f"{run.stdout[-3000:]}{run.stderr[-3000:]}")
-    return sorted(out.glob("*.so")) + sorted((out / COMPILED).glob("*.so"))
+    return sorted(out.glob("*.so")) + sorted(path for pattern in COMPILED
+                                             for path in out.glob(pattern.replace(".py", ".*.so")))
 
 
 def newest_glibc(extension: Path) -> tuple[int, int]:

@@ -30,13 +30,13 @@ from azure.data.tables import TableServiceClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared import azurite
-from shared.deadletters import InMemoryDeadLetterStore
-from shared.detect import RULES_DIR, Detector, DetectReport, build_detector, detect_batch
-from shared.eventhub import bodies_with_positions, trigger_batch
-from shared.events import FIELD_NAMES
-from shared.publish import InProcessPublisher
-from shared.rules import Rule, load_rules
+from shared.cli import azurite
+from shared.clients.dead_letters import InMemoryDeadLetterStore
+from shared.clients.eventhubs import bodies_with_positions, trigger_batch
+from shared.clients.publisher import InProcessPublisher
+from shared.detect.engine import RULES_DIR, Detector, DetectReport, build_detector, detect_batch
+from shared.detect.rules import Rule, load_rules
+from shared.normalized_event import FIELD_NAMES
 
 BATCH = 100
 PRODUCTION = "a1b2c3d4-1111-4111-8111-000000000001"

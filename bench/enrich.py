@@ -28,10 +28,10 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared import wiring
-from shared.catalog import load_operations
+from shared.cli.serve import spawn
+from shared.clients import wiring
 from shared.enrich import api
-from shared.serve import spawn
+from shared.normalize.catalog import load_operations
 
 ADDRESSES = ["13.68.20.7", "20.50.1.2", "198.51.100.143", "10.10.2.4", "2603:1030:210::5", "2001:db8:c0:10::d4",
              "52.239.1.1", "40.74.146.81"]
@@ -103,7 +103,7 @@ def constant_server() -> None:
 
     class Constant(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # as in shared/serve.py
+        disable_nagle_algorithm = True  # as in shared/cli/serve.py
 
         def do_GET(self) -> None:
             self.send_response(200)

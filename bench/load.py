@@ -33,15 +33,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from soak import generate
 
-from shared import azurite
-from shared.alerts import MemoryAlertStore, TableAlertStore
-from shared.deadletters import InMemoryDeadLetterStore
-from shared.detect import RULES_DIR, Detector, detect_batch
-from shared.normalize import Position, process_batch
-from shared.publish import InProcessPublisher
-from shared.rules import Rule, load_rules
+from shared.cli import azurite
+from shared.clients.dead_letters import InMemoryDeadLetterStore
+from shared.clients.eventhubs import Position
+from shared.clients.publisher import InProcessPublisher
+from shared.detect.alerts import MemoryAlertStore, TableAlertStore
+from shared.detect.engine import RULES_DIR, Detector, detect_batch
+from shared.detect.rules import Rule, load_rules
+from shared.detect.state import MemoryEntityStore, StateTable, TableEntityStore
+from shared.normalize.batch import process_batch
 from shared.settings import Settings
-from shared.state import MemoryEntityStore, StateTable, TableEntityStore
 
 BATCH = 100
 SETTINGS = Settings()

@@ -5,7 +5,7 @@ reading and writing the JSON once. Target: normalize costs at most 3x the floor.
 Ratios are measured two ways (see `paired_times`). The last line normalizes with raw included but each
 mapper replaced by a copy of its event, mapped beforehand: the rest of the pipeline's share, so the
 difference to the first line is the mappers'.
-The process keeps freed memory as the Functions worker does (`shared.memory`); `--glibc-defaults`
+The process keeps freed memory as the Functions worker does (`shared.worker_memory`); `--glibc-defaults`
 measures without, where every batch takes its memory back from the kernel (the page-fault column).
 It measures the `shared` package it imports: the sources, or with `PYTHONPATH=<package folder>` a package
 built by .ci/package.py, whose mappers are compiled (`make bench` measures both).
@@ -30,10 +30,11 @@ import orjson
 if importlib.util.find_spec("shared") is None:  # no package on PYTHONPATH: measure the sources
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import shared.normalize
-from shared.memory import keep_freed_memory
-from shared.normalize import Position, normalize_bodies
-from shared.parsers import map_record, split_body
+import shared.normalize.batch
+from shared.clients.eventhubs import Position
+from shared.normalize.batch import normalize_bodies
+from shared.normalize.mappers import map_record, split_body
+from shared.worker_memory import keep_freed_memory
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 BATCH = 100
@@ -56,7 +57,7 @@ def without_mapping(batch: list[tuple[bytes, Position]], events: list[dict[str, 
     """Normalize with each record's mapping replaced by a copy of its event, mapped beforehand: what
     parsing, encoding (the same events) and batch bookkeeping cost without the mappers."""
     ready = iter(events)
-    with patch.object(shared.normalize, "map_record", lambda record: next(ready).copy()):
+    with patch.object(shared.normalize.batch, "map_record", lambda record: next(ready).copy()):
         return normalize_bodies(batch, True)
 
 
@@ -112,7 +113,7 @@ def main() -> None:
     turns = paired_times(args.rounds, len(batches), candidates, taking_turns=True, faults=faults)
     alone = paired_times(args.rounds, len(batches), candidates, taking_turns=False, faults=faults)
 
-    print(f"mappers: {shared.normalize.MAPPERS}, from {Path(shared.normalize.__file__).parent.parent}")
+    print(f"mappers: {shared.normalize.batch.MAPPERS}, from {Path(shared.normalize.batch.__file__).parent.parent}")
     print(f"mix: {len(bodies)} bodies in batches of {BATCH}, {records} records, {megabytes:.1f} MB, one core, "
           f"{args.rounds} rounds each way, freed memory {'kept' if kept else 'returned (glibc defaults)'}")
     print(f"{'path':<34} {'records/s':>12} {'MB/s':>8} {'x floor':>8} {'alone':>7} {'faults/batch':>13}")

@@ -41,16 +41,17 @@ from azure.data.tables import TableClient, TableServiceClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from shared import azurite
-from shared.alerts import TableAlertStore
-from shared.deadletters import InMemoryDeadLetterStore
-from shared.detect import RULES_DIR, Detector, detect_batch
-from shared.events import DeadLetter
-from shared.normalize import Position, normalize_bodies, process_batch
-from shared.publish import InProcessPublisher, OutgoingEvent
-from shared.rules import load_rules
+from shared.cli import azurite
+from shared.clients.dead_letters import InMemoryDeadLetterStore
+from shared.clients.eventhubs import Position
+from shared.clients.publisher import InProcessPublisher, OutgoingEvent
+from shared.detect.alerts import TableAlertStore
+from shared.detect.engine import RULES_DIR, Detector, detect_batch
+from shared.detect.rules import load_rules
+from shared.detect.state import LEARNING_ROW, StateTable, TableEntityStore, decode_state
+from shared.normalize.batch import normalize_bodies, process_batch
+from shared.normalized_event import DeadLetter
 from shared.settings import Settings
-from shared.state import LEARNING_ROW, StateTable, TableEntityStore, decode_state
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 BATCH = 100

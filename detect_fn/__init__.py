@@ -1,6 +1,6 @@
 """detect_fn: normalized events from Event Hub → rules → state in Table Storage → alerts.
 
-Bindings only; the work is `shared.detect.detect_batch`. The retry policy covers the one case that
+Bindings only; the work is `shared.detect.engine.detect_batch`. The retry policy covers the one case that
 raises (state or alert table unreachable, alerts hub down): the Event Hub trigger checkpoints even after
 a failure, so without it the batch would be lost. Retries are in memory and hold the partition; they
 redeliver the same batch, and the per-partition watermarks in the state make the re-run change only
@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from shared import settings as names
-from shared.detect import detect_batch, detector, housekeep
-from shared.eventhub import EVENT_HUB_RETRY, bodies_with_positions
+from shared.clients.eventhubs import EVENT_HUB_RETRY, bodies_with_positions
+from shared.detect.engine import detect_batch, detector, housekeep
 
 bp = func.Blueprint()
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: make the repo importable
 
-from shared import azurite
-from shared.screenshot import capture, install_chromium, sample_inventory
-from shared.serve import spawn
+from shared.cli import azurite
+from shared.cli.screenshot import capture, install_chromium, sample_inventory
+from shared.cli.serve import spawn
 from shared.settings import Settings
 
 OUT = Path(__file__).resolve().parent / "dashboard.png"

@@ -1,13 +1,13 @@
 """inventory_fn: what normal looks like, over HTTP with function-key auth.
 
 Bindings only: `GET /api/inventory` answers JSON, `GET /api/dashboard` the same answer as one HTML
-page (`shared.inventory_api`, `shared.dashboard`). detect_fn keeps the aggregates they read.
+page (`shared.inventory.api`, `shared.inventory.dashboard`). detect_fn keeps the aggregates they read.
 """
 
 import azure.functions as func
 
-from shared.dashboard import html_response, render_dashboard
-from shared.inventory_api import handle, json_response
+from shared.inventory.api import handle, json_response
+from shared.inventory.dashboard import html_response, render_dashboard
 
 bp = func.Blueprint()
 

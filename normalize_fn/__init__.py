@@ -1,10 +1,10 @@
 """normalize_fn: raw Azure logs from Event Hub → normalized events and dead letters.
 
-Bindings only; the work is `shared.normalize.process_batch`. The retry policy covers the one case that
+Bindings only; the work is `shared.normalize.batch.process_batch`. The retry policy covers the one case that
 raises (dead-letter store or fan-out hub unreachable): the Event Hub trigger checkpoints even after a
 failure, so without it a batch would be lost. Retries are in memory and hold the partition: the pipeline
 stalls rather than drops logs, and resumes from the same batch once storage is back.
-The worker keeps freed heap memory between batches (`shared.memory`): set here, as the worker loads it.
+The worker keeps freed heap memory between batches (`shared.worker_memory`): set here, as the worker loads it.
 """
 
 import typing
@@ -12,11 +12,11 @@ import typing
 import azure.functions as func
 
 from shared import settings as names
-from shared import wiring
-from shared.eventhub import EVENT_HUB_RETRY, bodies_with_positions
-from shared.memory import keep_freed_memory
-from shared.normalize import process_batch
+from shared.clients import wiring
+from shared.clients.eventhubs import EVENT_HUB_RETRY, bodies_with_positions
+from shared.normalize.batch import process_batch
 from shared.settings import get_settings
+from shared.worker_memory import keep_freed_memory
 
 keep_freed_memory()
 bp = func.Blueprint()

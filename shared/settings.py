@@ -92,7 +92,7 @@ class Settings(BaseModel):
     geoip_database: str | None = None
     service_tags_file: str | None = None
     service_tags_region: str = "westeurope"
-    # Per resource provider, e.g. {"Microsoft.Network": "2024-05-01"}; defaults in shared/arm.py.
+    # Per resource provider, e.g. {"Microsoft.Network": "2024-05-01"}; defaults in shared/clients/arm.py.
     arm_api_versions: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("routes", "arm_api_versions", mode="before")

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from shared import azurite, wiring
+from shared.cli import azurite
+from shared.clients import wiring
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples"

@@ -15,18 +15,18 @@ import orjson
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared import azurite, wiring
-from shared.alerts import Alert
-from shared.deadletters import InMemoryDeadLetterStore
-from shared.detect import Detector, DetectReport, build_detector, detect_batch
-from shared.eventhub import bodies_with_positions, trigger_batch
-from shared.events import FIELD_NAMES
-from shared.normalize import Position
-from shared.publish import InProcessPublisher
-from shared.rules import Rule, load_rules
-from shared.rules.aggregate import KeyState
-from shared.rules.rule import state_key
-from shared.state import StateKey, TableEntityStore, decode_state
+from shared.cli import azurite
+from shared.clients import wiring
+from shared.clients.dead_letters import InMemoryDeadLetterStore
+from shared.clients.eventhubs import Position, bodies_with_positions, trigger_batch
+from shared.clients.publisher import InProcessPublisher
+from shared.detect.alerts import Alert
+from shared.detect.engine import Detector, DetectReport, build_detector, detect_batch
+from shared.detect.rules import Rule, load_rules
+from shared.detect.rules.aggregate import KeyState
+from shared.detect.rules.rule import state_key
+from shared.detect.state import StateKey, TableEntityStore, decode_state
+from shared.normalized_event import FIELD_NAMES
 
 T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 PRODUCTION = "a1b2c3d4-1111-4111-8111-000000000001"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from shared.events import DeadLetter, NormalizedEvent
+from shared.normalized_event import DeadLetter, NormalizedEvent
 from tests.conftest import REPO, SAMPLES, sample
 
 

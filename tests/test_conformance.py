@@ -10,8 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.normalize import Position, normalize_bodies
-from shared.parsers.values import as_dict, lower_keys
+from shared.clients.eventhubs import Position
+from shared.normalize.batch import normalize_bodies
+from shared.values import as_dict, lower_keys
 from tests.conftest import CONFORMANCE, CONFORMANCE_FILES, conformance_bodies
 
 pytestmark = pytest.mark.skipif(not CONFORMANCE.is_dir(), reason="../shared/conformance is not present")

@@ -17,12 +17,13 @@ import azure.functions as func
 import orjson
 import pytest
 
-from shared import azurite, wiring
-from shared.alerts import Alert
-from shared.dashboard import html_response, render_dashboard
-from shared.inventory import DIMENSIONS, TOTALS
-from shared.screenshot import capture, install_chromium, sample_inventory
-from shared.serve import spawn
+from shared.cli import azurite
+from shared.cli.screenshot import capture, install_chromium, sample_inventory
+from shared.cli.serve import spawn
+from shared.clients import wiring
+from shared.detect.alerts import Alert
+from shared.detect.inventory_aggregates import DIMENSIONS, TOTALS
+from shared.inventory.dashboard import html_response, render_dashboard
 from shared.settings import Settings
 from tests.conftest import indexed_functions
 from tests.detect_fixtures import PRODUCTION

@@ -12,16 +12,17 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-import shared.normalize
-from shared import azurite, wiring
-from shared.deadletters import BlobDeadLetterStore
-from shared.eventhub import bodies_with_positions, trigger_batch
-from shared.normalize import process_batch
-from shared.parsers import MappingError, map_record
-from shared.publish import InProcessPublisher
-from shared.redrive import redrive
+import shared.normalize.batch
+from shared.cli import azurite
+from shared.cli.deadletter_commands import redrive
+from shared.clients import wiring
+from shared.clients.dead_letters import BlobDeadLetterStore
+from shared.clients.eventhubs import bodies_with_positions, trigger_batch
+from shared.clients.publisher import InProcessPublisher
+from shared.clients.storage import blob_service
+from shared.normalize.batch import process_batch
+from shared.normalize.mappers import MappingError, map_record
 from shared.settings import get_settings
-from shared.storage import blob_service
 from tests.conftest import REPO, sample
 
 ENQUEUED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -45,7 +46,7 @@ def normalize_with_a_broken_sign_in_mapper(monkeypatch: pytest.MonkeyPatch, stor
         return event
 
     with monkeypatch.context() as patch:
-        patch.setattr(shared.normalize, "map_record", broken)
+        patch.setattr(shared.normalize.batch, "map_record", broken)
         events = trigger_batch([sample("signin/noninteractive.json"), sample("activity/vm-start.json")], "3", 40,
                                ENQUEUED)
         process_batch(bodies_with_positions(events), InProcessPublisher(), store, get_settings())

@@ -16,16 +16,17 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.functions.timer import TimerRequest
 
-from shared import azurite, wiring
-from shared.alerts import TableAlertStore
-from shared.deadletters import InMemoryDeadLetterStore
-from shared.detect import Detector, detect_batch
-from shared.eventhub import bodies_with_positions, trigger_batch
-from shared.normalize import Position
-from shared.publish import InProcessPublisher, OutgoingEvent
-from shared.rules import Rule
-from shared.rules.aggregate import Hit, KeyContext, KeyState, Transition, advance
-from shared.state import StateTable, StateTooLargeError, Stored, TableEntityStore
+from shared.cli import azurite
+from shared.clients import wiring
+from shared.clients.dead_letters import InMemoryDeadLetterStore
+from shared.clients.eventhubs import Position, bodies_with_positions, trigger_batch
+from shared.clients.publisher import InProcessPublisher, OutgoingEvent
+from shared.clients.storage import emulator_connection_string
+from shared.detect.alerts import TableAlertStore
+from shared.detect.engine import Detector, detect_batch
+from shared.detect.rules import Rule
+from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, Transition, advance
+from shared.detect.state import StateTable, StateTooLargeError, Stored, TableEntityStore
 from tests.conftest import REPO, SAMPLES, indexed_functions
 from tests.detect_fixtures import (
     BURST_RULE,
@@ -277,7 +278,7 @@ def test_a_rule_that_fails_on_an_event_does_not_stop_the_others(tables: Tables, 
 
 def test_a_key_whose_state_cannot_be_updated_is_logged_and_the_batch_goes_on(
         tables: Tables, burst: Rule, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from shared import detect
+    from shared.detect import engine as detect
 
     def oversized(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -> Transition:
         if context.group["actor"] == "huge@contoso.example":
@@ -355,7 +356,7 @@ def test_replay_reads_json_lines_from_stdin(tables: Tables, azurite_instance: az
 
 
 def test_replay_says_in_one_line_when_the_table_endpoint_is_unreachable(tables: Tables) -> None:
-    unreachable = azurite.connection_string({"blob": 9, "queue": 9, "table": 9})
+    unreachable = emulator_connection_string({"blob": 9, "queue": 9, "table": 9})
     done = replay(str(SAMPLES / "activity/vm-start.json"), connection_string=unreachable, tables=tables)
     assert done.returncode == 1 and done.stdout == ""
     assert "Traceback" not in done.stderr

@@ -22,10 +22,12 @@ from azure.core.exceptions import AzureError, ServiceResponseError
 from azure.eventhub import EventHubProducerClient
 from azure.eventhub.exceptions import EventHubError
 
-from shared import azurite, storage, wiring
-from shared.eventhub import trigger_batch
-from shared.normalize import Position, normalize_bodies
-from shared.publish import EventHubPublisher, InProcessPublisher, OutgoingEvent
+from shared.cli import azurite
+from shared.clients import storage, wiring
+from shared.clients.eventhubs import Position, trigger_batch
+from shared.clients.publisher import EventHubPublisher, InProcessPublisher, OutgoingEvent
+from shared.clients.storage import emulator_connection_string
+from shared.normalize.batch import normalize_bodies
 from tests.conftest import indexed_functions, sample
 from tests.detect_fixtures import BURST_RULE, Tables, deletes, rule_from, tables
 from tests.faultproxy import FaultProxy
@@ -45,7 +47,7 @@ def handler(name: str) -> Callable[[list[func.EventHubEvent]], None]:
 
 def storage_through(proxy: FaultProxy, ports: dict[str, int], service: str) -> str:
     """Azurite's connection string with one service (`blob`, `table`) behind the proxy."""
-    return azurite.connection_string({**ports, service: proxy.port})
+    return emulator_connection_string({**ports, service: proxy.port})
 
 
 @pytest.fixture
@@ -181,7 +183,7 @@ def test_fan_out_failing_on_the_second_hub_raises_and_redelivery_publishes_every
 
 def test_event_hubs_producer_retries_with_backoff_then_raises(azurite_instance: azurite.Azurite) -> None:
     """The real producer against a loopback port that refuses every connection (an emulator-style
-    connection string: plain AMQP on 127.0.0.1). Short backoff here; the app's is in shared/wiring.py."""
+    connection string: plain AMQP on 127.0.0.1). Short backoff here; the app's is in shared/clients/wiring.py."""
     with FaultProxy(free_port()) as proxy:
         proxy.fail_after(0)
         connection = (f"Endpoint=sb://127.0.0.1:{proxy.port};SharedAccessKeyName=test;"

@@ -13,8 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.events import DeadLetter, NormalizedEvent
-from shared.normalize import Position, normalize_bodies
+from shared.clients.eventhubs import Position
+from shared.normalize.batch import normalize_bodies
+from shared.normalized_event import DeadLetter, NormalizedEvent
 from tests.conftest import SAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -7,14 +7,23 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
 from pathlib import Path
 
-from shared import azurite
-from shared.deadletters import InMemoryDeadLetterStore
-from shared.detect import Detector, build_detector, detect_batch
-from shared.inventory import OTHER, TENANT, TOP_N, InventoryState, Item, advance_inventory, bounded, summarize
-from shared.inventory_table import InventoryTable, inventory_table
-from shared.publish import InProcessPublisher
-from shared.rules import load_rules
-from shared.subscriptions import environment_lists, load_catalog
+from shared.cli import azurite
+from shared.clients.dead_letters import InMemoryDeadLetterStore
+from shared.clients.publisher import InProcessPublisher
+from shared.detect.engine import Detector, build_detector, detect_batch
+from shared.detect.inventory_aggregates import (
+    OTHER,
+    TENANT,
+    TOP_N,
+    InventoryState,
+    Item,
+    advance_inventory,
+    bounded,
+    summarize,
+)
+from shared.detect.inventory_table import InventoryTable, inventory_table
+from shared.detect.rules import load_rules
+from shared.detect.subscriptions import environment_lists, load_catalog
 from tests.detect_fixtures import BURST_RULE, DEVELOPMENT, PRODUCTION, T0, Tables, batch, deletes, event, rule_from
 
 DAY = T0.date()

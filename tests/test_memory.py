@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.memory import runs_on_glibc
+from shared.worker_memory import runs_on_glibc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,7 +40,7 @@ def faults_after(setup: str) -> int:
 
 @glibc_only
 def test_freed_memory_stays_in_the_process() -> None:
-    kept = faults_after("from shared.memory import keep_freed_memory\nassert keep_freed_memory()\n")
+    kept = faults_after("from shared.worker_memory import keep_freed_memory\nassert keep_freed_memory()\n")
     default = faults_after("")
     assert default > 10_000  # glibc's defaults: each round's 4 MiB comes back from the kernel
     assert kept < 500

@@ -17,9 +17,11 @@ import pytest
 from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient
 
-from shared import azurite, wiring
-from shared.eventhub import trigger_batch
-from shared.publish import InProcessPublisher
+from shared.cli import azurite
+from shared.clients import wiring
+from shared.clients.eventhubs import trigger_batch
+from shared.clients.publisher import InProcessPublisher
+from shared.clients.storage import emulator_connection_string
 from tests.conftest import REPO, indexed_functions, sample
 
 ENQUEUED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -153,7 +155,7 @@ def test_unreachable_dead_letter_store_raises_so_the_batch_is_retried(
         app_env: pytest.MonkeyPatch) -> None:
     closed = free_port()
     app_env.setenv("STORMWATCH_STORAGE_CONNECTION_STRING",
-                   azurite.connection_string({"blob": closed, "queue": closed, "table": closed}))
+                   emulator_connection_string({"blob": closed, "queue": closed, "table": closed}))
     wiring.reset()
     events = trigger_batch([sample("bad/mixed.json")], "0")
     with pytest.raises(AzureError):

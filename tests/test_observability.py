@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shared.detect import detect_batch
+from shared.detect.engine import detect_batch
 from tests.conftest import REPO
 from tests.detect_fixtures import BURST_RULE, Tables, TransactionCounter, batch, deletes, rule_from, tables
 

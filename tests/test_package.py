@@ -52,11 +52,12 @@ def run_in_package(package: Path, *arguments: str) -> subprocess.CompletedProces
 def test_package_holds_the_app_compiled_mappers_and_dependencies_only(package: Path) -> None:
     files = {str(path.relative_to(package)) for path in package.rglob("*") if path.is_file()}
     for expected in ("function_app.py", "host.json", "requirements.txt", "normalize_fn/__init__.py",
-                     "shared/normalize.py", "rules/password-spray.yaml"):
+                     "shared/normalize/batch.py", "rules/password-spray.yaml"):
         assert expected in files
-    sources = sorted(path.stem for path in (REPO / "shared/parsers").glob("*.py"))
-    compiled = sorted(path.name.split(".")[0] for path in (package / "shared/parsers").glob("*.so"))
+    sources = sorted(path.stem for path in (REPO / "shared/normalize/mappers").glob("*.py"))
+    compiled = sorted(path.name.split(".")[0] for path in (package / "shared/normalize/mappers").glob("*.so"))
     assert compiled == sources
+    assert list((package / "shared").glob("values.*.so")), "the value helpers compile with the mappers"
     assert any(name.endswith("__mypyc.cpython-311-x86_64-linux-gnu.so") for name in files)  # mypyc's runtime
     assert (package / ".python_packages/lib/site-packages/orjson").is_dir()
     left_out = ("tests/", "bench/", "infra/", "samples/", ".venv/", "node_modules/", "docs/", ".ci/", "build/")
@@ -68,7 +69,7 @@ def test_package_holds_the_app_compiled_mappers_and_dependencies_only(package: P
 @needs_compiler
 def test_package_indexes_every_function_on_its_own(package: Path) -> None:
     run = run_in_package(package, "-c", (
-        "import function_app, shared.parsers.activity as mapper, shared.normalize as normalize;"
+        "import function_app, shared.normalize.mappers.activity as mapper, shared.normalize.batch as normalize;"
         "print(sorted(str(f.get_function_name()) for f in function_app.app.get_functions()));"
         "print(mapper.__file__); print(normalize.MAPPERS)"))
     assert run.returncode == 0, run.stderr.decode()
@@ -135,7 +136,7 @@ def test_the_suite_passes_on_the_compiled_mappers(package: Path, tmp_path: Path)
     for data in ("samples", "node_modules"):  # read-only inputs: sample bodies, Azurite
         (scratch / data).symlink_to(REPO / data)
     environment = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
-    which = subprocess.run([sys.executable, "-c", "import shared.normalize as n; print(n.MAPPERS, n.__file__)"],
+    which = subprocess.run([sys.executable, "-c", "import shared.normalize.batch as n; print(n.MAPPERS, n.__file__)"],
                            cwd=scratch, env=environment, capture_output=True, text=True, check=True)
     assert which.stdout.split()[0] == "compiled" and which.stdout.split()[1].startswith(str(scratch))
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

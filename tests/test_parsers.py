@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.parsers import MappingError, map_record, split_body
-from shared.parsers.resource_id import parse_resource_id
-from shared.parsers.values import format_time, parse_time, severity, utc_text, valid_ip
+from shared.normalize.mappers import MappingError, map_record, split_body
+from shared.normalize.mappers.resource_id import parse_resource_id
+from shared.values import format_time, parse_time, severity, utc_text, valid_ip
 from tests.conftest import SAMPLES
 
 NINE_FORTY_ONE = datetime(2007, 1, 9, 9, 41, tzinfo=UTC)

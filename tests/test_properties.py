@@ -8,8 +8,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.events import NormalizedEvent
-from shared.normalize import Position, normalize_bodies
+from shared.clients.eventhubs import Position
+from shared.normalize.batch import normalize_bodies
+from shared.normalized_event import NormalizedEvent
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1)

@@ -12,9 +12,9 @@ import orjson
 import pytest
 from azure.eventhub import EventData, EventDataBatch
 
-from shared.normalize import MAX_EVENT_BYTES, encode_event
-from shared.parsers import MappingError
-from shared.publish import EventHubPublisher, EventTooLargeError, OutgoingEvent, pack_batches
+from shared.clients.publisher import EventHubPublisher, EventTooLargeError, OutgoingEvent, pack_batches
+from shared.normalize.batch import MAX_EVENT_BYTES, encode_event
+from shared.normalize.mappers import MappingError
 
 ONE_MB = 1024 * 1024
 

@@ -10,12 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.alerts import render_summary
-from shared.parsers.values import parse_time
-from shared.rules import RuleError, load_rules
-from shared.rules.aggregate import Hit, KeyContext, KeyState, advance, to_us
-from shared.rules.rule import Rule, aggregate_buckets, sampled_events_bound, state_key
-from shared.rules.sigma import compile_detection
+from shared.detect.alerts import render_summary
+from shared.detect.rules import RuleError, load_rules
+from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, advance, to_us
+from shared.detect.rules.rule import Rule, aggregate_buckets, sampled_events_bound, state_key
+from shared.detect.rules.sigma import compile_detection
+from shared.values import parse_time
 from tests.detect_fixtures import BURST_RULE, T0, deletes, event, rule_from
 
 SIGNIN: dict[str, Any] = {

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from shared.deadletters import InMemoryDeadLetterStore
-from shared.detect import RULES_DIR, Detector
-from shared.eventhub import bodies_with_positions, trigger_batch
-from shared.normalize import process_batch
-from shared.publish import InProcessPublisher
-from shared.replay import detect_published, local_settings, partition_for, replay_bodies
-from shared.rules import Rule, load_rules
-from shared.rules.testing import run_cases
+from shared.cli.replay import detect_published, local_settings, partition_for, replay_bodies
+from shared.cli.rule_tests import run_cases
+from shared.clients.dead_letters import InMemoryDeadLetterStore
+from shared.clients.eventhubs import bodies_with_positions, trigger_batch
+from shared.clients.publisher import InProcessPublisher
+from shared.detect.engine import RULES_DIR, Detector
+from shared.detect.rules import Rule, load_rules
+from shared.detect.subscriptions import environment_lists, load_catalog
+from shared.normalize.batch import process_batch
 from shared.settings import Settings
-from shared.subscriptions import environment_lists, load_catalog
 from tests.conftest import REPO, SAMPLES
 from tests.detect_fixtures import Tables, tables
 

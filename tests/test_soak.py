@@ -14,10 +14,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from shared import azurite
-from shared.alerts import Alert, alert_entity
-from shared.rules.aggregate import Hit, KeyContext, KeyState, advance, to_us
-from shared.state import encode_state
+from shared.cli import azurite
+from shared.detect.alerts import Alert, alert_entity
+from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, advance, to_us
+from shared.detect.state import encode_state
 from tests.conftest import REPO
 from tests.detect_fixtures import BURST_RULE, T0, rule_from
 

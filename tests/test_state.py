@@ -12,9 +12,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from azure.data.tables import UpdateMode
 
-from shared.rules import Rule
-from shared.rules.aggregate import Bucket, KeyState, Transition
-from shared.state import (
+from shared.detect.rules import Rule
+from shared.detect.rules.aggregate import Bucket, KeyState, Transition
+from shared.detect.state import (
     LEARNING_ROW,
     StateConflictError,
     StateKey,

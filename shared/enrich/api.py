@@ -18,10 +18,8 @@ import azure.functions as func
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from shared import wiring
-from shared.arm import ArmError
+from shared.clients.arm import ArmError
 from shared.enrich import openapi
-from shared.enrich.errors import InputError
 from shared.enrich.ip import MAX_IP_LENGTH
 from shared.enrich.models import (
     AlertContext,
@@ -36,7 +34,9 @@ from shared.enrich.models import (
 )
 from shared.enrich.operations import OPERATION_PATTERN, RESULT_PATTERN, SOURCES
 from shared.enrich.resource_ids import ALLOWED_TYPE_NAMES, MAX_ID_LENGTH
-from shared.events import NormalizedEvent
+from shared.enrich.service import enricher
+from shared.http_errors import InputError
+from shared.normalized_event import NormalizedEvent
 from shared.settings import SettingsError
 
 logger = logging.getLogger("stormwatch.enrich")
@@ -124,12 +124,12 @@ _ARM_ERRORS = (400, 403, 404, 502, 503, 504)
 
 IP = Route(
     "enrich_ip", "GET", "enrich/ip/{ip}", "Address class, Azure service tags and geolocation of an IP address",
-    lambda request: wiring.enricher().ip(_route_value(request, "ip")), IpContext,
+    lambda request: enricher().ip(_route_value(request, "ip")), IpContext,
     (Parameter("ip", "path", "An IPv4 or IPv6 address", max_length=MAX_IP_LENGTH, formats=("ipv4", "ipv6"),
                example="198.51.100.143"),))
 OPERATION = Route(
     "enrich_operation", "GET", "enrich/operation/{*name}", "Catalog description and classification of an operation",
-    lambda request: wiring.enricher().operation(_route_value(request, "name"), _query(request, "source"),
+    lambda request: enricher().operation(_route_value(request, "name"), _query(request, "source"),
                                                 _query(request, "result")),
     OperationContext,
     (Parameter("name", "path", "Operation id; its slashes may be sent as they are or as %2F",
@@ -143,24 +143,24 @@ OPERATION = Route(
 RESOURCE = Route(
     "enrich_resource", "GET", "enrich/resource",
     "The live resource from ARM with a plain risk verdict (allow-listed types only)",
-    lambda request: wiring.enricher().resource(_required(request, "id")), ResourceContext,
+    lambda request: enricher().resource(_required(request, "id")), ResourceContext,
     (Parameter("id", "query", f"ARM id of an allow-listed type: {', '.join(ALLOWED_TYPE_NAMES)}",
                pattern="^/subscriptions/", max_length=MAX_ID_LENGTH, example=EXAMPLE_RULE_ID),),
     errors=_ARM_ERRORS)
 ALERT = Route(
     "enrich_alert", "GET", "enrich/alert", "A Defender for Cloud alert from ARM",
-    lambda request: wiring.enricher().alert(_required(request, "id")), AlertContext,
+    lambda request: enricher().alert(_required(request, "id")), AlertContext,
     (Parameter("id", "query", "Defender for Cloud alert id", pattern="^/subscriptions/", max_length=MAX_ID_LENGTH,
                example=EXAMPLE_ALERT_ID),),
     errors=_ARM_ERRORS)
 DISMISS = Route(
     "enrich_alert_dismiss", "POST", "enrich/alert/dismiss",
     "Dismiss a Defender for Cloud alert (only when STORMWATCH_ALLOW_ALERT_DISMISS is true)",
-    lambda request: wiring.enricher().dismiss(read_body(request, AlertReference).id), DismissResult,
+    lambda request: enricher().dismiss(read_body(request, AlertReference).id), DismissResult,
     body=AlertReference, example={"id": EXAMPLE_ALERT_ID}, errors=(*_ARM_ERRORS, 409, 413, 415))
 EVENT = Route(
     "enrich_event", "POST", "enrich/event", "A normalized event with its IP, operation and resource context added",
-    lambda request: wiring.enricher().event(read_body(request, NormalizedEvent)), EnrichedEvent,
+    lambda request: enricher().event(read_body(request, NormalizedEvent)), EnrichedEvent,
     body=NormalizedEvent, example=EXAMPLE_EVENT, errors=(400, 413, 415))
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from shared.enrich.models import AlertContext
 from shared.enrich.resource_ids import AlertTarget
-from shared.parsers.values import as_dict, text
+from shared.values import as_dict, text
 
 
 def _strings(value: Any) -> list[str]:

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
-from shared.enrich.errors import InputError
 from shared.enrich.models import AddressClass, Geolocation, IpContext, ServiceTagMatch
+from shared.http_errors import InputError
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_IP_LENGTH = 45  # the longest textual IPv6 address (IPv4-mapped)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.enrich.resource_ids import MAX_ID_LENGTH, ResourceKind
-from shared.events import NormalizedEvent
+from shared.normalized_event import NormalizedEvent
 
 Risk = Literal["high", "medium", "low", "none"]
 AddressClass = Literal["public", "private", "shared", "loopback", "link_local", "multicast", "documentation",

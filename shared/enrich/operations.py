@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from typing import get_args
 
-from shared.catalog import classify, operation_info
-from shared.enrich.errors import InputError
 from shared.enrich.models import OperationContext
-from shared.events import Source
-from shared.parsers.common import action_from_operation
+from shared.http_errors import InputError
+from shared.normalize.catalog import classify, operation_info
+from shared.normalize.mappers.common import action_from_operation
+from shared.normalized_event import Source
 
 OPERATION_PATTERN = r"[A-Za-z0-9][A-Za-z0-9 ._/-]{0,255}"
 RESULT_PATTERN = r"[A-Za-z]{1,32}"

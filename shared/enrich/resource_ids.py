@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from shared.arm import ArmPath
-from shared.enrich.errors import InputError
-from shared.parsers.resource_id import parse_resource_id
+from shared.clients.arm import ArmPath
+from shared.http_errors import InputError
+from shared.normalize.mappers.resource_id import parse_resource_id
 
 MAX_ID_LENGTH = 1024
 ResourceKind = Literal["network_security_group", "security_rule", "key_vault", "storage_account",

@@ -20,7 +20,7 @@ from shared.enrich.models import (
     StorageAccountView,
 )
 from shared.enrich.resource_ids import ResourceKind, ResourceTarget
-from shared.parsers.values import as_dict, text
+from shared.values import as_dict, text
 
 ANY_SOURCE = frozenset({"*", "internet", "any", "0.0.0.0/0", "::/0"})
 # Management, database and file-sharing ports that should never face the whole internet.

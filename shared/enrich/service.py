@@ -12,10 +12,11 @@ from typing import Any, TypeVar
 import maxminddb
 import orjson
 
-from shared.arm import ArmClient, ArmError, ArmPath, arm_client
+from shared.clients.arm import ArmClient, ArmError, ArmPath, arm_client
+from shared.clients.storage import table_service
+from shared.clients.wiring import process_wide
 from shared.enrich.cache import EnrichCache, InProcessCache, TableCache
 from shared.enrich.defender import alert_context
-from shared.enrich.errors import InputError
 from shared.enrich.ip import GeoLookup, ip_context, parse_ip
 from shared.enrich.models import (
     AlertContext,
@@ -31,10 +32,10 @@ from shared.enrich.operations import operation_context
 from shared.enrich.resource_ids import ResourceTarget, alert_target, resource_target, role_definition_path
 from shared.enrich.resources import resource_context
 from shared.enrich.servicetags import ServiceTagSource, arm_loader, file_loader
-from shared.events import NormalizedEvent
-from shared.parsers.values import as_dict
-from shared.settings import Settings, SettingsError, env_name
-from shared.storage import table_service
+from shared.http_errors import InputError
+from shared.normalized_event import NormalizedEvent
+from shared.settings import Settings, SettingsError, env_name, get_settings
+from shared.values import as_dict
 
 logger = logging.getLogger("stormwatch.enrich")
 RESOURCE_TTL = timedelta(minutes=10)
@@ -44,7 +45,7 @@ _Part = TypeVar("_Part")
 
 
 class Enricher:
-    """Answers the API's questions; built once per worker (see `shared.wiring.enricher`)."""
+    """Answers the API's questions; built once per worker (see `enricher`)."""
 
     def __init__(self, *, arm: ArmClient, cache: EnrichCache, tags: ServiceTagSource, geo: GeoLookup | None,
                  allow_dismiss: bool, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -170,3 +171,9 @@ def build_enricher(settings: Settings) -> Enricher:
         raise SettingsError(f"{env_name('geoip_database')}: unreadable ({type(error).__name__})") from error
     return Enricher(arm=arm, cache=cache, tags=tags, geo=geo, allow_dismiss=settings.allow_alert_dismiss,
                     clock=clock)
+
+
+@process_wide
+def enricher() -> Enricher:
+    """enrich_fn's service: ARM client, cache table and service tag index stay warm in the worker."""
+    return build_enricher(get_settings())

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from shared.arm import ArmClient, ArmError, ArmPath
+from shared.clients.arm import ArmClient, ArmError, ArmPath
 from shared.enrich.cache import EnrichCache
 from shared.enrich.ip import ServiceTag, ServiceTagIndex
 from shared.enrich.resource_ids import subscription_path

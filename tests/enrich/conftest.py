@@ -16,8 +16,9 @@ import pytest
 from mmdb_writer import MMDBWriter
 from netaddr import IPSet  # mmdb-writer's network type
 
-from shared import azurite, wiring
-from shared.serve import ServedProcess, spawn
+from shared.cli import azurite
+from shared.cli.serve import ServedProcess, spawn
+from shared.clients import wiring
 from tests.conftest import indexed_functions
 from tests.enrich.fake_arm import SUBSCRIPTION, FakeArm, running
 

@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from shared import wiring
+from shared.clients import wiring
+from shared.clients.eventhubs import Position
 from shared.enrich import api
-from shared.normalize import Position, normalize_bodies
+from shared.normalize.batch import normalize_bodies
 from tests.conftest import indexed_functions, sample
 from tests.enrich.conftest import call, json_of, write_geo_database
 from tests.enrich.fake_arm import CALLER_DETAILS, SUBSCRIPTION, FakeArm, arm_path, failing, forbidden, throttled

@@ -10,7 +10,7 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.arm import ArmClient, ArmError, ArmPath, RetryPolicy, api_versions, checked_endpoint
+from shared.clients.arm import ArmClient, ArmError, ArmPath, RetryPolicy, api_versions, checked_endpoint
 from tests.enrich.fake_arm import CALLER_DETAILS, Answer, FakeArm, arm_path, failing, forbidden, throttled
 
 NSG = ArmPath(arm_path("nsg-web"))
@@ -50,7 +50,7 @@ def test_get_sends_the_configured_api_version(fake_arm: FakeArm) -> None:
 def test_the_token_goes_in_the_header_and_nowhere_else(fake_arm: FakeArm, caplog: pytest.LogCaptureFixture,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Tokens only travel over https; the fake is plain http, so the scheme check is bypassed here alone."""
-    monkeypatch.setattr("shared.arm.checked_endpoint", lambda endpoint: (endpoint.rstrip("/"), True))
+    monkeypatch.setattr("shared.clients.arm.checked_endpoint", lambda endpoint: (endpoint.rstrip("/"), True))
     credential = StaticCredential()
     arm = ArmClient(fake_arm.url, credential)
     fake_arm.script(NSG, forbidden("Microsoft.Network/networkSecurityGroups/read"))
@@ -70,7 +70,7 @@ def test_no_credential_means_no_authorization_header(fake_arm: FakeArm) -> None:
 
 
 def test_a_missing_identity_is_a_503_with_a_short_message(monkeypatch: pytest.MonkeyPatch, fake_arm: FakeArm) -> None:
-    monkeypatch.setattr("shared.arm.checked_endpoint", lambda endpoint: (endpoint, True))
+    monkeypatch.setattr("shared.clients.arm.checked_endpoint", lambda endpoint: (endpoint, True))
     with pytest.raises(ArmError) as failed:
         ArmClient(fake_arm.url, StaticCredential(fail=True)).get(NSG, "Microsoft.Network")
     assert failed.value.status == 503

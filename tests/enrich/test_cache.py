@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.data.tables import TableServiceClient, UpdateMode
 
-from shared import azurite
+from shared.cli import azurite
+from shared.clients.storage import emulator_connection_string
 from shared.enrich.cache import PART_BYTES, InProcessCache, TableCache
 from tests.enrich.conftest import cache_table_name
 
@@ -73,7 +74,7 @@ def test_forget(table_cache: TableCache) -> None:
 
 def test_an_unreachable_store_is_a_miss_and_a_put_does_not_raise(caplog: pytest.LogCaptureFixture) -> None:
     unreachable = TableServiceClient.from_connection_string(
-        azurite.connection_string({"blob": 9, "queue": 9, "table": 9}), retry_total=0, connection_timeout=1)
+        emulator_connection_string({"blob": 9, "queue": 9, "table": 9}), retry_total=0, connection_timeout=1)
     cache = TableCache(unreachable, "enrichcache")
     cache.put("resource", "k", b"{}", now=NOW, ttl=HOUR)
     assert cache.get("resource", "k", NOW) is None

@@ -7,9 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from shared.catalog import OPERATIONS_FILE
-from shared.catalog_sync import ArmOperation, encode, merge, provider_operations
-from shared.cli import main
+from shared.cli.main import main
+from shared.normalize.catalog import OPERATIONS_FILE
+from shared.normalize.catalog_sync import ArmOperation, encode, merge, provider_operations
 from tests.enrich.fake_arm import FakeArm, arm_body, arm_path, forbidden
 
 TDE_WRITE = "MICROSOFT.SQL/SERVERS/DATABASES/TRANSPARENTDATAENCRYPTION/WRITE"

@@ -9,9 +9,9 @@ import maxminddb
 import orjson
 import pytest
 
-from shared.enrich.errors import InputError
 from shared.enrich.ip import ServiceTagIndex, address_class, ip_context, parse_ip
 from shared.enrich.servicetags import file_loader, parse_service_tags
+from shared.http_errors import InputError
 from tests.enrich.conftest import write_geo_database
 from tests.enrich.fake_arm import arm_body
 

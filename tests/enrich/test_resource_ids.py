@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from shared.enrich.errors import InputError
 from shared.enrich.resource_ids import (
     ALLOWED_TYPE_NAMES,
     alert_target,
     resource_target,
     role_definition_path,
 )
+from shared.http_errors import InputError
 from tests.enrich.fake_arm import SUBSCRIPTION as SUB
 from tests.enrich.fake_arm import arm_path
 

@@ -11,7 +11,7 @@ import azure.functions as func
 import orjson
 import pytest
 
-from shared.serve import Dispatcher, ServedProcess, compile_route, http_functions
+from shared.cli.serve import Dispatcher, ServedProcess, compile_route, http_functions
 from tests.enrich.fake_arm import FakeArm, arm_path
 
 

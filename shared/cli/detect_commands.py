@@ -1,0 +1,153 @@
+"""`python -m shared replay ...` and `python -m shared rules test ...` (registered by shared.cli.main).
+
+replay: stdout carries one JSON alert per line — only alerts that are new — and nothing else;
+progress, rule load errors and the summary go to stderr. rules test: a report per rule on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+from pathlib import Path
+
+from azure.core.exceptions import AzureError, ServiceRequestError
+
+from shared.cli.replay import (
+    LocalDetector,
+    ReplayResult,
+    is_local,
+    local_detector,
+    local_settings,
+    partition_for,
+    replay_bodies,
+)
+from shared.cli.rule_tests import in_memory_detector, run_cases
+from shared.clients.storage import table_service
+from shared.detect.engine import RULES_DIR
+from shared.detect.rules.loader import RulePack, load_rules
+from shared.settings import Settings, env_name, get_settings
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    replay = commands.add_parser(
+        "replay", help="normalize then detect Event Hub bodies with state in Table Storage (Azurite by default); "
+                       "new alerts as JSON lines on stdout")
+    replay.add_argument("files", nargs="*", help="JSON body or JSON Lines of bodies per file (default: stdin); "
+                                                 "one partition per file, sequence number = position")
+    replay.add_argument("--rules", help="rules folder (default: STORMWATCH_RULES_DIR, else rules/)")
+    replay.add_argument("--fresh", action="store_true", help="empty the state and alerts tables first")
+    replay.set_defaults(run=cmd_replay)
+    rules = commands.add_parser("rules", help="work with detection rule files")
+    actions = rules.add_subparsers(dest="rules_command", required=True)
+    test = actions.add_parser("test", help="run every rule's embedded test events; pass/fail per rule")
+    test.add_argument("directory", nargs="?", help="rules folder (default: STORMWATCH_RULES_DIR, else rules/)")
+    test.set_defaults(run=cmd_rules_test)
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _inputs(files: list[str]) -> list[tuple[str, str, list[bytes]]]:
+    """(name, partition, bodies) per input; a file that cannot be read is a usage error."""
+    from shared.cli.main import UsageError, read_bodies  # noqa: PLC0415 - shared.cli.main imports this module
+
+    if not files:
+        content = sys.stdin.buffer.read()
+        return [("<stdin>", partition_for("<stdin>", content), list(read_bodies(io.BytesIO(content))))]
+    inputs = []
+    for name in files:
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"not a readable file: {name}")
+        with path.open("rb") as stream:
+            inputs.append((name, partition_for(name), list(read_bodies(stream))))
+    return inputs
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    logging.getLogger("stormwatch").setLevel(logging.ERROR)  # the per-batch log lines are for App Insights
+    settings = local_settings(get_settings())
+    pack = _load(args.rules or settings.rules_dir)
+    if not pack.rules:
+        _say("replay: no rule loaded")
+        return 2
+    inputs = _inputs(args.files)
+    service = table_service(settings)
+    try:
+        local = local_detector(pack.rules, service, settings)
+        if args.fresh:
+            _start_fresh(local, settings, is_local(service))
+        total = ReplayResult()
+        for name, partition, bodies in inputs:
+            result = replay_bodies(bodies, partition, local.detector, settings)
+            for alert in result.alerts:
+                sys.stdout.buffer.write(alert.to_json() + b"\n")
+            sys.stdout.buffer.flush()
+            _say(f"replay: {name}: {result.records_in} records → {result.events} events "
+                 f"({result.dead_letters} dead letters), {result.matched} rule matches, "
+                 f"{len(result.alerts)} new alerts ({result.repeated} raised before)")
+            total.records_in, total.events = total.records_in + result.records_in, total.events + result.events
+            total.dead_letters += result.dead_letters
+            total.reports.extend(result.reports)
+    except ServiceRequestError as error:
+        _say(f"replay: cannot reach the table endpoint {service.url} ({_first_line(error)}). Start Azurite "
+             f"(`make demo` leaves one on 127.0.0.1:10002) or set {env_name('storage_connection_string')} / "
+             f"{env_name('table_endpoint')}.")
+        return 1
+    except AzureError as error:
+        _say(f"replay: table storage at {service.url} refused the request: {_first_line(error)}")
+        return 1
+    _say(f"replay: {len(inputs)} inputs, {total.records_in} records → {total.events} events, "
+         f"{total.matched} rule matches, {len(total.alerts)} new alerts ({total.repeated} raised before); "
+         f"state in table '{settings.state_table}', alerts in '{settings.alerts_table}' at {service.url}")
+    return 0
+
+
+def _start_fresh(local: LocalDetector, settings: Settings, local_account: bool) -> None:
+    from shared.cli.main import UsageError  # noqa: PLC0415 - shared.cli.main imports this module
+
+    if not local_account and settings.state_table == Settings().state_table:
+        raise UsageError(f"refusing to empty the deployed tables with --fresh: set {env_name('state_table')} "
+                         f"and {env_name('alerts_table')} to tables of your own")
+    removed = local.start_fresh()
+    _say(f"replay: --fresh: removed {removed} entities from '{settings.state_table}' and '{settings.alerts_table}'")
+
+
+def _first_line(error: Exception) -> str:
+    text = str(getattr(error, "message", None) or error)
+    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _load(rules_dir: str | None) -> RulePack:
+    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR)
+    for error in pack.errors:
+        _say(f"rule file not loaded: {error}")
+    return pack
+
+
+def _shown(path: Path) -> Path:
+    """A rule file relative to the working folder when it is inside it (shorter, clickable)."""
+    try:
+        return path.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def cmd_rules_test(args: argparse.Namespace) -> int:
+    logging.getLogger("stormwatch").setLevel(logging.ERROR)
+    pack = _load(args.directory or get_settings().rules_dir)
+    failed = 0
+    for rule in pack.rules:
+        results = run_cases(rule, in_memory_detector)
+        broken = [result for result in results if not result.passed]
+        failed += bool(broken) or not results
+        status = "FAIL" if broken else "PASS" if results else "NO TESTS"
+        print(f"{status:<8} {rule.id} ({len(results)} cases, {_shown(rule.path)})")
+        for result in broken:
+            print(f"         {result.describe()}")
+    print(f"{len(pack.rules)} rules: {len(pack.rules) - failed} passed, {failed} failed or untested; "
+          f"{len(pack.errors)} files not loaded")
+    return 1 if failed or pack.errors else 0

@@ -1,0 +1,119 @@
+"""Command line: run the pipeline's code paths locally, without the Functions host.
+
+stdout carries only results (one JSON object per line) so it can be piped; messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+
+from shared.cli.azurite import stop_dev_instance
+from shared.cli.deadletter_commands import add_deadletter_commands
+from shared.cli.demo import run_demo
+from shared.cli.detect_commands import add_commands as add_detect_commands
+from shared.cli.enrich_commands import add_commands as add_enrich_commands
+from shared.cli.usage import UsageError
+from shared.clients.eventhubs import Position
+from shared.normalize.batch import normalize_bodies
+from shared.settings import SettingsError
+from shared.worker_memory import keep_freed_memory
+
+__all__ = ["UsageError", "build_parser", "main", "read_bodies"]  # the command modules import these
+
+
+def read_bodies(stream: BinaryIO) -> Iterator[bytes]:
+    """A file holds one JSON body, or JSON Lines of bodies (one body per non-empty line).
+
+    A file is JSON Lines when it does not parse as one document but its first line does on its own;
+    then a malformed line becomes its own dead letter without hiding the lines around it. Anything
+    else is one body (a truncated pretty-printed file is one dead letter, not one per line).
+    """
+    data = stream.read()
+    if not data.strip():
+        return
+    lines = [line for line in data.splitlines() if line.strip()]
+    if len(lines) > 1 and not _parses(data.removeprefix(b"\xef\xbb\xbf")) and _parses(lines[0]):
+        yield from lines
+    else:
+        yield data
+
+
+def _parses(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _open_inputs(paths: Sequence[str]) -> Iterator[tuple[str, BinaryIO]]:
+    if not paths:
+        yield "<stdin>", sys.stdin.buffer
+        return
+    for path in paths:
+        file = Path(path)
+        if not file.is_file():
+            raise UsageError(f"not a readable file: {path}")
+        with file.open("rb") as stream:
+            yield path, stream
+
+
+def cmd_normalize(args: argparse.Namespace) -> int:
+    out, err = sys.stdout.buffer, sys.stderr.buffer
+    for name, stream in _open_inputs(args.files):
+        bodies = [(body, Position(partition=name, sequence_number=index))
+                  for index, body in enumerate(read_bodies(stream))]
+        result = normalize_bodies(bodies, include_raw=not args.no_raw)
+        for output in result.events:
+            out.write(output.body + b"\n")
+        for letter in result.dead_letters:
+            err.write(orjson.dumps(letter.model_dump(mode="json")) + b"\n")
+    out.flush()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    normalize = commands.add_parser(
+        "normalize", help="normalize Event Hub bodies: events on stdout, dead letters on stderr")
+    normalize.add_argument("files", nargs="*", help="JSON body or JSON Lines of bodies (default: stdin)")
+    normalize.add_argument("--no-raw", action="store_true", help="leave the original record out")
+    normalize.set_defaults(run=cmd_normalize)
+    demo = commands.add_parser("demo", help="run the bundled samples through the pipeline (make demo)")
+    demo.add_argument("--data", default=".demo", help="folder for Azurite's data and logs")
+    demo.set_defaults(run=lambda args: run_demo(Path(args.data)))
+    azurite_command = commands.add_parser("azurite", help="stop the demo's Azurite")
+    azurite_command.add_argument("action", choices=["stop"])
+    azurite_command.add_argument("--data", default=".demo/azurite")
+    azurite_command.set_defaults(run=cmd_azurite)
+    add_deadletter_commands(commands)
+    add_enrich_commands(commands)
+    add_detect_commands(commands)
+    return parser
+
+
+def cmd_azurite(args: argparse.Namespace) -> int:
+    stopped = stop_dev_instance(Path(args.data))
+    print("Azurite stopped" if stopped else "no demo Azurite was running", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    keep_freed_memory()  # as the Functions worker does (normalize_fn), so local runs behave the same
+    try:
+        code: int = args.run(args)
+    except (UsageError, SettingsError) as error:
+        print(f"python -m shared {args.command}: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    return code

@@ -1,0 +1,75 @@
+"""Clients for the storage account: a connection string locally (Azurite), managed identity in Azure."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+from azure.identity import DefaultAzureCredential
+from azure.storage.blob import BlobServiceClient, ExponentialRetry
+
+from shared.settings import Settings, SettingsError, env_name
+
+# Fail fast inside one call and let the function's retry policy (exponential, unbounded) do the long
+# waiting: a storage call blocked for minutes would hold the batch past the function timeout.
+_TIMEOUTS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
+
+
+# Azurite's well-known development account: public, documented, and accepted only by the emulator.
+DEV_ACCOUNT = "devstoreaccount1"
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+DEFAULT_PORTS = {"blob": 10000, "queue": 10001, "table": 10002}
+
+
+def emulator_connection_string(ports: dict[str, int], host: str = "127.0.0.1") -> str:
+    return (f"DefaultEndpointsProtocol=http;AccountName={DEV_ACCOUNT};AccountKey={DEV_KEY};"
+            f"BlobEndpoint=http://{host}:{ports['blob']}/{DEV_ACCOUNT};"
+            f"QueueEndpoint=http://{host}:{ports['queue']}/{DEV_ACCOUNT};"
+            f"TableEndpoint=http://{host}:{ports['table']}/{DEV_ACCOUNT};")
+
+
+DEV_CONNECTION_STRING = emulator_connection_string(DEFAULT_PORTS)
+
+
+def _blob_options() -> dict[str, Any]:
+    return {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3), **_TIMEOUTS}
+
+
+def _table_options() -> dict[str, Any]:
+    return {"retry_total": 3, "retry_backoff_factor": 0.5, **_TIMEOUTS}
+
+
+@lru_cache(maxsize=1)
+def default_credential() -> DefaultAzureCredential:
+    """DefaultAzureCredential: the managed identity in Azure, a developer's login locally."""
+    return DefaultAzureCredential()
+
+
+def _local_connection_string(settings: Settings) -> str | None:
+    """The configured connection string, with the `UseDevelopmentStorage=true` shortcut expanded."""
+    value = settings.storage_connection_string
+    if value and value.replace(" ", "").lower() == "usedevelopmentstorage=true":
+        return DEV_CONNECTION_STRING
+    return value
+
+
+def blob_service(settings: Settings) -> BlobServiceClient:
+    connection = _local_connection_string(settings)
+    if connection:
+        return BlobServiceClient.from_connection_string(connection, **_blob_options())
+    if settings.blob_endpoint:
+        return BlobServiceClient(settings.blob_endpoint, credential=default_credential(), **_blob_options())
+    raise SettingsError(f"set {env_name('blob_endpoint')} (Azure) or "
+                        f"{env_name('storage_connection_string')} (local) for dead letters")
+
+
+def table_service(settings: Settings) -> TableServiceClient:
+    connection = _local_connection_string(settings)
+    if connection:
+        return TableServiceClient.from_connection_string(connection, **_table_options())
+    if settings.table_endpoint:
+        return TableServiceClient(settings.table_endpoint, credential=default_credential(),
+                                  **_table_options())
+    raise SettingsError(f"set {env_name('table_endpoint')} (Azure) or "
+                        f"{env_name('storage_connection_string')} (local) for state tables")

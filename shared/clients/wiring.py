@@ -1,0 +1,60 @@
+"""Process-wide clients built once from the app settings.
+
+The Functions host reuses the worker between invocations, so producers and storage clients live for
+the life of the process (connections stay warm). Each engine declares its own process-wide objects with
+`process_wide` (the enricher lives in `shared.enrich.service`), so this module imports no engine, and
+`reset()` forgets them all after settings change (tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import _lru_cache_wrapper, cache
+from typing import Any, TypeVar
+
+from azure.eventhub import EventHubProducerClient
+
+from shared.clients.dead_letters import BlobDeadLetterStore, DeadLetterStore
+from shared.clients.publisher import EventHubPublisher, InProcessPublisher, Publisher
+from shared.clients.storage import blob_service, default_credential
+from shared.settings import SettingsError, env_name, get_settings
+
+_Built = TypeVar("_Built")
+_FORGET: list[Callable[[], None]] = []
+
+
+def process_wide(build: Callable[[], _Built]) -> _lru_cache_wrapper[_Built]:
+    """Build once per worker process; `reset()` forgets it."""
+    built = cache(build)
+    _FORGET.append(built.cache_clear)
+    return built
+
+
+@process_wide
+def publisher() -> Publisher:
+    settings = get_settings()
+    if settings.publisher == "memory":
+        return InProcessPublisher()
+    # The SDK retries transient send failures with exponential backoff before it raises.
+    retry: dict[str, Any] = {"retry_total": 5, "retry_backoff_factor": 0.8, "retry_backoff_max": 30}
+    namespace, connection = settings.eventhub_namespace, settings.eventhub_connection_string
+    if namespace:
+        return EventHubPublisher(lambda hub: EventHubProducerClient(
+            fully_qualified_namespace=namespace, eventhub_name=hub, credential=default_credential(), **retry))
+    if connection:
+        return EventHubPublisher(lambda hub: EventHubProducerClient.from_connection_string(
+            connection, eventhub_name=hub, **retry))
+    raise SettingsError(f"{env_name('eventhub_namespace')} is required with the eventhub publisher")
+
+
+@process_wide
+def dead_letter_store() -> DeadLetterStore:
+    settings = get_settings()
+    return BlobDeadLetterStore(blob_service(settings), settings.deadletter_container)
+
+
+def reset() -> None:
+    """Forget settings and clients so the next call reads the environment again."""
+    get_settings.cache_clear()
+    for forget in _FORGET:
+        forget()

@@ -1,0 +1,270 @@
+"""detect_fn's work: normalized events in → every rule evaluated → state updated → alerts out.
+
+One batch comes from one partition, in sequence order. Matching is pure and in memory; the hits are
+then grouped per (rule, group key) so each touched key costs one read-modify-write per batch, not one
+per event (`shared.detect.state`). Alerts are emitted after the state writes (`shared.detect.alerts.emit_alerts`).
+
+Failure policy (the trigger checkpoints even when the function throws): an event that is not a
+normalized event is dead-lettered and the batch goes on; a rule that fails on one event is logged
+and skipped; only the state or alert store being unreachable raises, so the retry policy redelivers
+the batch — which the watermarks make harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import orjson
+from azure.core.exceptions import AzureError
+from azure.data.tables import TableServiceClient
+
+from shared.clients import wiring
+from shared.clients.dead_letters import DeadLetterStore
+from shared.clients.eventhubs import Position, batch_lag_ms
+from shared.clients.publisher import Publisher
+from shared.clients.storage import table_service
+from shared.detect.alerts import Alert, AlertStore, TableAlertStore, emit_alerts
+from shared.detect.inventory_table import InventoryTable, inventory_table
+from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
+from shared.detect.rules.loader import RulePack, load_rules
+from shared.detect.rules.rule import Rule, state_key
+from shared.detect.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
+from shared.normalized_event import DeadLetter
+from shared.settings import get_settings
+from shared.values import parse_time
+
+log = logging.getLogger("stormwatch.detect")
+
+RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
+# State reads and writes of different keys are independent: overlap their round trips.
+_STATE_IO = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stormwatch-state")
+
+
+@dataclass
+class Detector:
+    """The rules and the stores one process evaluates them with."""
+
+    rules: list[Rule]
+    state: StateTable
+    alerts: AlertStore
+    publisher: Publisher
+    alerts_hub: str
+    dead_letters: DeadLetterStore
+    inventory: InventoryTable | None = None  # per-subscription, per-day aggregates (docs/dashboard.md)
+
+
+class Decoded(NamedTuple):
+    event: dict[str, Any]
+    time_us: int
+    position: Position
+
+
+@dataclass
+class _KeyHits:
+    rule: Rule
+    key: StateKey
+    group: dict[str, str | None]
+    hits: list[Hit] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DetectReport:
+    """What one batch did: logged as one structured line and returned to callers."""
+
+    partition: str | None
+    events_in: int
+    dead_letters: int
+    matched: dict[str, int]
+    keys_touched: int
+    alerts: list[Alert]
+    alerts_repeated: int
+    redelivered: int
+    too_late: int
+    duplicates: int  # events seen before at another position (normalize re-published them): not counted
+    rule_errors: int
+    state_reads: int
+    state_writes: int
+    state_conflicts: int
+    # State reads and writes plus one lookup per distinct alert and one row per new alert (the bill).
+    table_transactions: int
+    duration_ms: float
+    lag_ms: float | None  # processing time − oldest enqueued time: how far behind the hub detect is
+
+    def as_log(self) -> str:
+        fields = {name: value for name, value in self.__dict__.items() if name != "alerts"}
+        return orjson.dumps({"function": "detect", **fields,
+                             "alerts_new": [alert.alert_id for alert in self.alerts]}).decode()
+
+
+def decode_events(bodies: Sequence[tuple[bytes, Position]]) -> tuple[list[Decoded], list[DeadLetter]]:
+    """Bodies of the normalized hub → events with their time in µs; anything else is a dead letter."""
+    events: list[Decoded] = []
+    letters: list[DeadLetter] = []
+    for body, position in bodies:
+        try:
+            event = orjson.loads(body)
+            if not isinstance(event, dict):
+                raise ValueError("not a JSON object")
+            if not isinstance(event.get("event_id"), str) or not event["event_id"]:
+                raise ValueError("no event_id")
+            events.append(Decoded(event, to_us(parse_time(event.get("time"))), position))
+        except ValueError as error:  # orjson.JSONDecodeError and MappingError are ValueErrors
+            letters.append(DeadLetter(
+                reason=f"not a normalized event: {error}"[:1000], partition=position.partition,
+                sequence_number=position.sequence_number, offset=position.offset,
+                enqueued_time=position.enqueued_time, record_index=None,
+                original=base64.b64encode(body).decode("ascii")))
+    return events, letters
+
+
+def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -> DetectReport:
+    """Evaluate a batch; raise only when the state or alert store cannot be reached."""
+    started = time.perf_counter()
+    partition = bodies[0][1].partition if bodies else None
+    events, letters = decode_events(bodies)
+    detector.dead_letters.write(letters)
+    matched: Counter[str] = Counter()
+    candidates: list[Alert] = []
+    touched: dict[StateKey, _KeyHits] = {}
+    rule_errors = 0
+    for rule in detector.rules:
+        for decoded in events:
+            try:
+                if rule.selects(decoded.event):
+                    matched[rule.id] += 1
+                    _select(rule, decoded, partition or "", candidates, touched)
+            except Exception:  # a rule must never sink the batch: the others still run
+                rule_errors += 1
+                log.exception("rule %s failed on event %s", rule.id, decoded.event.get("event_id"))
+    applied = _apply(detector, touched.values(), partition or "")
+    for result in applied:
+        candidates.extend(result.transition.alerts)
+        candidates.extend(result.transition.replayed)
+    candidates.sort(key=lambda alert: (alert.time, alert.alert_id))
+    new = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub)
+    if detector.inventory is not None:
+        detector.inventory.record(events, candidates, partition or "")
+    report = DetectReport(
+        partition=partition, events_in=len(bodies), dead_letters=len(letters), matched=dict(matched),
+        keys_touched=len(touched), alerts=new, alerts_repeated=len({a.alert_id for a in candidates}) - len(new),
+        redelivered=sum(result.transition.redelivered for result in applied),
+        too_late=sum(result.transition.too_late for result in applied),
+        duplicates=sum(result.transition.duplicates for result in applied),
+        rule_errors=rule_errors + sum(result.failed for result in applied),
+        state_reads=sum(result.reads for result in applied), state_writes=sum(result.writes for result in applied),
+        state_conflicts=sum(result.conflicts for result in applied),
+        table_transactions=sum(result.reads + result.writes for result in applied)
+        + len({alert.alert_id for alert in candidates}) + len(new),
+        duration_ms=round((time.perf_counter() - started) * 1000, 3), lag_ms=batch_lag_ms(bodies),
+    )
+    log.log(logging.WARNING if letters or rule_errors else logging.INFO, report.as_log())
+    return report
+
+
+def _select(rule: Rule, decoded: Decoded, partition: str, candidates: list[Alert],
+            touched: dict[StateKey, _KeyHits]) -> None:
+    event = decoded.event
+    sequence = decoded.position.sequence_number
+    hit = Hit(decoded.time_us, event["event_id"], -1 if sequence is None else sequence, event)
+    group_values = rule.group_of(event)
+    group = dict(zip(rule.spec.group_by, group_values, strict=True))
+    if not rule.stateful:
+        candidates.append(match_alert(KeyContext(rule, state_key(group_values), group, partition), hit))
+        return
+    values: tuple[str, ...] = ()
+    if rule.kind == "first_seen":
+        new_values = rule.new_values_of(event)
+        if new_values is None:
+            return  # nothing to call new
+        values = new_values
+        group = {**group, **dict(zip(rule.spec.fields, values, strict=True))}
+    key = StateKey.of(rule.id, state_key(group_values, values))
+    entry = touched.get(key)
+    if entry is None:
+        entry = touched[key] = _KeyHits(rule, key, group)
+    entry.hits.append(hit)
+
+
+def _apply(detector: Detector, touched: Iterable[_KeyHits], partition: str) -> list[Applied]:
+    work = list(touched)
+    earliest: dict[str, tuple[Rule, int]] = {}
+    for entry in work:
+        if entry.rule.kind == "first_seen":
+            first = min(hit.time_us for hit in entry.hits)
+            known = earliest.get(entry.rule.id)
+            earliest[entry.rule.id] = (entry.rule, first if known is None else min(known[1], first))
+    learning_end = {rule_id: detector.state.learning_start(rule_id, first) + rule.learning_us
+                    for rule_id, (rule, first) in earliest.items()}
+
+    def apply(entry: _KeyHits) -> Applied:
+        context = KeyContext(entry.rule, entry.key.row_key, entry.group, partition,
+                             learning_end.get(entry.rule.id))
+        try:
+            return detector.state.update(entry.key, describe_key(entry.rule, entry.group),
+                                         lambda before: advance(context, before, entry.hits))
+        except (AzureError, StateConflictError):
+            raise  # transient: the retry policy redelivers the batch
+        except Exception:  # a bug or an oversized state would otherwise hold the partition forever
+            log.exception("rule %s: state of key %s not updated, %d events not counted", entry.rule.id,
+                          entry.key.row_key, len(entry.hits))
+            return Applied(Transition(state=None), failed=True)
+
+    if len(work) <= 1:
+        return [apply(entry) for entry in work]
+    return list(_STATE_IO.map(apply, work))
+
+
+def housekeep(detector: Detector, now: datetime) -> dict[str, int]:
+    """Delete state entities whose rule's horizon has passed (the timer calls this; no TTL in Tables)."""
+    deleted = detector.state.housekeep(detector.rules, now)
+    log.info(orjson.dumps({"function": "housekeeping", "deleted": deleted}).decode())
+    return deleted
+
+
+def load_pack(rules_dir: str | Path | None) -> RulePack:
+    """Load the rules, logging each file that failed: one bad file never disables the others."""
+    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR)
+    for error in pack.errors:
+        log.error("rule file not loaded: %s", error)
+    return pack
+
+
+def build_detector(rules: list[Rule], service: TableServiceClient, *, state_table: str, alerts_table: str,
+                   publisher: Publisher, alerts_hub: str, dead_letters: DeadLetterStore,
+                   inventory: str | None = None) -> Detector:
+    return Detector(rules=rules, state=StateTable(TableEntityStore(service.get_table_client(state_table))),
+                    alerts=TableAlertStore(service.get_table_client(alerts_table)), publisher=publisher,
+                    alerts_hub=alerts_hub, dead_letters=dead_letters,
+                    inventory=None if inventory is None else inventory_table(service, inventory))
+
+
+_built: dict[str, tuple[tuple[object, ...], Detector]] = {}
+_building = threading.Lock()
+
+
+def detector() -> Detector:
+    """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`)."""
+    settings = get_settings()
+    publisher, dead_letters = wiring.publisher(), wiring.dead_letter_store()
+    signature = (settings.rules_dir, settings.state_table, settings.alerts_table, settings.inventory_table,
+                 settings.alerts_hub,
+                 settings.storage_connection_string, settings.table_endpoint, id(publisher), id(dead_letters))
+    with _building:
+        built = _built.get("current")
+        if built is None or built[0] != signature:
+            built = signature, build_detector(
+                load_pack(settings.rules_dir).rules, table_service(settings), state_table=settings.state_table,
+                alerts_table=settings.alerts_table, publisher=publisher, alerts_hub=settings.alerts_hub,
+                dead_letters=dead_letters, inventory=settings.inventory_table)
+            _built["current"] = built
+        return built[1]

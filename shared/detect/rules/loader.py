@@ -1,0 +1,336 @@
+"""Load a rules folder: every rule file on its own, so one bad file never disables the others.
+
+Errors name the file, the line and the problem (`rules/x.yaml:12: detection.selection: unknown
+modifier 'contain'`). YAML is read with two traps of YAML 1.1 closed: only true/false are booleans
+(`country: NO` stays Norway) and times stay text, as they are in normalized events.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from shared.detect.rules.errors import LoadError, RuleError
+from shared.detect.rules.model import ListFilter, RuleFile, RuleTest, ValueList, parse_duration
+from shared.detect.rules.rule import BUCKETS_PER_WINDOW, Rule, RuleCase, distinct_state_chars
+from shared.detect.rules.sigma import Getter, Predicate, as_text, compile_detection, compile_path
+from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, environment_lists
+from shared.normalized_event import FIELD_NAMES, NormalizedEvent
+from shared.values import MappingError, format_time, parse_time
+
+LISTS_FOLDER = "lists"
+RULE_SUFFIXES = (".yaml", ".yml")
+# The buckets of a distinct key (value hashes, capped at the threshold, and evidence samples;
+# `distinct_state_chars`): keep their worst case inside one entity (1 MiB, strings counted as UTF-16),
+# with room for the rest of the document.
+MAX_DISTINCT_STATE_CHARS = 300_000
+# Test events without a time get one from here, a second apart.
+TEST_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+
+
+class _RuleYamlLoader(yaml.SafeLoader):
+    """SafeLoader without the YAML 1.1 yes/no/on/off booleans and without timestamp conversion."""
+
+
+_BOOL, _TIMESTAMP = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"
+_RuleYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag not in (_BOOL, _TIMESTAMP)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_RuleYamlLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                      list("tTfF"))
+
+
+@dataclass
+class RulePack:
+    """The rules that loaded, and one error per file that did not."""
+
+    rules: list[Rule] = field(default_factory=list)
+    errors: list[LoadError] = field(default_factory=list)
+
+
+def load_rules(directory: Path) -> RulePack:
+    pack = RulePack()
+    if not directory.is_dir():
+        pack.errors.append(LoadError(directory, None, "rules folder not found"))
+        return pack
+    lists = _load_lists(directory / LISTS_FOLDER, pack.errors)
+    seen: dict[str, Path] = {}
+    for path in rule_files(directory):
+        try:
+            rule = load_rule_file(path, lists)
+        except _FileError as error:
+            pack.errors.append(error.report)
+            continue
+        if rule.id in seen:
+            pack.errors.append(LoadError(path, 1, f"rule id {rule.id!r} is already used by {seen[rule.id]}"))
+            continue
+        seen[rule.id] = path
+        pack.rules.append(rule)
+    return pack
+
+
+def rule_files(directory: Path) -> list[Path]:
+    lists = directory / LISTS_FOLDER
+    return sorted(path for path in directory.rglob("*") if path.suffix in RULE_SUFFIXES
+                  and path.is_file() and lists not in path.parents)
+
+
+class _FileError(Exception):
+    def __init__(self, report: LoadError) -> None:
+        super().__init__(str(report))
+        self.report = report
+
+
+def _read_yaml(path: Path) -> tuple[Any, yaml.Node]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise _FileError(LoadError(path, None, f"cannot read: {error}")) from None
+    loader = _RuleYamlLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise _FileError(LoadError(path, 1, "the file is empty"))
+        return loader.construct_document(node), node
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else None
+        raise _FileError(LoadError(path, line, f"not valid YAML: {error.problem or error}")) from None
+    except yaml.YAMLError as error:
+        raise _FileError(LoadError(path, None, f"not valid YAML: {error}")) from None
+    finally:
+        loader.dispose()
+
+
+def line_of(node: yaml.Node, loc: Sequence[str | int]) -> int:
+    """The line of the deepest key or item of `loc` that exists in the document."""
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(part):
+                    node, line = value_node, key_node.start_mark.line + 1
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _describe(loc: Sequence[str | int]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
+
+
+def _validation_report(path: Path, node: yaml.Node, error: ValidationError) -> LoadError:
+    first = error.errors()[0]
+    loc = [part for part in first["loc"] if isinstance(part, (str, int))]
+    where = _describe(loc)
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return LoadError(path, line_of(node, loc), f"{where}: {message}{more}" if where else message + more)
+
+
+def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[str]]:
+    lists: dict[str, frozenset[str]] = {}
+    if not folder.is_dir():
+        return lists
+    for path in sorted(folder.glob("*")):
+        if path.suffix not in RULE_SUFFIXES:
+            continue
+        try:
+            data, node = _read_yaml(path)
+            try:
+                if path.stem == CATALOG_LIST:  # one list per environment (shared/detect/subscriptions.py)
+                    lists.update(environment_lists(SubscriptionCatalog.model_validate(data)))
+                    continue
+                value_list = ValueList.model_validate(data)
+            except ValidationError as error:
+                raise _FileError(_validation_report(path, node, error)) from None
+        except _FileError as error:
+            errors.append(error.report)
+            continue
+        lists[path.stem] = frozenset(as_text(value) for value in value_list.values)
+    return lists
+
+
+def load_rule_file(path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
+    data, node = _read_yaml(path)
+    try:
+        spec = RuleFile.model_validate(data)
+    except ValidationError as error:
+        raise _FileError(_validation_report(path, node, error)) from None
+    try:
+        return _compile(spec, path, lists)
+    except RuleError as error:
+        where = _describe(error.loc)
+        raise _FileError(LoadError(path, line_of(node, error.loc),
+                                   f"{where}: {error.message}" if where else error.message)) from None
+
+
+def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
+    _check_kind(spec)
+    try:
+        detection = compile_detection(spec.detection)
+    except RuleError as error:
+        raise error.within("detection") from None
+    filters = [_compile_filter(item, lists, ("filters", index)) for index, item in enumerate(spec.filters)]
+    selects = detection if not filters else _both(detection, filters)
+    value_getters = tuple(_path(name, ("fields", index)) for index, name in enumerate(spec.fields))
+    if spec.kind == "distinct" and spec.condition and spec.condition.field:
+        value_getters = (_path(spec.condition.field, ("condition", "field")),)
+    _check_summary(spec.summary)
+    return Rule(
+        spec=spec, path=path, selects=selects,
+        group_getters=tuple(_path(name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
+        value_getters=value_getters,
+        cases=tuple(_case(spec.id, test, ("tests", index)) for index, test in enumerate(spec.tests)),
+    )
+
+
+def _check_kind(spec: RuleFile) -> None:
+    aggregates = spec.kind in ("threshold", "distinct")
+    if aggregates:
+        if spec.timespan is None:
+            raise RuleError(f"a {spec.kind} rule needs a timespan (e.g. 10m)", ("kind",))
+        seconds = spec.timespan.total_seconds()
+        if seconds < BUCKETS_PER_WINDOW or seconds % BUCKETS_PER_WINDOW:
+            raise RuleError(f"timespan must be a multiple of {BUCKETS_PER_WINDOW}s (it is cut into "
+                            f"{BUCKETS_PER_WINDOW} buckets)", ("timespan",))
+        if spec.condition is None:
+            raise RuleError(f"a {spec.kind} rule needs a condition, e.g. {{gte: 10}}", ("kind",))
+    elif spec.timespan is not None or spec.condition is not None:
+        raise RuleError(f"timespan and condition belong to threshold and distinct rules, not {spec.kind}",
+                        ("timespan",) if spec.timespan is not None else ("condition",))
+    if spec.kind == "threshold" and spec.condition and spec.condition.field:
+        raise RuleError("a threshold counts events: use kind distinct to count values of a field",
+                        ("condition", "field"))
+    if spec.kind == "distinct" and spec.condition and not spec.condition.field:
+        raise RuleError("a distinct rule counts the values of condition.field", ("condition",))
+    if spec.kind == "distinct" and spec.condition and spec.timespan and distinct_state_chars(
+            spec.condition.gte, spec.timespan, spec.lateness) > MAX_DISTINCT_STATE_CHARS:
+        raise RuleError(f"condition.gte {spec.condition.gte} with this timespan and lateness would not fit in one "
+                        "state entity: lower it or the lateness", ("condition", "gte"))
+    if spec.kind == "first_seen" and not spec.fields:
+        raise RuleError("a first_seen rule names the fields whose values must be new", ("kind",))
+    if spec.kind != "first_seen" and spec.fields:
+        raise RuleError("fields belong to first_seen rules", ("fields",))
+    if spec.kind == "first_seen" and spec.suppress is not None:
+        raise RuleError("a first_seen rule raises once per new value: suppress does not apply", ("suppress",))
+
+
+def _path(name: str, loc: tuple[str | int, ...]) -> Getter:
+    try:
+        return compile_path(name)
+    except RuleError as error:
+        raise RuleError(error.message, loc) from None
+
+
+def _compile_filter(item: ListFilter, lists: Mapping[str, frozenset[str]],
+                    loc: tuple[str | int, ...]) -> Predicate:
+    name = item.in_list or item.not_in or ""
+    if name not in lists:
+        raise RuleError(f"list {name!r} is not defined (expected {LISTS_FOLDER}/{name}.yaml)", loc)
+    members, values_of = lists[name], _path(item.field, (*loc, "field"))
+    if item.in_list is not None:
+        return lambda event: any(as_text(value) in members for value in values_of(event) if value is not None)
+    return lambda event: not any(as_text(value) in members for value in values_of(event) if value is not None)
+
+
+def _both(detection: Predicate, filters: list[Predicate]) -> Predicate:
+    return lambda event: detection(event) and all(keep(event) for keep in filters)
+
+
+def _check_summary(template: str | None) -> None:
+    if template is None:
+        return
+    if template.count("{") != template.count("}"):
+        raise RuleError("unbalanced braces in summary", ("summary",))
+    for placeholder in _PLACEHOLDER.findall(template):
+        if not all(_PLACEHOLDER_NAME.fullmatch(name) for name in placeholder.split("|")):
+            raise RuleError(f"summary placeholder {{{placeholder}}} is not a field name, dotted path or "
+                            "alternatives a|b", ("summary",))
+
+
+def _case(rule_id: str, test: RuleTest, loc: tuple[str | int, ...]) -> RuleCase:
+    events: list[dict[str, Any]] = []
+    for index, item in enumerate(test.events):
+        item_loc = (*loc, "events", index)
+        if "repeat" in item:
+            events.extend(_repeated(rule_id, item, len(events), item_loc))
+        else:
+            events.append(_test_event(rule_id, item, len(events), item_loc))
+    return RuleCase(name=test.name, alerts=test.alerts, events=tuple(events))
+
+
+def _repeated(rule_id: str, item: Mapping[str, Any], first: int,
+              loc: tuple[str | int, ...]) -> list[dict[str, Any]]:
+    """`{repeat: 12, every: 20s, event: {...}}`: 12 events 20 s apart, `{n}` in text → 0, 1, 2..."""
+    unknown = set(item) - {"repeat", "every", "event"}
+    if unknown:
+        raise RuleError(f"unknown key {sorted(unknown)[0]!r} (repeat, every, event)", loc)
+    count, template = item.get("repeat"), item.get("event")
+    if not isinstance(count, int) or not 1 <= count <= 10_000:
+        raise RuleError("repeat must be a whole number from 1 to 10000", (*loc, "repeat"))
+    if not isinstance(template, dict):
+        raise RuleError("repeat needs an event: a map of normalized fields", (*loc, "event"))
+    try:
+        every = parse_duration(item.get("every", "1s"))
+    except ValueError as error:
+        raise RuleError(str(error), (*loc, "every")) from None
+    start = _time_of(template, first, (*loc, "event", "time"))
+    events = []
+    for number in range(count):
+        fragment = _substitute(template, number)
+        fragment["time"] = format_time(start + number * every)
+        events.append(_test_event(rule_id, fragment, first + number, (*loc, "event")))
+    return events
+
+
+def _substitute(value: Any, number: int) -> Any:
+    if isinstance(value, str):
+        return value.replace("{n}", str(number))
+    if isinstance(value, dict):
+        return {key: _substitute(item, number) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substitute(item, number) for item in value]
+    return value
+
+
+def _time_of(fragment: Mapping[str, Any], index: int, loc: tuple[str | int, ...]) -> datetime:
+    if "time" not in fragment:
+        return TEST_EPOCH + timedelta(seconds=index)
+    try:
+        return parse_time(fragment["time"])
+    except MappingError as error:
+        raise RuleError(str(error), loc) from None
+
+
+def _test_event(rule_id: str, fragment: Mapping[str, Any], index: int,
+                loc: tuple[str | int, ...]) -> dict[str, Any]:
+    """A test event: the fragment over a null event, validated against the normalized contract."""
+    event: dict[str, Any] = dict.fromkeys(FIELD_NAMES)
+    event.update(event_id=f"{rule_id}-test-{index}", source="activity", common_event="Other", action="other")
+    event.update(fragment)
+    event["time"] = format_time(_time_of(fragment, index, (*loc, "time")))
+    try:
+        NormalizedEvent.model_validate(event)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field_loc = [part for part in first["loc"] if isinstance(part, (str, int))]
+        message = "not a field of the normalized event" if first["type"] == "extra_forbidden" else first["msg"]
+        raise RuleError(message, (*loc, *field_loc)) from None
+    return event

@@ -1,0 +1,333 @@
+"""Detection state in Table Storage: one entity per (rule, group key), ETag concurrency, housekeeping.
+
+`StateTable.update` is the one read-modify-write of a key per batch: read (or take the entity and its
+ETag from this process's cache), apply the pure transition, write with `If-Match: <ETag>` (or insert
+when absent). A 412 (someone wrote since), 409 (someone inserted first) or 404 (housekeeping deleted
+it) means the state we computed from is stale: re-read and re-apply. Table Storage has no atomic
+increment and no TTL; this loop and the housekeeping timer make up for both.
+
+Layout: PartitionKey = `<rule id>.<first hex digit of the RowKey>` (a Table partition serves about
+2,000 entities/s: a hot rule spreads over 16), RowKey = a hash of the group values (Table keys forbid
+`/ \\ # ?` and control characters), readable `group` kept as a property, the state as a
+JSON document split over string properties of at most 16,000 characters (64 KiB in UTF-16).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.detect.rules.aggregate import KeyState, Transition, from_us, to_us
+from shared.detect.rules.rule import Rule
+from shared.values import format_time, parse_time
+
+# A string property holds 64 KiB of UTF-16: 16,000 characters fit even if every one needs a surrogate pair.
+CHUNK_CHARS = 16_000
+MAX_CHUNKS = 28
+MAX_STATE_BYTES = 900_000  # UTF-16 size of the whole document: the entity limit is 1 MiB
+LEARNING_ROW = "!learning"  # per-rule marker of a first_seen rule's learning start; `!` sorts first
+MAX_ATTEMPTS = 25
+CACHE_ENTRIES = 10_000
+# Entities of rules no longer loaded are deleted once this old.
+ORPHAN_HORIZON = timedelta(days=30)
+
+
+class StateConflictError(Exception):
+    """The entity changed, appeared or vanished since it was read: re-read and re-apply."""
+
+
+class StateTooLargeError(ValueError):
+    """A state document would exceed one entity (cannot happen for rules that pass load checks)."""
+
+
+class Stored(NamedTuple):
+    properties: dict[str, Any]
+    etag: str
+
+
+class EntityStore(Protocol):
+    """The few Table operations state needs; each call is one Table transaction."""
+
+    def read(self, partition_key: str, row_key: str) -> Stored | None: ...
+
+    def insert(self, properties: dict[str, Any]) -> str:
+        """Create; return the new ETag. StateConflictError when it already exists."""
+
+    def replace(self, properties: dict[str, Any], etag: str) -> str:
+        """Replace if still at `etag`; return the new ETag. StateConflictError otherwise."""
+
+    def written_before(self, rule_id: str | None, moment: datetime) -> Iterator[tuple[str, str, str]]:
+        """(PartitionKey, RowKey, ETag) of a rule's key entities last written before `moment`.
+
+        `rule_id` None: every entity of the table, rule markers included.
+        """
+
+    def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
+        """Delete if still at `etag` (a concurrent update wins)."""
+
+
+class TableEntityStore:
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+        self._ready = False
+
+    def ensure_table(self) -> None:
+        """Create the table once per process (the first call also proves the endpoint is reachable)."""
+        if not self._ready:
+            with contextlib.suppress(ResourceExistsError):
+                self.table.create_table()
+            self._ready = True
+
+    def read(self, partition_key: str, row_key: str) -> Stored | None:
+        self.ensure_table()
+        try:
+            entity = self.table.get_entity(partition_key, row_key)
+        except ResourceNotFoundError:
+            return None
+        return Stored(dict(entity), str(entity.metadata["etag"]))
+
+    def insert(self, properties: dict[str, Any]) -> str:
+        self.ensure_table()
+        try:
+            return str(self.table.create_entity(properties)["etag"])
+        except ResourceExistsError as error:
+            raise StateConflictError("inserted concurrently") from error
+
+    def replace(self, properties: dict[str, Any], etag: str) -> str:
+        self.ensure_table()
+        try:
+            metadata = self.table.update_entity(properties, mode=UpdateMode.REPLACE, etag=etag,
+                                                match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError) as error:
+            raise StateConflictError("changed or deleted concurrently") from error
+        return str(metadata["etag"])
+
+    def written_before(self, rule_id: str | None, moment: datetime) -> Iterator[tuple[str, str, str]]:
+        self.ensure_table()
+        query, parameters = "Timestamp lt @moment", dict[str, Any](moment=moment)
+        if rule_id is not None:  # the rule's 16 partitions `<id>.0` to `<id>.f`: a range, not 16 queries
+            query = f"PartitionKey gt @low and PartitionKey lt @high and {query}"
+            parameters.update(low=f"{rule_id}.", high=f"{rule_id}/")
+        for entity in self.table.query_entities(query, parameters=parameters, select=["PartitionKey", "RowKey"]):
+            yield entity["PartitionKey"], entity["RowKey"], str(entity.metadata["etag"])
+
+    def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
+        try:
+            self.table.delete_entity(partition_key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        return True
+
+
+class MemoryEntityStore:
+    """The same contract in process, for `rules test` without a storage account."""
+
+    def __init__(self, clock: Callable[[], datetime]) -> None:
+        self._clock = clock
+        self._entities: dict[tuple[str, str], tuple[dict[str, Any], int, datetime]] = {}
+        self._version = 0
+        self._lock = threading.Lock()
+
+    def read(self, partition_key: str, row_key: str) -> Stored | None:
+        with self._lock:
+            found = self._entities.get((partition_key, row_key))
+        return None if found is None else Stored(dict(found[0]), str(found[1]))
+
+    def _put(self, properties: dict[str, Any], expected: str | None) -> str:
+        key = (properties["PartitionKey"], properties["RowKey"])
+        with self._lock:
+            current = self._entities.get(key)
+            if (current is None) != (expected is None) or (current and str(current[1]) != expected):
+                raise StateConflictError("changed concurrently")
+            self._version += 1
+            self._entities[key] = (dict(properties), self._version, self._clock())
+            return str(self._version)
+
+    def insert(self, properties: dict[str, Any]) -> str:
+        return self._put(properties, None)
+
+    def replace(self, properties: dict[str, Any], etag: str) -> str:
+        return self._put(properties, etag)
+
+    def written_before(self, rule_id: str | None, moment: datetime) -> Iterator[tuple[str, str, str]]:
+        with self._lock:
+            found = [(pk, rk, str(version)) for (pk, rk), (_, version, written) in self._entities.items()
+                     if written < moment and (rule_id is None or pk.startswith(f"{rule_id}."))]
+        yield from found
+
+    def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
+        with self._lock:
+            current = self._entities.get((partition_key, row_key))
+            if current is None or str(current[1]) != etag:
+                return False
+            del self._entities[(partition_key, row_key)]
+            return True
+
+
+class StateKey(NamedTuple):
+    partition_key: str
+    row_key: str
+
+    @classmethod
+    def of(cls, rule_id: str, row_key: str) -> StateKey:
+        return cls(f"{rule_id}.{row_key[0]}", row_key)
+
+    @property
+    def rule_id(self) -> str:
+        return self.partition_key.split(".", 1)[0]
+
+
+@dataclass
+class Applied:
+    """A transition as written, with what it cost (for the batch report and the benchmark)."""
+
+    transition: Transition
+    reads: int = 0
+    writes: int = 0
+    conflicts: int = 0
+    failed: bool = False
+
+
+@dataclass
+class StateTable:
+    """Read-modify-write of detection state with a per-process cache of entities and their ETags.
+
+    The cache saves the read when this process wrote the entity last (the usual case: one instance
+    owns a partition); a stale cached ETag costs one 412 and a re-read, never a wrong count.
+    """
+
+    store: EntityStore
+    cache_entries: int = CACHE_ENTRIES
+    # How a stored document is read back: a KeyState subclass (inventory aggregates) brings its own.
+    decode: Callable[[str], KeyState] = KeyState.from_json
+    _cache: OrderedDict[StateKey, tuple[KeyState, str]] = field(default_factory=OrderedDict)
+    _learning: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def update(self, key: StateKey, describe: dict[str, Any],
+               change: Callable[[KeyState | None], Transition]) -> Applied:
+        applied = Applied(Transition(state=None))
+        cached = self._cached(key)
+        for attempt in range(MAX_ATTEMPTS):
+            if cached is None:
+                applied.reads += 1
+                stored = self.store.read(*key)
+                cached = None if stored is None else (decode_state(stored.properties, self.decode), stored.etag)
+            before, etag = cached if cached is not None else (None, None)
+            applied.transition = change(before)
+            after = applied.transition.state
+            if after is None:
+                return applied
+            properties = {"PartitionKey": key.partition_key, "RowKey": key.row_key, **describe, **encode_state(after)}
+            try:
+                applied.writes += 1
+                new_etag = self.store.insert(properties) if etag is None else self.store.replace(properties, etag)
+            except StateConflictError:
+                applied.conflicts += 1
+                self._forget(key)
+                cached = None
+                time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
+                continue
+            self._remember(key, after, new_etag)
+            return applied
+        raise StateConflictError(f"{key} still contended after {MAX_ATTEMPTS} attempts")
+
+    def learning_start(self, rule_id: str, candidate_us: int) -> int:
+        """When a first_seen rule saw its first event: written once (insert wins), then cached."""
+        known = self._learning.get(rule_id)
+        if known is not None:
+            return known
+        for _ in range(MAX_ATTEMPTS):
+            stored = self.store.read(rule_id, LEARNING_ROW)
+            if stored is not None:
+                started = to_us(parse_time(stored.properties["started"]))
+                break
+            try:
+                self.store.insert({"PartitionKey": rule_id, "RowKey": LEARNING_ROW,
+                                   "started": format_time(from_us(candidate_us))})
+            except StateConflictError:
+                continue
+            started = candidate_us
+            break
+        else:
+            raise StateConflictError(f"learning marker of {rule_id} still contended")
+        self._learning[rule_id] = started
+        return started
+
+    def housekeep(self, rules: list[Rule], now: datetime) -> dict[str, int]:
+        """Delete entities not written within their rule's horizon; orphans of removed rules after 30 days."""
+        deleted: dict[str, int] = {}
+        for rule in rules:
+            for partition_key, row_key, etag in self.store.written_before(rule.id, now - rule.horizon):
+                if self.store.delete(partition_key, row_key, etag):
+                    deleted[rule.id] = deleted.get(rule.id, 0) + 1
+                    self._forget(StateKey(partition_key, row_key))
+        known = {rule.id for rule in rules}
+        for partition_key, row_key, etag in self.store.written_before(None, now - ORPHAN_HORIZON):
+            rule_id = StateKey(partition_key, row_key).rule_id
+            if rule_id not in known and self.store.delete(partition_key, row_key, etag):
+                deleted[rule_id] = deleted.get(rule_id, 0) + 1
+        return deleted
+
+    def clear(self, now: datetime) -> int:
+        """Delete every entity (`replay --fresh`, the demo): start from empty state."""
+        removed = sum(self.store.delete(pk, rk, etag) for pk, rk, etag in
+                      list(self.store.written_before(None, now + timedelta(days=1))))
+        with self._lock:
+            self._cache.clear()
+        self._learning.clear()
+        return removed
+
+    def _cached(self, key: StateKey) -> tuple[KeyState, str] | None:
+        with self._lock:
+            found = self._cache.get(key)
+            if found is not None:
+                self._cache.move_to_end(key)
+            return found
+
+    def _remember(self, key: StateKey, state: KeyState, etag: str) -> None:
+        with self._lock:
+            self._cache[key] = (state, etag)
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_entries:
+                self._cache.popitem(last=False)
+
+    def _forget(self, key: StateKey) -> None:
+        with self._lock:
+            self._cache.pop(key, None)
+
+
+def encode_state(state: KeyState) -> dict[str, str]:
+    text = state.to_json()
+    chunks = [text[index:index + CHUNK_CHARS] for index in range(0, len(text), CHUNK_CHARS)] or [""]
+    if len(chunks) > MAX_CHUNKS or (len(text) * 2 > MAX_STATE_BYTES
+                                    and len(text.encode("utf-16-le")) > MAX_STATE_BYTES):
+        raise StateTooLargeError(f"state of {len(text)} characters exceeds one entity")
+    return {"state" if index == 0 else f"state{index}": chunk for index, chunk in enumerate(chunks)}
+
+
+def decode_state(properties: dict[str, Any], decode: Callable[[str], KeyState] = KeyState.from_json) -> KeyState:
+    parts = [properties.get("state", "")]
+    index = 1
+    while f"state{index}" in properties:
+        parts.append(properties[f"state{index}"])
+        index += 1
+    return decode("".join(parts))
+
+
+def describe_key(rule: Rule, group: dict[str, str | None]) -> dict[str, Any]:
+    """The readable properties beside the state: which rule, which group (values cut to 256 chars)."""
+    shown = {name: None if value is None else value[:256] for name, value in group.items()}
+    return {"rule": rule.id, "kind": rule.kind, "group": orjson.dumps(shown).decode()}

@@ -1,0 +1,146 @@
+"""The HTTP surface of inventory_fn: `GET /api/inventory` (JSON) and `GET /api/dashboard` (HTML).
+
+Both read the same answer (`inventory_answer`): the aggregates of one subscription, or all, over a
+range of days, merged into daily totals and Top-X tables, with names from the subscription catalog.
+The dashboard is that answer drawn as one page (`shared.inventory.dashboard`), so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import orjson
+from azure.core.exceptions import AzureError
+
+from shared.clients.storage import table_service
+from shared.detect.engine import RULES_DIR
+from shared.detect.inventory_aggregates import DIMENSIONS, TENANT, TOTALS, summarize
+from shared.detect.inventory_table import InventoryTable, inventory_table
+from shared.detect.subscriptions import SubscriptionCatalog, load_catalog
+from shared.http_errors import InputError
+from shared.settings import SettingsError, get_settings
+
+log = logging.getLogger("stormwatch.inventory")
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+MAX_TOP = 20
+DEFAULT_TOP = 10
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_SUBSCRIPTION = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@dataclass(frozen=True)
+class Query:
+    subscription: str | None  # None: every subscription (and the tenant)
+    first: date
+    last: date
+    top: int
+
+
+def parse_query(params: Mapping[str, str], today: date) -> Query:
+    """`subscription`, `from`, `to` (YYYY-MM-DD, inclusive), `top`: checked, with the defaults filled in."""
+    subscription = (params.get("subscription") or "").strip().lower() or None
+    if subscription is not None and subscription != TENANT and not _SUBSCRIPTION.match(subscription):
+        raise InputError(f"'subscription' must be a subscription GUID or '{TENANT}'")
+    last = _day(params, "to") or today
+    first = _day(params, "from") or last - timedelta(days=DEFAULT_DAYS - 1)
+    if first > last:
+        raise InputError("'from' must not be after 'to'")
+    if (last - first).days >= MAX_DAYS:
+        raise InputError(f"the range may cover at most {MAX_DAYS} days")
+    top = params.get("top") or str(DEFAULT_TOP)
+    if not top.isdigit() or not 1 <= int(top) <= MAX_TOP:
+        raise InputError(f"'top' must be a number from 1 to {MAX_TOP}")
+    return Query(subscription, first, last, int(top))
+
+
+def _day(params: Mapping[str, str], name: str) -> date | None:
+    value = params.get(name)
+    if not value:
+        return None
+    if _DAY.match(value):
+        with contextlib.suppress(ValueError):
+            return date.fromisoformat(value)
+    raise InputError(f"'{name}' must be a date as YYYY-MM-DD")
+
+
+def inventory_answer(table: InventoryTable, catalog: SubscriptionCatalog, query: Query) -> dict[str, Any]:
+    """The JSON document of `/api/inventory`; every day of the range is present (zeros when quiet)."""
+    summary = summarize(table.read(query.subscription, query.first, query.last), query.top)
+    days = [query.first + timedelta(days=offset) for offset in range((query.last - query.first).days + 1)]
+    zero = dict.fromkeys(TOTALS, 0)
+    return {
+        "subscription": query.subscription, "from": query.first.isoformat(), "to": query.last.isoformat(),
+        "totals": summary.totals,
+        "days": [{"day": day.isoformat(), **summary.days.get(day.isoformat(), zero)} for day in days],
+        "subscriptions": [_subscription(catalog, subscription, events)
+                          for subscription, events in summary.subscriptions.items()],
+        "top": {name: [{"value": value, "events": count} for value, count in summary.top[name].items()]
+                for name in DIMENSIONS},
+        "latest_alerts": [{**alert, "subscription_name": _name(catalog, alert["subscription"])}
+                          for alert in summary.latest_alerts],
+        "catalog": [_subscription(catalog, subscription, None) for subscription in catalog.subscriptions],
+    }
+
+
+def _subscription(catalog: SubscriptionCatalog, subscription: str, events: int | None) -> dict[str, Any]:
+    entry = catalog.subscriptions.get(subscription)
+    described = {"id": subscription, "name": _name(catalog, subscription),
+                 "environment": None if entry is None else entry.environment}
+    return described if events is None else {**described, "events": events}
+
+
+def _name(catalog: SubscriptionCatalog, subscription: str) -> str:
+    return "Entra ID tenant" if subscription == TENANT else catalog.name_of(subscription)
+
+
+_readers: dict[str, tuple[tuple[object, ...], InventoryTable, SubscriptionCatalog]] = {}
+_building = threading.Lock()
+
+
+def _reader() -> tuple[InventoryTable, SubscriptionCatalog]:
+    """The table client and catalog of this process, rebuilt when the settings change."""
+    settings = get_settings()
+    signature = (settings.storage_connection_string, settings.table_endpoint, settings.inventory_table,
+                 settings.rules_dir)
+    with _building:
+        built = _readers.get("current")
+        if built is None or built[0] != signature:
+            rules = Path(settings.rules_dir) if settings.rules_dir else RULES_DIR
+            built = signature, inventory_table(table_service(settings), settings.inventory_table), load_catalog(rules)
+            _readers["current"] = built
+        return built[1], built[2]
+
+
+def handle(request: func.HttpRequest, render: Callable[[dict[str, Any], str | None], func.HttpResponse]
+           ) -> func.HttpResponse:
+    """One request to its answer: 400 for bad parameters, 503 when the table cannot be read."""
+    params = {name: value for name, value in request.params.items() if isinstance(value, str)}
+    try:
+        query = parse_query(params, datetime.now(UTC).date())
+        table, catalog = _reader()
+        return render(inventory_answer(table, catalog, query), params.get("code"))
+    except InputError as error:
+        return json_response(error.status, {"error": {"status": error.status, "message": error.message}})
+    except AzureError as error:
+        log.warning("inventory table unreadable: %s", type(error).__name__)
+        return json_response(503, {"error": {"status": 503, "message": "the inventory table cannot be read now"}},
+                             {"Retry-After": "30"})
+    except SettingsError as error:
+        log.error("inventory: app settings unusable: %s", error)
+        return json_response(500, {"error": {"status": 500, "message": "the app settings are unusable"}})
+
+
+def json_response(status: int, document: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(orjson.dumps(document), status_code=status, mimetype="application/json",
+                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                                      **(headers or {})})

@@ -1,0 +1,5 @@
+"""normalize_fn's engine: raw bodies → normalized events and dead letters.
+
+`batch` runs a trigger batch (split, map, encode, dead-letter, fan out); `mappers` hold one mapper per
+record shape; `catalog` describes and classifies operations from `data/`, which `catalog_sync` refreshes.
+"""

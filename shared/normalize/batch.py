@@ -1,0 +1,166 @@
+"""normalize_fn's work: Event Hub bodies in → normalized events (fanned out) + dead letters.
+
+`normalize_bodies` is pure (bytes in, encoded events and dead letters out) so it is trivially testable
+and fast; `process_batch` adds the I/O in the order that loses nothing: dead letters first (idempotent
+blob per batch), then the fan-out. A failure of either raises, so the trigger's retry policy redelivers
+the batch; a bad record never raises.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.machinery
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from shared.clients.dead_letters import DeadLetterStore
+from shared.clients.eventhubs import Position, batch_lag_ms
+from shared.clients.publisher import OutgoingEvent, Publisher
+from shared.normalize import mappers
+from shared.normalize.mappers import MappingError, map_record, split_body
+from shared.normalized_event import DeadLetter
+from shared.settings import Settings
+
+log = logging.getLogger("stormwatch.normalize")
+
+# Event Hubs Standard accepts 1 MiB per event including AMQP overhead: keep a margin.
+MAX_EVENT_BYTES = 1_000_000
+# Which build runs, reported in every batch line: `make package` deploys the mappers compiled (extension
+# modules), a remote build deploys the sources.
+MAPPERS = "compiled" if (mappers.__file__ or "").endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)) \
+    else "interpreted"
+
+
+class NormalizedOutput(NamedTuple):
+    source: str
+    partition_key: str
+    body: bytes
+
+
+@dataclass
+class BatchResult:
+    records_in: int = 0
+    events: list[NormalizedOutput] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+    def events_by_source(self) -> Counter[str]:
+        return Counter(output.source for output in self.events)
+
+    def dead_letters_by_reason(self) -> Counter[str]:
+        return Counter(letter.reason.split(":", 1)[0] for letter in self.dead_letters)
+
+
+def normalize_bodies(bodies: Iterable[tuple[bytes, Position]], include_raw: bool = True) -> BatchResult:
+    """Every record of every body becomes one encoded event or one dead letter (never an exception)."""
+    result = BatchResult()
+    for body, position in bodies:
+        _normalize_body(body, position, include_raw, result)
+    return result
+
+
+def _normalize_body(body: bytes, position: Position, include_raw: bool, result: BatchResult) -> None:
+    try:
+        records = split_body(body)
+    except MappingError as error:
+        result.records_in += 1
+        result.dead_letters.append(_dead_letter(str(error), position, None, body))
+        return
+    result.records_in += len(records)
+    add_event = result.events.append
+    for index, record in enumerate(records):
+        try:
+            event = map_record(record)
+            encoded = encode_event(event, record if include_raw else None)
+        except MappingError as error:
+            result.dead_letters.append(_dead_letter(str(error), position, index, _record_bytes(record)))
+            continue
+        key = event["subscription_id"] or event["tenant_id"] or "unknown"
+        add_event(NormalizedOutput(event["source"], key, encoded))
+
+
+def encode_event(event: dict[str, Any], raw: dict[str, Any] | None) -> bytes:
+    """JSON bytes of an event; `raw` is dropped (and the drop noted) when the event would exceed 1 MB."""
+    event["raw"] = raw
+    encoded = orjson.dumps(event)
+    if len(encoded) <= MAX_EVENT_BYTES:
+        return encoded
+    event["raw"] = None
+    event["details"] = {**(event["details"] or {}), "raw_omitted": f"event exceeded {MAX_EVENT_BYTES} bytes"}
+    encoded = orjson.dumps(event)
+    if len(encoded) > MAX_EVENT_BYTES:
+        raise MappingError(f"normalized event exceeds {MAX_EVENT_BYTES} bytes even without raw")
+    return encoded
+
+
+def _record_bytes(record: Any) -> bytes:
+    try:
+        return orjson.dumps(record)
+    except TypeError:  # cannot happen for parsed JSON, but a dead letter must never fail
+        return repr(record).encode()
+
+
+def _dead_letter(reason: str, position: Position, index: int | None, original: bytes) -> DeadLetter:
+    return DeadLetter(
+        reason=reason[:1000], partition=position.partition, sequence_number=position.sequence_number,
+        offset=position.offset, enqueued_time=position.enqueued_time, record_index=index,
+        original=base64.b64encode(original).decode("ascii"),
+    )
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one batch did: logged as one structured line and returned to callers."""
+
+    partition: str | None
+    records_in: int
+    events_out: int
+    dead_letters: int
+    events_by_source: dict[str, int]
+    dead_letters_by_reason: dict[str, int]
+    duration_ms: float
+    # Processing time minus the oldest enqueued time of the batch: how far behind the hub we are.
+    lag_ms: float | None
+    mappers: str = MAPPERS
+
+    def as_log(self) -> str:
+        return orjson.dumps({"function": "normalize", **self.__dict__}).decode()
+
+
+def hubs_for(source: str, settings: Settings) -> list[str]:
+    """The normalized hub plus any extra hubs the routing table names for this source."""
+    return [settings.normalized_hub, *settings.routes.get(source, [])]
+
+
+def publish_events(events: Sequence[NormalizedOutput], publisher: Publisher, settings: Settings) -> None:
+    """Fan out: one publish per hub, each event to the normalized hub and its source's extra hubs."""
+    per_hub: dict[str, list[OutgoingEvent]] = {}
+    for output in events:
+        for hub in hubs_for(output.source, settings):
+            per_hub.setdefault(hub, []).append(OutgoingEvent(output.partition_key, output.body))
+    for hub, outgoing in per_hub.items():
+        publisher.publish(hub, outgoing)
+
+
+def process_batch(bodies: Sequence[tuple[bytes, Position]], publisher: Publisher,
+                  dead_letters: DeadLetterStore, settings: Settings) -> BatchReport:
+    """Normalize a batch, persist its dead letters, fan out its events; raise only on I/O failure."""
+    started = time.perf_counter()
+    result = normalize_bodies(bodies, settings.include_raw)
+    dead_letters.write(result.dead_letters)
+    publish_events(result.events, publisher, settings)
+    report = BatchReport(
+        partition=bodies[0][1].partition if bodies else None, records_in=result.records_in,
+        events_out=len(result.events), dead_letters=len(result.dead_letters),
+        events_by_source=dict(result.events_by_source()),
+        dead_letters_by_reason=dict(result.dead_letters_by_reason()),
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        lag_ms=batch_lag_ms(bodies),
+    )
+    log.log(logging.WARNING if report.dead_letters else logging.INFO, report.as_log())
+    return report
