@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import os
 import platform
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +34,9 @@ DEPENDENCIES = Path(".python_packages/lib/site-packages")
 # The Functions Python 3.11 image is Debian 11 (bullseye); an extension needing a newer glibc fails to load.
 HOST_GLIBC = (2, 31)
 _GLIBC_VERSION = re.compile(rb"GLIBC_(\d+)\.(\d+)")
+_VERSION = re.compile(r'^__version__ = "([^"]+)"$', re.M)
+# Every entry gets this time, so the same folder always zips to the same bytes (and the same SHA-256).
+_ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
 class PackageError(RuntimeError):
@@ -127,18 +132,47 @@ def build(out: Path, *, dependencies: bool = True) -> list[Path]:
     return extensions
 
 
+def release_version(root: Path) -> str:
+    """The version kept in `shared/__init__.py` (read as text: the builder does not import the app)."""
+    found = _VERSION.search((root / "shared" / "__init__.py").read_text())
+    if found is None:
+        raise PackageError("shared/__init__.py does not set __version__")
+    return found.group(1)
+
+
+def write_zip(folder: Path, archive: Path) -> str:
+    """Zip `folder` reproducibly (sorted entries, fixed times) and write `<archive>.sha256`; returns the digest."""
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                entry = zipfile.ZipInfo(str(path.relative_to(folder)), _ZIP_TIME)
+                entry.external_attr = (path.stat().st_mode & 0o777) << 16
+                entry.compress_type = zipfile.ZIP_DEFLATED
+                bundle.writestr(entry, path.read_bytes())
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    archive.with_name(archive.name + ".sha256").write_text(f"{digest}  {archive.name}\n")
+    return digest
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=REPO / "build" / "app")
     parser.add_argument("--no-dependencies", action="store_true",
                         help="leave out .python_packages (benchmarks and tests use the virtual env's)")
     args = parser.parse_args()
+    out = args.out.resolve()
     try:
-        extensions = build(args.out.resolve(), dependencies=not args.no_dependencies)
+        extensions = build(out, dependencies=not args.no_dependencies)
+        version = release_version(REPO)
     except PackageError as error:
         sys.exit(f"package: {error}")
     print(f"package: {args.out} with {len(extensions)} compiled modules; deploy it with "
           f"`cd {args.out} && func azure functionapp publish <app> --no-build`")
+    if not args.no_dependencies:
+        archive = out.parent / f"stormwatch-{version}.zip"
+        digest = write_zip(out, archive)
+        print(f"package: {archive} (sha256 {digest}); or deploy the zip itself with "
+              f"`az functionapp deployment source config-zip -g <rg> -n <app> --src {archive.name}`")
 
 
 if __name__ == "__main__":

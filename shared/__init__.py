@@ -5,3 +5,7 @@
 the dead-letter store); `cli/` is `python -m shared ...`, which nothing else imports. The loose modules
 here are the contracts and helpers all of them share (settings, the normalized event, value parsing).
 """
+
+# The release, kept here only: `python -m shared --version`, the dashboard footer, every alert's metadata, the
+# package zip's name and CHANGELOG.md's newest heading (tests/test_release.py holds them equal).
+__version__ = "0.2.0"

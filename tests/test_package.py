@@ -8,6 +8,7 @@ virtual env (or the repository's sources) can stand in for something the package
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 
+from shared import __version__
 from tests.conftest import CONFORMANCE_FILES, REPO, SAMPLES, conformance_bodies, indexed_functions, package_script
 
 SCRIPT = REPO / ".ci" / "package.py"
@@ -64,6 +66,9 @@ def test_package_holds_the_app_compiled_mappers_and_dependencies_only(package: P
     assert not [name for name in files if name.startswith(left_out) or "__pycache__" in name
                 or name in ("Makefile", "local.settings.json", "requirements-dev.txt")]
     assert not (package / "build").exists()
+    archive = package.parent / f"stormwatch-{__version__}.zip"  # the release artefact, digest beside it
+    assert (package.parent / f"{archive.name}.sha256").read_text().split()[0] == hashlib.sha256(
+        archive.read_bytes()).hexdigest()
 
 
 @needs_compiler

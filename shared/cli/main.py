@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 import orjson
 
+from shared import __version__
 from shared.cli.azurite import stop_dev_instance
 from shared.cli.deadletter_commands import add_deadletter_commands
 from shared.cli.demo import run_demo
@@ -80,6 +81,7 @@ def cmd_normalize(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"stormwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     normalize = commands.add_parser(
         "normalize", help="normalize Event Hub bodies: events on stdout, dead letters on stderr")
