@@ -42,7 +42,10 @@ BUILT_IN_ROLES: dict[str, str] = {
     "3913510d-42f4-4e42-8a64-420c390055eb": "Monitoring Metrics Publisher",
     "acdd72a7-3385-48ef-bd42-f606fba81ae7": "Reader",
     "fb1c8493-542b-48eb-b624-b4c8fea62acd": "Security Admin",
+    "749f88d5-cbae-40b8-bcfc-e573ddc772fa": "Monitoring Contributor",
 }
+# Estate-wide onboarding grants to the policy assignment's own identity, checked by their own test.
+ONBOARDING = ("managementgroup.bicep", "modules/policy-listkeys.bicep")
 
 # (template, scope symbol or None for the deployment scope, role): the complete set of grants.
 EXPECTED_ROLE_ASSIGNMENTS: set[tuple[str, str | None, str]] = {
@@ -199,6 +202,7 @@ def test_every_bicep_file_parses_with_the_expected_scope(templates: dict[str, Te
         "modules/identity.bicep": "resourceGroup", "modules/monitoring.bicep": "resourceGroup",
         "modules/storage.bicep": "resourceGroup", "modules/eventhubs.bicep": "resourceGroup",
         "modules/functionapp.bicep": "resourceGroup",
+        "managementgroup.bicep": "managementGroup", "modules/policy-listkeys.bicep": "resourceGroup",
     }
     assert set(templates) == set(expected)
     scopes = {name: template["globals"]["scope"]["value"] for name, template in templates.items()}
@@ -514,9 +518,10 @@ def test_no_template_reads_keys_or_connection_strings(templates: dict[str, Templ
 def role_assignments(
     templates: dict[str, Template],
 ) -> Iterator[tuple[str, str, dict[str, Any], dict[str, Any]]]:
+    """The app identity's grants (`principalId` parameter, built-in roles); onboarding's are apart."""
     for file_name, template in templates.items():
         for symbol, resource in template.get("resources", {}).items():
-            if resource["type"] == "Microsoft.Authorization/roleAssignments":
+            if resource["type"] == "Microsoft.Authorization/roleAssignments" and file_name not in ONBOARDING:
                 yield file_name, symbol, resource, body(resource)
 
 
@@ -614,3 +619,59 @@ def test_checkov_suppressions_are_inline_explained_and_expected() -> None:
     for folder in (REPO, INFRA):
         for config in (folder / ".checkov.yaml", folder / ".checkov.yml"):
             assert not config.exists(), f"{config} could skip checks globally"
+
+
+# --- estate-wide onboarding (managementgroup.bicep) ------------------------------------------------
+
+
+def test_onboarding_policy_deploys_the_activity_log_setting_subscription_bicep_deploys(
+        templates: dict[str, Template]) -> None:
+    group = templates["managementgroup.bicep"]
+    definition = resources(group, "Microsoft.Authorization/policyDefinitions")["definition"]
+    loaded = definition["properties"]["function"]
+    assert loaded["type"] == "load_json_content"
+    policy = json.loads((INFRA / loaded["parameters"]["file_path"]).read_text())
+    then = policy["policyRule"]["then"]
+    assert policy["policyRule"]["if"] == {"field": "type", "equals": "Microsoft.Resources/subscriptions"}
+    assert policy["parameters"]["effect"]["defaultValue"] == "DeployIfNotExists"
+    assert then["details"]["roleDefinitionIds"] == [
+        "/providers/Microsoft.Authorization/roleDefinitions/749f88d5-cbae-40b8-bcfc-e573ddc772fa"]
+    setting = then["details"]["deployment"]["properties"]["template"]["resources"][0]
+    assert setting["type"] == "Microsoft.Insights/diagnosticSettings"
+    assert [entry["category"] for entry in setting["properties"]["logs"]] == ACTIVITY_LOG_CATEGORIES
+    assert all(entry["enabled"] is True for entry in setting["properties"]["logs"])
+    conditions = then["details"]["existenceCondition"]["allOf"]
+    assert {condition.get("field") for condition in conditions} >= {
+        "Microsoft.Insights/diagnosticSettings/eventHubAuthorizationRuleId",
+        "Microsoft.Insights/diagnosticSettings/eventHubName"}
+    assignment = resources(group, "Microsoft.Authorization/policyAssignments")["assignment"]
+    assert assignment["identity"]["type"] == "SystemAssigned"
+    assert set(assignment["properties"]["parameters"]) <= set(policy["parameters"])
+    remediation = resources(group, "Microsoft.PolicyInsights/remediations")["remediation"]
+    assert remediation["properties"]["resourceDiscoveryMode"] == "ExistingNonCompliant"
+    assert group["parameters"]["remediateExisting"]["default"] is True
+
+
+def test_onboarding_grants_only_what_the_policy_and_the_app_need(templates: dict[str, Template]) -> None:
+    group = templates["managementgroup.bicep"]
+    grants = resources(group, "Microsoft.Authorization/roleAssignments")
+    found = {}
+    for symbol, grant in grants.items():
+        role = grant["properties"]["roleDefinitionId"]["function"]
+        assert role["type"] == "tenant_resource_id", symbol  # built-in roles at management-group scope
+        found[symbol] = (BUILT_IN_ROLES[variable(group, role["parameters"]["resource_name_1"])],
+                         accessor(grant["properties"]["principalId"]))
+    assert found == {
+        "policyMonitoringContributor": ("Monitoring Contributor", "assignment.identity.principalId"),
+        "appReader": ("Reader", "principalId"),
+    }
+    listkeys = templates["modules/policy-listkeys.bicep"]
+    role = resources(listkeys, "Microsoft.Authorization/roleDefinitions")["listKeysRole"]["properties"]
+    assert role["permissions"] == [{"actions": [
+        "Microsoft.EventHub/namespaces/authorizationRules/read",
+        "Microsoft.EventHub/namespaces/authorizationRules/listkeys/action"], "notActions": []}]
+    (use,) = resources(listkeys, "Microsoft.Authorization/roleAssignments").values()
+    assert use["scope"] == "sendRule"  # the one rule, not the namespace
+    assert accessor(use["properties"]["roleDefinitionId"]) == "listKeysRole.id"
+    module = body(group["modules"]["policyRuleAccess"])
+    assert accessor(module["params"]["principalId"]) == "assignment.identity.principalId"
