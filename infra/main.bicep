@@ -97,6 +97,22 @@ param serviceTagsRegion string = location
 @description('Let enrich_fn dismiss Defender alerts (also deploy subscription.bicep with grantSecurityAdmin=true).')
 param allowAlertDismiss bool = false
 
+@description('Email address the pipeline health and silence alerts notify (empty: none; see README "Health alerts").')
+param alertEmail string = ''
+
+@description('HTTPS webhook the health and silence alerts call with the Common Alert Schema (empty: none).')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Hours without events from a subscription or tenant that sent events in the last two days before the silence alert fires.')
+@minValue(1)
+@maxValue(47)
+param silenceHours int = 6
+
+@description('How far behind its hub a consumer may fall (ms, for 15 minutes) before the lag alert fires.')
+@minValue(1000)
+param lagThresholdMs int = 300000
+
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, namePrefix))
 var compactPrefix = take(replace(toLower(namePrefix), '-', ''), 9)
 
@@ -128,6 +144,20 @@ module monitoring 'modules/monitoring.bicep' = {
     appInsightsName: 'appi-${namePrefix}-${token}'
     retentionInDays: logRetentionInDays
     principalId: identity.outputs.principalId
+    tags: tags
+  }
+}
+
+module health 'modules/health.bicep' = {
+  name: 'stormwatch-health'
+  params: {
+    location: location
+    namePrefix: namePrefix
+    appInsightsId: monitoring.outputs.appInsightsId
+    alertEmail: alertEmail
+    alertWebhookUrl: alertWebhookUrl
+    silenceHours: silenceHours
+    lagThresholdMs: lagThresholdMs
     tags: tags
   }
 }

@@ -203,6 +203,7 @@ def test_every_bicep_file_parses_with_the_expected_scope(templates: dict[str, Te
         "modules/storage.bicep": "resourceGroup", "modules/eventhubs.bicep": "resourceGroup",
         "modules/functionapp.bicep": "resourceGroup",
         "managementgroup.bicep": "managementGroup", "modules/policy-listkeys.bicep": "resourceGroup",
+        "modules/health.bicep": "resourceGroup",
     }
     assert set(templates) == set(expected)
     scopes = {name: template["globals"]["scope"]["value"] for name, template in templates.items()}
@@ -212,7 +213,7 @@ def test_every_bicep_file_parses_with_the_expected_scope(templates: dict[str, Te
 def test_main_modules_exist_and_get_exactly_their_parameters(
     main: Template, templates: dict[str, Template]
 ) -> None:
-    assert set(main["modules"]) == {"identity", "monitoring", "storage", "eventHubs", "functionApp"}
+    assert set(main["modules"]) == {"identity", "monitoring", "health", "storage", "eventHubs", "functionApp"}
     for symbol, module in main["modules"].items():
         path = module["detail"]["path"]
         assert path in templates, f"module {symbol}: {path} is not a parsed template"
@@ -675,3 +676,45 @@ def test_onboarding_grants_only_what_the_policy_and_the_app_need(templates: dict
     assert accessor(use["properties"]["roleDefinitionId"]) == "listKeysRole.id"
     module = body(group["modules"]["policyRuleAccess"])
     assert accessor(module["params"]["principalId"]) == "assignment.identity.principalId"
+
+
+# --- health and silence alerts (modules/health.bicep) ----------------------------------------------
+
+HEALTH_RULES = {"normalize-lag", "detect-lag", "function-failures", "dead-letter-rate", "detect-retry-loop"}
+
+
+def test_health_rules_cover_lag_failures_dead_letters_and_retry_loops(templates: dict[str, Template]) -> None:
+    health = templates["modules/health.bicep"]
+    rules = {rule["name"]: rule for rule in variable(health, "rules")}
+    assert set(rules) == HEALTH_RULES
+    defaults = {name: parameter.get("default") for name, parameter in health["parameters"].items()}
+    assert defaults["lagThresholdMs"] == 300000 and rules["normalize-lag"]["threshold"] == "lagThresholdMs"
+    assert rules["normalize-lag"]["window"] == rules["detect-lag"]["window"] == "PT15M"  # behind for 15 minutes
+    assert "min(todouble(line.lag_ms))" in rules["detect-lag"]["query"]  # even the freshest batch was late
+    assert defaults["deadLetterPercentThreshold"] == 5 and rules["dead-letter-rate"]["window"] == "PT1H"
+    assert rules["detect-retry-loop"]["dimensions"] == ["partition"]  # per partition: one stalled is enough
+    assert rules["function-failures"]["dimensions"] == ["operation_Name"]
+    rule = resources(health, "Microsoft.Insights/scheduledQueryRules")["health"]
+    criteria = rule["properties"]["criteria"]["allOf"][0]
+    assert [accessor(criteria[name]) for name in ("query", "metricMeasureColumn", "threshold")] == [
+        "rule.query", "rule.measure", "rule.threshold"]
+    assert [accessor(group) for group in rule["properties"]["actions"]["actionGroups"]] == ["actionGroup.id"]
+
+
+def test_silence_fires_per_origin_and_stays_until_closed(templates: dict[str, Template]) -> None:
+    health = templates["modules/health.bicep"]
+    silence = resources(health, "Microsoft.Insights/scheduledQueryRules")["silence"]["properties"]
+    criteria = silence["criteria"]["allOf"][0]
+    assert "bag_keys(line.origins)" in criteria["query"]
+    assert criteria["dimensions"][0]["name"] == "origin"
+    assert (criteria["operator"], criteria["threshold"]) == ("GreaterThanOrEqual", "silenceHours")
+    assert silence["overrideQueryTimeRange"] == "P2D" and silence["autoMitigate"] is False
+    assert health["parameters"]["silenceHours"]["default"] == 6
+
+
+def test_health_alerts_are_deployed_with_their_notification_targets(main: Template) -> None:
+    arguments = module_arguments(main, "health")
+    assert accessor(arguments["appInsightsId"]) == "monitoring.outputs.appInsightsId"
+    assert "secure" in decorators(main["parameters"]["alertWebhookUrl"])  # the URL may hold a token
+    for name in ("alertEmail", "alertWebhookUrl", "silenceHours", "lagThresholdMs"):
+        assert arguments[name] == name

@@ -68,6 +68,7 @@ resource metricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 }
 
 output appInsightsName string = appInsights.name
+output appInsightsId string = appInsights.id
 output workspaceName string = workspace.name
 // The connection string holds the instrumentation key and ingestion endpoint; with DisableLocalAuth
 // the key alone cannot write telemetry, so it is not a secret.
