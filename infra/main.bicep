@@ -113,6 +113,12 @@ param silenceHours int = 6
 @minValue(1000)
 param lagThresholdMs int = 300000
 
+@description('Client id of the Entra ID app registration for analyst sign-in (README "Entra ID sign-in"); empty: the HTTP routes take function keys.')
+param authClientId string = ''
+
+@description('Inbound allow-list for the app: IP ranges (CIDR) or service tags; empty (the default): no restriction.')
+param allowedInbound array = []
+
 var token = toLower(uniqueString(subscription().id, resourceGroup().id, namePrefix))
 var compactPrefix = take(replace(toLower(namePrefix), '-', ''), 9)
 
@@ -245,6 +251,8 @@ var appSettings = {
   STORMWATCH_SUBSCRIPTION_ID: subscription().subscriptionId
   STORMWATCH_SERVICE_TAGS_REGION: serviceTagsRegion
   STORMWATCH_ALLOW_ALERT_DISMISS: allowAlertDismiss ? 'true' : 'false'
+  // entra: the routes trust only App Service Authentication's caller and check its app roles; keys: function keys.
+  STORMWATCH_HTTP_AUTH: empty(authClientId) ? 'keys' : 'entra'
 }
 
 module functionApp 'modules/functionapp.bicep' = {
@@ -259,6 +267,8 @@ module functionApp 'modules/functionapp.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     zoneRedundant: zoneRedundant
     appSettings: appSettings
+    authClientId: authClientId
+    allowedInbound: allowedInbound
     tags: tags
   }
 }

@@ -76,6 +76,8 @@ EXPECTED_CHECKOV_SKIPS = {
     "CKV_AZURE_35", "CKV_AZURE_59", "CKV_AZURE_206",  # storage: public endpoint, replication parameter
     "CKV_AZURE_225",  # plan: zone redundancy is a parameter
     "CKV_AZURE_222", "CKV_AZURE_17", "CKV_AZURE_212", "CKV_AZURE_213",  # site: HTTP API, Flex limits
+    # the authsettingsV2 resource, which checkov mistakes for a web app
+    "CKV_AZURE_13", "CKV_AZURE_63", "CKV_AZURE_65", "CKV_AZURE_66", "CKV_AZURE_80", "CKV_AZURE_88",
 }
 
 _PARSE_SCRIPT = """
@@ -392,7 +394,8 @@ def test_function_app_is_flex_consumption_python_311_and_hardened(templates: dic
     assert sorted((policy["name"], policy["properties"]["allow"]) for policy in policies.values()) == [
         ("ftp", False), ("scm", False),
     ]
-    assert not resources(app_template, "Microsoft.Web/sites/config"), "settings belong in siteConfig"
+    configs = resources(app_template, "Microsoft.Web/sites/config")
+    assert [config["name"] for config in configs.values()] == ["authsettingsV2"], "settings belong in siteConfig"
 
 
 def test_main_passes_the_settings_object_and_scale_parameters_to_the_app(main: Template) -> None:
@@ -718,3 +721,38 @@ def test_health_alerts_are_deployed_with_their_notification_targets(main: Templa
     assert "secure" in decorators(main["parameters"]["alertWebhookUrl"])  # the URL may hold a token
     for name in ("alertEmail", "alertWebhookUrl", "silenceHours", "lagThresholdMs"):
         assert arguments[name] == name
+
+
+# --- Entra ID sign-in and network restrictions --------------------------------------------------------
+
+
+def test_entra_sign_in_guards_every_route_when_a_client_id_is_given(
+        templates: dict[str, Template], main: Template, app_settings: dict[str, Any]) -> None:
+    app_template = templates["modules/functionapp.bicep"]
+    wrapped = app_template["resources"]["authentication"]["config"]
+    assert wrapped["condition"] == "entraSignIn"  # on exactly when a client id is passed
+    auth = body(app_template["resources"]["authentication"])["properties"]
+    assert auth["globalValidation"] == {"requireAuthentication": True,
+                                        "unauthenticatedClientAction": "RedirectToLoginPage",
+                                        "redirectToProvider": "azureactivedirectory"}
+    entra = auth["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True and entra["registration"]["clientId"] == "authClientId"
+    assert "clientSecretSettingName" not in entra["registration"]  # no secret: the browser flow takes ID tokens
+    assert auth["httpSettings"]["requireHttps"] is True
+    assert module_arguments(main, "functionApp")["authClientId"] == "authClientId"
+    assert main["parameters"]["authClientId"]["default"] == ""
+    # The app trusts the platform's caller header only in entra mode, which the deployment sets with the client id.
+    mode = app_settings["STORMWATCH_HTTP_AUTH"]["operator"]
+    assert mode["type"] == "conditional"
+
+
+def test_network_restriction_is_off_by_default_and_denies_the_rest_when_set(
+        templates: dict[str, Template], main: Template) -> None:
+    app_template = templates["modules/functionapp.bicep"]
+    site = body(app_template["resources"]["app"])["properties"]["siteConfig"]
+    assert site["ipSecurityRestrictions"] == "inboundRules"
+    assert site["scmIpSecurityRestrictionsUseMain"] is True
+    default_action = site["ipSecurityRestrictionsDefaultAction"]["operator"]
+    assert default_action["type"] == "conditional"
+    assert main["parameters"]["allowedInbound"]["default"] == []
+    assert module_arguments(main, "functionApp")["allowedInbound"] == "allowedInbound"

@@ -39,6 +39,25 @@ param zoneRedundant bool = false
 @description('Tags for the resources.')
 param tags object = {}
 
+@description('Client id of the Entra ID app registration that signs analysts in (README "Entra ID sign-in"); empty: function keys only.')
+param authClientId string = ''
+
+@description('Entra ID tenant of that app registration.')
+param authTenantId string = tenant().tenantId
+
+@description('Inbound allow-list: IP ranges (CIDR) or service tags (e.g. AzureCloud); empty: reachable from anywhere.')
+param allowedInbound array = []
+
+var entraSignIn = !empty(authClientId)
+// Service tags are names without a slash or dot; everything else is an address range.
+var inboundRules = [for (source, index) in allowedInbound: {
+  name: 'allow-${index}'
+  action: 'Allow'
+  priority: 100 + index
+  tag: contains(source, '/') || contains(source, '.') || contains(source, ':') ? 'Default' : 'ServiceTag'
+  ipAddress: source
+}]
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225: Zone redundancy is the zoneRedundant parameter, off by default: it exists only in some regions and makes Flex Consumption keep at least two always-ready (billed) instances per function.
   name: planName
@@ -84,6 +103,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
       }]
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
+      // Off by default; with an allow-list everything else is refused, the deployment endpoint included.
+      ipSecurityRestrictions: inboundRules
+      ipSecurityRestrictionsDefaultAction: empty(allowedInbound) ? 'Allow' : 'Deny'
+      scmIpSecurityRestrictionsUseMain: true
       ftpsState: 'Disabled'
       http20Enabled: true
     }
@@ -110,6 +133,56 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
+// Entra ID sign-in in front of every HTTP route (App Service Authentication): browsers are sent to the
+// sign-in page, API callers present a bearer token for the app registration. The platform then hands the
+// app the caller's claims (X-MS-CLIENT-PRINCIPAL, which callers cannot set themselves); the app checks the
+// reader and responder app roles (README "Entra ID sign-in"). No client secret: the browser flow takes
+// an ID token only.
+resource authentication 'Microsoft.Web/sites/config@2024-04-01' = if (entraSignIn) {
+  // checkov:skip=CKV_AZURE_13: checkov reads this authentication-settings resource (sites/config authsettingsV2) as a whole web app; the site itself carries and passes the app checks.
+  // checkov:skip=CKV_AZURE_63: checkov reads this authentication-settings resource (sites/config authsettingsV2) as a whole web app; the site itself carries and passes the app checks.
+  // checkov:skip=CKV_AZURE_65: checkov reads this authentication-settings resource (sites/config authsettingsV2) as a whole web app; the site itself carries and passes the app checks.
+  // checkov:skip=CKV_AZURE_66: checkov reads this authentication-settings resource (sites/config authsettingsV2) as a whole web app; the site itself carries and passes the app checks.
+  // checkov:skip=CKV_AZURE_80: checkov reads this authentication-settings resource (sites/config authsettingsV2) as a whole web app; the site itself carries and passes the app checks.
+  // checkov:skip=CKV_AZURE_88: checkov reads this authentication-settings resource (sites/config authsettingsV2) as a whole web app; the site itself carries and passes the app checks.
+  // checkov:skip=CKV_AZURE_222: checkov reads this authentication-settings resource (sites/config authsettingsV2) as a whole web app; the site itself carries and passes the app checks.
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'RedirectToLoginPage'
+      redirectToProvider: 'azureactivedirectory'
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: authClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${authTenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            'api://${authClientId}'
+            authClientId
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
+      }
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+  }
+}
+
 // No publishing with user name and password: deployments authenticate with Entra ID.
 resource ftpBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: app
@@ -128,4 +201,5 @@ resource scmBasicAuth 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@20
 }
 
 output name string = app.name
+output entraSignIn bool = entraSignIn
 output defaultHostName string = app.properties.defaultHostName
