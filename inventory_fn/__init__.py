@@ -1,4 +1,4 @@
-"""inventory_fn: what normal looks like, over HTTP with function-key auth.
+"""inventory_fn: what normal looks like, over HTTP with function keys or Entra ID sign-in (`shared.caller`).
 
 Bindings only: `GET /api/inventory` answers JSON, `GET /api/dashboard` the same answer as one HTML
 page (`shared.inventory.api`, `shared.inventory.dashboard`). detect_fn keeps the aggregates they read.
@@ -6,6 +6,7 @@ page (`shared.inventory.api`, `shared.inventory.dashboard`). detect_fn keeps the
 
 import azure.functions as func
 
+from shared.caller import route_auth_level
 from shared.inventory.api import handle, json_response
 from shared.inventory.dashboard import html_response, render_dashboard
 
@@ -13,12 +14,12 @@ bp = func.Blueprint()
 
 
 @bp.function_name("inventory")
-@bp.route(route="inventory", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="inventory", methods=["GET"], auth_level=route_auth_level())
 def inventory(req: func.HttpRequest) -> func.HttpResponse:
-    return handle(req, lambda answer, _code: json_response(200, answer))
+    return handle(req, lambda answer: json_response(200, answer))
 
 
 @bp.function_name("dashboard")
-@bp.route(route="dashboard", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="dashboard", methods=["GET"], auth_level=route_auth_level())
 def dashboard(req: func.HttpRequest) -> func.HttpResponse:
-    return handle(req, lambda answer, code: html_response(render_dashboard(answer, code)))
+    return handle(req, lambda answer: html_response(render_dashboard(answer)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,6 +23,8 @@ DETECT_CONSUMER_GROUP = "STORMWATCH_DETECT_CONSUMER_GROUP"
 # `<prefix>__fullyQualifiedNamespace` (managed identity) or `<prefix>` (a connection string, local only).
 RAW_CONNECTION = "RawEventHubConnection"
 FANOUT_CONNECTION = "EventHubConnection"
+# How the HTTP routes authenticate: `keys` (function keys) or `entra` (App Service Authentication).
+HTTP_AUTH = "STORMWATCH_HTTP_AUTH"
 
 _ENV_NAMES: dict[str, str] = {
     "raw_hub": RAW_HUB,
@@ -52,6 +55,8 @@ _ENV_NAMES: dict[str, str] = {
     "service_tags_file": "STORMWATCH_SERVICE_TAGS_FILE",
     "service_tags_region": "STORMWATCH_SERVICE_TAGS_REGION",
     "arm_api_versions": "STORMWATCH_ARM_API_VERSIONS",
+    # HTTP routes (enrich_fn, inventory_fn): read when the functions are indexed, see `shared.caller`
+    "http_auth": HTTP_AUTH,
 }
 
 
@@ -89,6 +94,7 @@ class Settings(BaseModel):
     subscription_id: str | None = None
     enrich_cache_table: str = "enrichcache"
     allow_alert_dismiss: bool = False
+    http_auth: Literal["keys", "entra"] = "keys"
     geoip_database: str | None = None
     service_tags_file: str | None = None
     service_tags_region: str = "westeurope"

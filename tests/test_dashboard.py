@@ -17,6 +17,8 @@ import azure.functions as func
 import orjson
 import pytest
 
+from shared import __version__
+from shared.caller import PRINCIPAL_HEADER
 from shared.cli import azurite
 from shared.cli.screenshot import capture, install_chromium, sample_inventory
 from shared.cli.serve import spawn
@@ -27,6 +29,7 @@ from shared.inventory.dashboard import html_response, render_dashboard
 from shared.settings import Settings
 from tests.conftest import indexed_functions
 from tests.detect_fixtures import PRODUCTION
+from tests.test_caller import READER_ONLY
 
 MONTH = {"from": "2026-11-01", "to": "2026-11-30"}
 # The samples as the golden tests pin them: completed deletes, Error/Critical events, failed sign-ins.
@@ -225,6 +228,24 @@ def test_values_from_logs_are_escaped_and_nothing_is_fetched() -> None:
               "latest_alerts": [{"alert_id": "a", "time": "2026-11-01T00:00:00Z", "severity": "high",
                                  "rule_id": hostile, "subscription_name": hostile, "summary": hostile,
                                  "source_ip": hostile}]}
-    page = render_dashboard(answer, code=hostile)
+    page = render_dashboard(answer)
     assert "<script" not in page and "<img" not in page and "&lt;script&gt;" in page
     assert html_response(page).headers["Content-Security-Policy"].startswith("default-src 'none'")
+
+
+def test_no_rendered_link_or_form_carries_a_function_key(served_env: Samples) -> None:
+    page = call("dashboard", code="s3cr3t-function-key", **MONTH).get_body().decode()
+    assert "s3cr3t-function-key" not in page and 'name="code"' not in page
+    assert "<a href=" in page  # the enrichment links are there, without the key
+    assert f"<footer>Stormwatch {__version__}</footer>" in page
+
+
+def test_with_entra_sign_in_the_routes_need_a_signed_in_reader(served_env: Samples,
+                                                               app_env: pytest.MonkeyPatch) -> None:
+    app_env.setenv("STORMWATCH_HTTP_AUTH", "entra")
+    for name in ("inventory", "dashboard"):
+        assert call(name, **MONTH).status_code == 401
+    handler = indexed_functions()["inventory"].get_user_function()
+    signed_in = func.HttpRequest("GET", "http://localhost/api/inventory", params=MONTH, body=b"",
+                                 headers={PRINCIPAL_HEADER: READER_ONLY})
+    assert handler(signed_in).status_code == 200

@@ -18,6 +18,7 @@ import azure.functions as func
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from shared.caller import READER, RESPONDER, Caller, Role, authorize
 from shared.clients.arm import ArmError
 from shared.enrich import openapi
 from shared.enrich.ip import MAX_IP_LENGTH
@@ -66,12 +67,13 @@ class Route:
     method: Literal["GET", "POST"]
     path: str
     summary: str
-    run: Callable[[func.HttpRequest], Answer]
+    run: Callable[[func.HttpRequest, Caller], Answer]
     answer: type[BaseModel] | None
     parameters: tuple[Parameter, ...] = ()
     body: type[BaseModel] | None = None
     example: dict[str, Any] | None = None
     errors: tuple[int, ...] = (400,)
+    role: Role = READER  # the app role an Entra ID caller needs (`shared.caller`)
 
 
 def _query(request: func.HttpRequest, name: str) -> str | None:
@@ -124,12 +126,12 @@ _ARM_ERRORS = (400, 403, 404, 502, 503, 504)
 
 IP = Route(
     "enrich_ip", "GET", "enrich/ip/{ip}", "Address class, Azure service tags and geolocation of an IP address",
-    lambda request: enricher().ip(_route_value(request, "ip")), IpContext,
+    lambda request, _: enricher().ip(_route_value(request, "ip")), IpContext,
     (Parameter("ip", "path", "An IPv4 or IPv6 address", max_length=MAX_IP_LENGTH, formats=("ipv4", "ipv6"),
                example="198.51.100.143"),))
 OPERATION = Route(
     "enrich_operation", "GET", "enrich/operation/{*name}", "Catalog description and classification of an operation",
-    lambda request: enricher().operation(_route_value(request, "name"), _query(request, "source"),
+    lambda request, _: enricher().operation(_route_value(request, "name"), _query(request, "source"),
                                                 _query(request, "result")),
     OperationContext,
     (Parameter("name", "path", "Operation id; its slashes may be sent as they are or as %2F",
@@ -143,24 +145,24 @@ OPERATION = Route(
 RESOURCE = Route(
     "enrich_resource", "GET", "enrich/resource",
     "The live resource from ARM with a plain risk verdict (allow-listed types only)",
-    lambda request: enricher().resource(_required(request, "id")), ResourceContext,
+    lambda request, _: enricher().resource(_required(request, "id")), ResourceContext,
     (Parameter("id", "query", f"ARM id of an allow-listed type: {', '.join(ALLOWED_TYPE_NAMES)}",
                pattern="^/subscriptions/", max_length=MAX_ID_LENGTH, example=EXAMPLE_RULE_ID),),
     errors=_ARM_ERRORS)
 ALERT = Route(
     "enrich_alert", "GET", "enrich/alert", "A Defender for Cloud alert from ARM",
-    lambda request: enricher().alert(_required(request, "id")), AlertContext,
+    lambda request, _: enricher().alert(_required(request, "id")), AlertContext,
     (Parameter("id", "query", "Defender for Cloud alert id", pattern="^/subscriptions/", max_length=MAX_ID_LENGTH,
                example=EXAMPLE_ALERT_ID),),
     errors=_ARM_ERRORS)
 DISMISS = Route(
     "enrich_alert_dismiss", "POST", "enrich/alert/dismiss",
     "Dismiss a Defender for Cloud alert (only when STORMWATCH_ALLOW_ALERT_DISMISS is true)",
-    lambda request: enricher().dismiss(read_body(request, AlertReference).id), DismissResult,
-    body=AlertReference, example={"id": EXAMPLE_ALERT_ID}, errors=(*_ARM_ERRORS, 409, 413, 415))
+    lambda request, caller: enricher().dismiss(read_body(request, AlertReference).id, by=caller.name), DismissResult,
+    body=AlertReference, example={"id": EXAMPLE_ALERT_ID}, errors=(*_ARM_ERRORS, 409, 413, 415), role=RESPONDER)
 EVENT = Route(
     "enrich_event", "POST", "enrich/event", "A normalized event with its IP, operation and resource context added",
-    lambda request: enricher().event(read_body(request, NormalizedEvent)), EnrichedEvent,
+    lambda request, _: enricher().event(read_body(request, NormalizedEvent)), EnrichedEvent,
     body=NormalizedEvent, example=EXAMPLE_EVENT, errors=(400, 413, 415))
 
 
@@ -169,7 +171,7 @@ def openapi_document() -> dict[str, Any]:
 
 
 OPENAPI = Route("enrich_openapi", "GET", "enrich/openapi.json", "This document",
-                lambda _: openapi_document(), None, errors=())
+                lambda _request, _caller: openapi_document(), None, errors=())
 ROUTES: tuple[Route, ...] = (IP, OPERATION, RESOURCE, ALERT, DISMISS, EVENT, OPENAPI)
 
 
@@ -195,7 +197,8 @@ def handle(route: Route, request: func.HttpRequest) -> func.HttpResponse:
     try:
         if len(request.get_body()) > MAX_BODY_BYTES:
             raise InputError(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
-        answer = route.run(request)
+        caller = authorize(request, route.role)
+        answer = route.run(request, caller)
         document = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
         return _json(200, document)
     except InputError as error:

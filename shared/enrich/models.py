@@ -166,6 +166,7 @@ class AlertReference(Contract):
 class DismissResult(Contract):
     id: str
     status: Literal["Dismissed"]
+    dismissed_by: str  # the Entra ID caller, or "function key"
 
 
 class EnrichmentProblem(Contract):

@@ -74,15 +74,15 @@ class Enricher:
         document, fetched_at = self._read("alert", target.path, "Microsoft.Security", ALERT_TTL)
         return alert_context(target, document, fetched_at=fetched_at)
 
-    def dismiss(self, alert_id: str) -> DismissResult:
+    def dismiss(self, alert_id: str, *, by: str) -> DismissResult:
         target = alert_target(alert_id)
         if not self._allow_dismiss:
             raise InputError("dismissing alerts is disabled: an operator enables it with "
                              "STORMWATCH_ALLOW_ALERT_DISMISS=true (and the Security Admin role)", status=403)
         self._arm.post(ArmPath(f"{target.path}/dismiss"), "Microsoft.Security", role="Security Admin")
         self._cache.forget("alert", self._key(target.path, "Microsoft.Security"))
-        logger.info("dismissed Defender alert %s", target.path)
-        return DismissResult(id=target.path, status="Dismissed")
+        logger.info(orjson.dumps({"function": "enrich_alert_dismiss", "alert": target.path, "by": by}).decode())
+        return DismissResult(id=target.path, status="Dismissed", dismissed_by=by)
 
     def event(self, event: NormalizedEvent) -> EnrichedEvent:
         """The event with each part of its context that could be found; the others say why not."""

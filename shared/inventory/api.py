@@ -21,6 +21,7 @@ import azure.functions as func
 import orjson
 from azure.core.exceptions import AzureError
 
+from shared.caller import READER, authorize
 from shared.clients.storage import table_service
 from shared.detect.engine import RULES_DIR
 from shared.detect.inventory_aggregates import DIMENSIONS, TENANT, TOTALS, summarize
@@ -121,14 +122,15 @@ def _reader() -> tuple[InventoryTable, SubscriptionCatalog]:
         return built[1], built[2]
 
 
-def handle(request: func.HttpRequest, render: Callable[[dict[str, Any], str | None], func.HttpResponse]
-           ) -> func.HttpResponse:
-    """One request to its answer: 400 for bad parameters, 503 when the table cannot be read."""
+def handle(request: func.HttpRequest, render: Callable[[dict[str, Any]], func.HttpResponse]) -> func.HttpResponse:
+    """One request to its answer: 401/403 for a caller without the reader role, 400 for bad parameters, 503
+    when the table cannot be read."""
     params = {name: value for name, value in request.params.items() if isinstance(value, str)}
     try:
+        authorize(request, READER)
         query = parse_query(params, datetime.now(UTC).date())
         table, catalog = _reader()
-        return render(inventory_answer(table, catalog, query), params.get("code"))
+        return render(inventory_answer(table, catalog, query))
     except InputError as error:
         return json_response(error.status, {"error": {"status": error.status, "message": error.message}})
     except AzureError as error:

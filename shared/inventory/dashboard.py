@@ -2,8 +2,9 @@
 
 No script, font, stylesheet or image is fetched (locked-down networks; the Content-Security-Policy
 forbids it too): charts are inline SVG, filters are a plain GET form. Every value a log carries is
-escaped. A function key given as `?code=` rides along in the form and the enrichment links, so the
-page keeps working in a browser; `Referrer-Policy: no-referrer` keeps it from leaving the site.
+escaped. No link or form carries a function key: a key in a URL ends up in browser history, proxies
+and shared screenshots. Operators sign in with Entra ID (`shared.caller`); with function keys the page
+is for a quick look, and each link asks for the key again. The footer names the release.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 import azure.functions as func
 
+from shared import __version__
 from shared.detect.inventory_aggregates import TENANT
 
 SERIES = (("deletes", "Deletes", "#c0392b"), ("errors", "Errors / critical", "#e67e22"),
@@ -43,7 +45,7 @@ td.nowrap{white-space:nowrap}.sev-critical,.sev-high{color:#c0392b;font-weight:6
 """
 
 
-def render_dashboard(answer: dict[str, Any], code: str | None) -> str:
+def render_dashboard(answer: dict[str, Any]) -> str:
     """The page for one `inventory_answer`."""
     names = {item["id"]: item["name"] for item in answer["catalog"]}
     scope = "all subscriptions" if answer["subscription"] is None else \
@@ -57,10 +59,11 @@ def render_dashboard(answer: dict[str, Any], code: str | None) -> str:
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Stormwatch — inventory</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{STYLE}</style></head><body>'
             f'<header><h1>Stormwatch — know your environment</h1><p>{escape(scope)}, '
-            f'{answer["from"]} to {answer["to"]} (UTC days)</p></header>{_form(answer, names, code)}<main>'
+            f'{answer["from"]} to {answer["to"]} (UTC days)</p></header>{_form(answer, names)}<main>'
             f'<section class="wide" id="totals"><h2>Totals</h2><dl>{cards}</dl></section>'
             f'<section class="wide" id="trend-panel"><h2>Trend per day</h2>{_trend(answer["days"])}</section>'
-            f'{_alerts(answer["latest_alerts"], code)}{"".join(panels)}</main></body></html>')
+            f'{_alerts(answer["latest_alerts"])}{"".join(panels)}</main>'
+            f'<footer>Stormwatch {__version__}</footer></body></html>')
 
 
 def html_response(page: str) -> func.HttpResponse:
@@ -77,15 +80,14 @@ def _subscription_name(subscription: str, names: dict[str, str]) -> str:
     return "Entra ID tenant" if subscription == TENANT else names.get(subscription, subscription)
 
 
-def _form(answer: dict[str, Any], names: dict[str, str], code: str | None) -> str:
+def _form(answer: dict[str, Any], names: dict[str, str]) -> str:
     choices = [("", "All subscriptions"), *names.items(), (TENANT, "Entra ID tenant")]
     chosen = answer["subscription"] or ""
     options = "".join(f'<option value="{escape(value)}"{" selected" if value == chosen else ""}>'
                       f"{escape(label)}</option>" for value, label in choices)
-    hidden = f'<input type="hidden" name="code" value="{escape(code)}">' if code else ""
     return (f'<form method="get"><label>Subscription<select name="subscription">{options}</select></label>'
             f'<label>From<input type="date" name="from" value="{answer["from"]}"></label>'
-            f'<label>To<input type="date" name="to" value="{answer["to"]}"></label>{hidden}'
+            f'<label>To<input type="date" name="to" value="{answer["to"]}"></label>'
             f'<button type="submit">Show</button></form>')
 
 
@@ -131,21 +133,20 @@ def _top(name: str, title: str, rows: list[tuple[str, int]]) -> str:
             f'<th class="count">events</th></tr>{body or empty}</table></section>')
 
 
-def _alerts(alerts: list[dict[str, Any]], code: str | None) -> str:
+def _alerts(alerts: list[dict[str, Any]]) -> str:
     rows = "".join(
         f'<tr><td class="nowrap">{escape(alert["time"][:16].replace("T", " "))}</td>'
         f'<td class="nowrap sev-{escape(alert["severity"])}">{escape(alert["severity"])}</td>'
         f'<td>{escape(alert["rule_id"])}</td><td>{escape(alert["subscription_name"])}</td>'
-        f'<td>{escape(alert["summary"])}</td><td>{_links(alert, code)}</td></tr>' for alert in alerts)
+        f'<td>{escape(alert["summary"])}</td><td>{_links(alert)}</td></tr>' for alert in alerts)
     empty = '<tr><td class="empty" colspan="6">no alerts in this range</td></tr>'
     return (f'<section class="wide" id="alerts"><h2>Latest alerts</h2><table><tr><th>time (UTC)</th>'
             f'<th>severity</th><th>rule</th><th>subscription</th><th>summary</th><th>enrichment</th></tr>'
             f"{rows or empty}</table></section>")
 
 
-def _links(alert: dict[str, Any], code: str | None) -> str:
+def _links(alert: dict[str, Any]) -> str:
     """Relative links into enrich_fn (same route prefix): the Defender alert, resource, address, operation."""
-    key = {"code": code} if code else {}
     resource = alert.get("resource_id") or ""  # enrich_fn looks up ARM resources only, not tenant objects
     targets: list[tuple[str, str | None, str, dict[str, str]]] = [
         ("Defender alert", alert.get("defender_alert"), "enrich/alert", {"id": alert.get("defender_alert") or ""}),
@@ -154,7 +155,7 @@ def _links(alert: dict[str, Any], code: str | None) -> str:
         ("IP", alert.get("source_ip"), f"enrich/ip/{quote(alert.get('source_ip') or '', safe='')}", {}),
         ("operation", alert.get("operation"), f"enrich/operation/{quote(alert.get('operation') or '')}", {}),
     ]
-    return " · ".join(f'<a href="{escape(_href(path, {**query, **key}))}">{label}</a>'
+    return " · ".join(f'<a href="{escape(_href(path, query))}">{label}</a>'
                       for label, value, path, query in targets if value)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
+from shared.caller import PRINCIPAL_HEADER
 from shared.clients import wiring
 from shared.clients.eventhubs import Position
 from shared.enrich import api
@@ -16,6 +17,7 @@ from shared.normalize.batch import normalize_bodies
 from tests.conftest import indexed_functions, sample
 from tests.enrich.conftest import call, json_of, write_geo_database
 from tests.enrich.fake_arm import CALLER_DETAILS, SUBSCRIPTION, FakeArm, arm_path, failing, forbidden, throttled
+from tests.test_caller import ERIN, READER_ONLY
 
 pytestmark = pytest.mark.usefixtures("enrich_env")
 NSG, RULE, VAULT = arm_path("nsg-web"), arm_path("rule-allow-9753"), arm_path("kv-prod-secrets")
@@ -255,10 +257,27 @@ def test_dismissal_when_enabled_posts_to_arm_and_refreshes_the_cached_alert(
     assert json_of(call("enrich_alert", params={"id": ALERT}))["status"] == "Active"
     response = dismiss(ALERT)
     assert response.status_code == 200
-    assert json_of(response) == {"id": ALERT, "status": "Dismissed"}
+    assert json_of(response) == {"id": ALERT, "status": "Dismissed", "dismissed_by": "function key"}
     posted = fake_arm.calls(ALERT + "/dismiss", "POST")
     assert [call.query for call in posted] == [{"api-version": "2022-01-01"}]
     assert json_of(call("enrich_alert", params={"id": ALERT}))["status"] == "Dismissed"
+
+
+def test_with_entra_sign_in_only_a_responder_dismisses_and_is_recorded(
+        enrich_env: pytest.MonkeyPatch, fake_arm: FakeArm, caplog: pytest.LogCaptureFixture) -> None:
+    enrich_env.setenv("STORMWATCH_ALLOW_ALERT_DISMISS", "true")
+    enrich_env.setenv("STORMWATCH_HTTP_AUTH", "entra")
+    wiring.reset()
+    json_headers = {"content-type": "application/json"}
+    assert dismiss(ALERT, json_headers).status_code == 401
+    assert dismiss(ALERT, {**json_headers, PRINCIPAL_HEADER: READER_ONLY}).status_code == 403
+    assert fake_arm.calls(method="POST") == []
+    with caplog.at_level(logging.INFO, logger="stormwatch.enrich"):
+        response = dismiss(ALERT, {**json_headers, PRINCIPAL_HEADER: ERIN})
+    assert json_of(response) == {"id": ALERT, "status": "Dismissed", "dismissed_by": "erin@contoso.example"}
+    assert any('"by":"erin@contoso.example"' in record.getMessage() for record in caplog.records)
+    reader = call("enrich_ip", route={"ip": "198.51.100.143"}, headers={PRINCIPAL_HEADER: READER_ONLY})
+    assert reader.status_code == 200
 
 
 def test_dismissal_without_the_security_admin_role(enrich_env: pytest.MonkeyPatch, fake_arm: FakeArm) -> None:
