@@ -40,6 +40,7 @@ _ENV_NAMES: dict[str, str] = {
     "deadletter_container": "STORMWATCH_DEADLETTER_CONTAINER",
     # detect_fn
     "rules_dir": "STORMWATCH_RULES_DIR",
+    "rule_statuses": "STORMWATCH_RULE_STATUSES",
     "state_table": "STORMWATCH_STATE_TABLE",
     "alerts_table": "STORMWATCH_ALERTS_TABLE",
     "inventory_table": "STORMWATCH_INVENTORY_TABLE",
@@ -80,6 +81,8 @@ class Settings(BaseModel):
     deadletter_container: str = "deadletters"
     # detect_fn: rules folder (default: the `rules/` folder shipped with the app) and its tables.
     rules_dir: str | None = None
+    # Which Sigma `status` values run (comma-separated in the app setting); rules without a status always do.
+    rule_statuses: list[str] = Field(default_factory=lambda: ["stable", "test"])
     state_table: str = "detectionstate"
     alerts_table: str = "alerts"
     # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
@@ -100,6 +103,13 @@ class Settings(BaseModel):
     def _parse_routes(cls, value: object) -> object:
         if isinstance(value, str):
             return orjson.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("rule_statuses", mode="before")
+    @classmethod
+    def _split_statuses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("publisher")
