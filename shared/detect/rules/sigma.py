@@ -253,7 +253,9 @@ def _field_reference(values_of: Getter, values: list[Any], loc: tuple[str | int,
     return same
 
 
+# |windash: a command-line flag's leading - or / in every form Windows accepts.
 _DASHES = ("-", "/", "\u2013", "\u2014", "\u2015")
+_FLAG_DASH = re.compile(r"(^|\s)[-/]")
 
 
 def _transformed(value: Any, transforms: list[str], operator: str | None,
@@ -271,7 +273,7 @@ def _transformed(value: Any, transforms: list[str], operator: str | None,
         elif transform == "utf16":
             encoding = "utf-16"
         elif transform == "windash":
-            variants = [str(variant).replace("-", dash) for variant in variants for dash in _DASHES]
+            variants = [_FLAG_DASH.sub(rf"\g<1>{dash}", str(variant)) for variant in variants for dash in _DASHES]
         elif transform == "base64":
             variants = [base64.b64encode(str(variant).encode(encoding)).decode() for variant in variants]
         else:  # base64offset: the three encodings of the value at each offset in a longer text
