@@ -148,7 +148,8 @@ def declared_env_names() -> list[str]:
 LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTION})
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
-    "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_GEOIP_DATABASE",
+    "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_RULE_STATUSES",
+    "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
 })
 # Identity-based connections the Functions host itself reads (not through Settings).
