@@ -43,6 +43,7 @@ _ENV_NAMES: dict[str, str] = {
     "deadletter_container": "STORMWATCH_DEADLETTER_CONTAINER",
     # detect_fn
     "rules_dir": "STORMWATCH_RULES_DIR",
+    "rule_statuses": "STORMWATCH_RULE_STATUSES",
     "state_table": "STORMWATCH_STATE_TABLE",
     "alerts_table": "STORMWATCH_ALERTS_TABLE",
     "inventory_table": "STORMWATCH_INVENTORY_TABLE",
@@ -85,6 +86,8 @@ class Settings(BaseModel):
     deadletter_container: str = "deadletters"
     # detect_fn: rules folder (default: the `rules/` folder shipped with the app) and its tables.
     rules_dir: str | None = None
+    # Which Sigma `status` values run (comma-separated in the app setting); rules without a status always do.
+    rule_statuses: list[str] = Field(default_factory=lambda: ["stable", "test"])
     state_table: str = "detectionstate"
     alerts_table: str = "alerts"
     # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
@@ -106,6 +109,13 @@ class Settings(BaseModel):
     def _parse_routes(cls, value: object) -> object:
         if isinstance(value, str):
             return orjson.loads(value) if value.strip() else {}
+        return value
+
+    @field_validator("rule_statuses", mode="before")
+    @classmethod
+    def _split_statuses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("publisher")
@@ -144,7 +154,8 @@ def declared_env_names() -> list[str]:
 LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTION})
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
-    "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_GEOIP_DATABASE",
+    "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_RULE_STATUSES",
+    "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
 })
 # Identity-based connections the Functions host itself reads (not through Settings).

@@ -92,7 +92,7 @@ def test_the_registered_handlers_detect_and_keep_house(tables: Tables, rules_dir
     assert alert["rule_id"] == "burst" and alert["count"] == 10
     assert alert["group"] == {"actor": "mallory@contoso.example"}
     assert set(alert) == {"alert_id", "rule_id", "title", "severity", "time", "group", "count", "first_seen",
-                          "last_seen", "event_ids", "summary"}
+                          "last_seen", "event_ids", "summary", "tags", "references", "falsepositives", "author"}
     stored = TableAlertStore(tables.service().get_table_client(tables.alerts)).get(alert["alert_id"])
     assert stored is not None and orjson.loads(stored.to_json()) == alert
     registered("detect_housekeeping").get_user_function()(TimerRequest())

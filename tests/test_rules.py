@@ -104,7 +104,7 @@ def test_conditions(condition: str, expected: bool) -> None:
     ({"sel": {"actor": "x"}, "condition": "sel sel"}, "unexpected 'sel'"),
     ({"sel": {"actor|re": "("}, "condition": "sel"}, "invalid regular expression"),
     ({"sel": {"source_ip|cidr": "not-a-net"}, "condition": "sel"}, "not a network"),
-    ({"sel": ["keyword", "search"], "condition": "sel"}, "keyword search is not supported"),
+    ({"sel": [{"actor": "x"}, "keyword"], "condition": "sel"}, "or a list of keywords"),
     ({"sel": {"actor|contains|re": "x"}, "condition": "sel"}, "cannot be combined"),
     ({"sel": {"actor": []}, "condition": "sel"}, "empty list"),
     ({"sel": {"actor": "x"}, "condition": "1 of nothing_*"}, "matches no selection"),

@@ -47,6 +47,11 @@ class Alert(BaseModel):
     last_seen: AwareDatetime
     event_ids: list[str] = Field(description=f"A sample of at most {MAX_EVENT_IDS} contributing events")
     summary: str = Field(description="One sentence naming who, what and where")
+    # From the rule's Sigma metadata (optional: alerts stored before these existed read as empty).
+    tags: list[str] = Field(default_factory=list, description="ATT&CK tactics and technique ids (attack.t1078)")
+    references: list[str] = Field(default_factory=list)
+    falsepositives: list[str] = Field(default_factory=list)
+    author: str = ""
 
     @field_serializer("time", "first_seen", "last_seen")
     def _iso(self, moment: datetime) -> str:
@@ -147,14 +152,18 @@ def alert_entity(alert: Alert) -> dict[str, Any]:
     """Flat, readable properties (Storage Explorer, enrich_fn); lists and maps as JSON text."""
     fields = alert.model_dump(mode="json")
     return {"PartitionKey": alert.alert_id, "RowKey": ALERT_ROW_KEY, **fields,
-            "group": orjson.dumps(fields["group"]).decode(), "event_ids": orjson.dumps(fields["event_ids"]).decode()}
+            **{name: orjson.dumps(fields[name]).decode() for name in _JSON_FIELDS}}
+
+
+_JSON_FIELDS = ("group", "event_ids", "tags", "references", "falsepositives")
 
 
 def alert_from_entity(entity: Mapping[str, Any]) -> Alert:
-    values = {name: entity.get(name) for name in Alert.model_fields}
-    values["group"] = orjson.loads(values["group"] or "{}")
-    values["event_ids"] = orjson.loads(values["event_ids"] or "[]")
-    return Alert.model_validate(values)
+    values: dict[str, Any] = {name: entity[name] for name in Alert.model_fields if entity.get(name) is not None}
+    for name in _JSON_FIELDS:
+        if name in values:
+            values[name] = orjson.loads(values[name])
+    return Alert.model_validate({"group": {}, "event_ids": [], **values})
 
 
 class MemoryAlertStore:

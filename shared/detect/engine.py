@@ -36,7 +36,9 @@ from shared.clients.storage import table_service
 from shared.detect.alerts import Alert, AlertStore, TableAlertStore, emit_alerts
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
+from shared.detect.rules.fields import route
 from shared.detect.rules.loader import RulePack, load_rules
+from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
 from shared.detect.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
 from shared.normalized_event import DeadLetter
@@ -137,8 +139,9 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
     candidates: list[Alert] = []
     touched: dict[StateKey, _KeyHits] = {}
     rule_errors = 0
+    routed = route(detector.rules, events, lambda decoded: decoded.event)  # by Sigma log source
     for rule in detector.rules:
-        for decoded in events:
+        for decoded in routed[rule.service]:
             try:
                 if rule.selects(decoded.event):
                     matched[rule.id] += 1
@@ -231,11 +234,13 @@ def housekeep(detector: Detector, now: datetime) -> dict[str, int]:
     return deleted
 
 
-def load_pack(rules_dir: str | Path | None) -> RulePack:
+def load_pack(rules_dir: str | Path | None, statuses: Sequence[str] = DEFAULT_STATUSES) -> RulePack:
     """Load the rules, logging each file that failed: one bad file never disables the others."""
-    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR)
+    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, statuses)
     for error in pack.errors:
         log.error("rule file not loaded: %s", error)
+    for skipped in pack.skipped:
+        log.info("rule not run: %s", skipped)
     return pack
 
 
@@ -256,14 +261,16 @@ def detector() -> Detector:
     """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`)."""
     settings = get_settings()
     publisher, dead_letters = wiring.publisher(), wiring.dead_letter_store()
-    signature = (settings.rules_dir, settings.state_table, settings.alerts_table, settings.inventory_table,
+    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.state_table, settings.alerts_table,
+                 settings.inventory_table,
                  settings.alerts_hub,
                  settings.storage_connection_string, settings.table_endpoint, id(publisher), id(dead_letters))
     with _building:
         built = _built.get("current")
         if built is None or built[0] != signature:
             built = signature, build_detector(
-                load_pack(settings.rules_dir).rules, table_service(settings), state_table=settings.state_table,
+                load_pack(settings.rules_dir, settings.rule_statuses).rules, table_service(settings),
+                state_table=settings.state_table,
                 alerts_table=settings.alerts_table, publisher=publisher, alerts_hub=settings.alerts_hub,
                 dead_letters=dead_letters, inventory=settings.inventory_table)
             _built["current"] = built

@@ -364,10 +364,12 @@ def _raise(context: KeyContext, hit: Hit, *, count: int, first_us: int, last_us:
     facts: dict[str, Any] = {**context.group, "count": count, "title": rule.spec.title,
                              "first_seen": _format(first_us), "last_seen": _format(last_us)}
     return Raised(Alert(
-        alert_id=identity, rule_id=rule.id, title=rule.spec.title, severity=rule.spec.severity,
+        alert_id=identity, rule_id=rule.id, title=rule.spec.title, severity=rule.spec.level,
         time=from_us(fired_us if fired_us is not None else hit.time_us), group=context.group, count=count,
         first_seen=from_us(first_us), last_seen=from_us(last_us), event_ids=event_ids[-MAX_EVENT_IDS:],
         summary=render_summary(rule.spec.summary, rule.spec.title, facts, hit.event),
+        tags=rule.spec.tags, references=rule.spec.references, falsepositives=rule.spec.falsepositives,
+        author=", ".join(rule.spec.author),
     ), hit.sequence)
 
 

@@ -8,7 +8,7 @@ modifier 'contain'`). YAML is read with two traps of YAML 1.1 closed: only true/
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,9 +18,10 @@ import yaml
 from pydantic import ValidationError
 
 from shared.detect.rules.errors import LoadError, RuleError
-from shared.detect.rules.model import ListFilter, RuleFile, RuleTest, ValueList, parse_duration
+from shared.detect.rules.fields import Service, field_map
+from shared.detect.rules.model import DEFAULT_STATUSES, ListFilter, RuleFile, RuleTest, ValueList, parse_duration
 from shared.detect.rules.rule import BUCKETS_PER_WINDOW, Rule, RuleCase, distinct_state_chars
-from shared.detect.rules.sigma import Getter, Predicate, as_text, compile_detection, compile_path
+from shared.detect.rules.sigma import Getter, Predicate, Resolve, as_text, compile_detection
 from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, environment_lists
 from shared.normalized_event import FIELD_NAMES, NormalizedEvent
 from shared.values import MappingError, format_time, parse_time
@@ -52,13 +53,15 @@ _RuleYamlLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|fal
 
 @dataclass
 class RulePack:
-    """The rules that loaded, and one error per file that did not."""
+    """The rules that loaded, one error per file that did not, and the rules whose status is not run."""
 
     rules: list[Rule] = field(default_factory=list)
     errors: list[LoadError] = field(default_factory=list)
+    skipped: list[LoadError] = field(default_factory=list)
 
 
-def load_rules(directory: Path) -> RulePack:
+def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES) -> RulePack:
+    """Every rule file under `directory`; Sigma rules whose `status` is not in `statuses` are skipped."""
     pack = RulePack()
     if not directory.is_dir():
         pack.errors.append(LoadError(directory, None, "rules folder not found"))
@@ -73,6 +76,10 @@ def load_rules(directory: Path) -> RulePack:
             continue
         if rule.id in seen:
             pack.errors.append(LoadError(path, 1, f"rule id {rule.id!r} is already used by {seen[rule.id]}"))
+            continue
+        if rule.spec.status is not None and rule.spec.status not in statuses:
+            pack.skipped.append(LoadError(path, None, f"status {rule.spec.status} is not run (running: "
+                                                      f"{', '.join(statuses)})"))
             continue
         seen[rule.id] = path
         pack.rules.append(rule)
@@ -183,22 +190,38 @@ def load_rule_file(path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
 
 def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
     _check_kind(spec)
+    service = field_map().service(spec.logsource.model_dump() if spec.logsource else None)
+
+    def resolve(name: str) -> Getter:
+        return field_map().getter(name, service)
+
     try:
-        detection = compile_detection(spec.detection)
+        detection = compile_detection(spec.detection, resolve)
     except RuleError as error:
         raise error.within("detection") from None
-    filters = [_compile_filter(item, lists, ("filters", index)) for index, item in enumerate(spec.filters)]
+    filters = [_compile_filter(item, lists, ("filters", index), resolve) for index, item in enumerate(spec.filters)]
     selects = detection if not filters else _both(detection, filters)
-    value_getters = tuple(_path(name, ("fields", index)) for index, name in enumerate(spec.fields))
+    value_getters: tuple[Getter, ...] = ()
+    if spec.kind == "first_seen":
+        value_getters = tuple(_path(resolve, name, ("fields", index)) for index, name in enumerate(spec.fields))
     if spec.kind == "distinct" and spec.condition and spec.condition.field:
-        value_getters = (_path(spec.condition.field, ("condition", "field")),)
+        value_getters = (_path(resolve, spec.condition.field, ("condition", "field")),)
     _check_summary(spec.summary)
     return Rule(
-        spec=spec, path=path, selects=selects,
-        group_getters=tuple(_path(name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
+        spec=spec, path=path, selects=_routed(service, selects),
+        group_getters=tuple(_path(resolve, name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
         value_getters=value_getters,
         cases=tuple(_case(spec.id, test, ("tests", index)) for index, test in enumerate(spec.tests)),
+        service=None if service is None else service.name,
     )
+
+
+def _routed(service: Service | None, selects: Predicate) -> Predicate:
+    """A rule of a log source sees only that log's events (the engine also routes by `Rule.service`)."""
+    if service is None:
+        return selects
+    routes = service.routes
+    return lambda event: routes(event) and selects(event)
 
 
 def _check_kind(spec: RuleFile) -> None:
@@ -226,25 +249,23 @@ def _check_kind(spec: RuleFile) -> None:
                         "state entity: lower it or the lateness", ("condition", "gte"))
     if spec.kind == "first_seen" and not spec.fields:
         raise RuleError("a first_seen rule names the fields whose values must be new", ("kind",))
-    if spec.kind != "first_seen" and spec.fields:
-        raise RuleError("fields belong to first_seen rules", ("fields",))
     if spec.kind == "first_seen" and spec.suppress is not None:
         raise RuleError("a first_seen rule raises once per new value: suppress does not apply", ("suppress",))
 
 
-def _path(name: str, loc: tuple[str | int, ...]) -> Getter:
+def _path(resolve: Resolve, name: str, loc: tuple[str | int, ...]) -> Getter:
     try:
-        return compile_path(name)
+        return resolve(name)
     except RuleError as error:
         raise RuleError(error.message, loc) from None
 
 
 def _compile_filter(item: ListFilter, lists: Mapping[str, frozenset[str]],
-                    loc: tuple[str | int, ...]) -> Predicate:
+                    loc: tuple[str | int, ...], resolve: Resolve) -> Predicate:
     name = item.in_list or item.not_in or ""
     if name not in lists:
         raise RuleError(f"list {name!r} is not defined (expected {LISTS_FOLDER}/{name}.yaml)", loc)
-    members, values_of = lists[name], _path(item.field, (*loc, "field"))
+    members, values_of = lists[name], _path(resolve, item.field, (*loc, "field"))
     if item.in_list is not None:
         return lambda event: any(as_text(value) in members for value in values_of(event) if value is not None)
     return lambda event: not any(as_text(value) in members for value in values_of(event) if value is not None)

@@ -1,7 +1,9 @@
 """The shape of a rule file (one YAML file per rule) and of a list file, validated with pydantic.
 
-Aggregation keys follow Sigma correlation rules (`group-by`, `timespan`, `condition: {gte: N}`,
-`condition.field` for distinct values) so Sigma content maps over with little editing.
+A rule file is a Sigma rule: Sigma's own attributes (title, id, status, level, logsource, tags,
+author, ...) are accepted as SigmaHQ writes them, so its rules drop in unmodified. Our additions are
+custom attributes Sigma allows (docs/detect.md): `kind`, `group-by`, `timespan`, `condition`
+(aggregations, shaped like Sigma correlation rules), `filters`, `suppress`, `summary`, `tests`.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -29,6 +31,9 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Severity = Literal["informational", "low", "medium", "high", "critical"]
 Kind = Literal["match", "threshold", "distinct", "first_seen"]
+Status = Literal["stable", "test", "experimental", "deprecated", "unsupported"]
+# A rule without a status is ours (always runs); Sigma rules run when their status is in the setting.
+DEFAULT_STATUSES: tuple[str, ...] = ("stable", "test")
 
 
 class _Strict(BaseModel):
@@ -64,17 +69,57 @@ class RuleTest(_Strict):
     events: list[dict[str, Any]] = Field(min_length=1)
 
 
+class LogSource(BaseModel):
+    """Sigma's `logsource`: product azure and a service route the rule (`shared.detect.rules.fields`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    product: str | None = None
+    service: str | None = None
+    category: str | None = None
+    definition: str | None = None
+
+
+class Related(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    id: str
+    type: str
+
+
+def _text_list(value: Any) -> Any:
+    """Sigma writes `author` and `falsepositives` as text or as a list of texts."""
+    return [value] if isinstance(value, str) else value
+
+
+TextList = Annotated[list[str], BeforeValidator(_text_list)]
+
+
 class RuleFile(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
-                    description="Lower-case letters, digits and dashes: also the state's PartitionKey")
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field(min_length=1)
-    severity: Severity
-    kind: Kind
+                    description="Lower-case letters, digits and dashes (a Sigma UUID fits): the state's PartitionKey")
+    title: str = Field(min_length=1, max_length=256)
+    description: str = ""
+    level: Severity = Field(validation_alias=AliasChoices("level", "severity"),
+                            description="The alert's severity (`severity`, our older name, is read as level)")
+    status: Status | None = None
+    kind: Kind = "match"
+    logsource: LogSource | None = None
     detection: dict[str, Any]
+    # Sigma's metadata: carried into alerts (author, tags, references, falsepositives) or kept as written.
+    name: str | None = None
+    author: TextList = Field(default_factory=list)
+    date: str | None = None
+    modified: str | None = None
+    license: str | None = None
+    related: list[Related] = Field(default_factory=list)
+    falsepositives: TextList = Field(default_factory=list)
+    taxonomy: str | None = None
+    scope: list[str] = Field(default_factory=list)
     filters: list[ListFilter] = Field(default_factory=list)
     group_by: list[str] = Field(default_factory=list, alias="group-by")
-    fields: list[str] = Field(default_factory=list, description="first_seen: the values that must be new")
+    fields: list[str] = Field(default_factory=list, description="first_seen: the values that must be new "
+                              "(for other kinds, Sigma's list of fields worth showing)")
     timespan: Duration | None = None
     condition: Condition | None = None
     lateness: Duration = Field(timedelta(hours=1), description="How late an event may arrive and still count")

@@ -41,6 +41,7 @@ class Rule:
     group_getters: tuple[Getter, ...]
     value_getters: tuple[Getter, ...]
     cases: tuple[RuleCase, ...] = ()
+    service: str | None = None  # the Sigma log source service it reads (None: every event)
 
     @property
     def id(self) -> str:

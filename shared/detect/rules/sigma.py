@@ -9,9 +9,12 @@ JSON text) so that `targets.type: Group` matches when any target is a group.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,7 +25,14 @@ Event = Mapping[str, Any]
 Predicate = Callable[[Event], bool]
 Getter = Callable[[Event], list[Any]]
 
-MODIFIERS = frozenset({"contains", "startswith", "endswith", "all", "re", "cidr"})
+# Sigma's value modifiers, by role: an operator (at most one), transformations of the expected value
+# (applied in the order written), and flags.
+OPERATORS = frozenset({"contains", "startswith", "endswith", "re", "cidr", "exists", "lt", "lte", "gt", "gte",
+                       "fieldref"})
+TRANSFORMS = frozenset({"base64", "base64offset", "windash", "wide", "utf16le", "utf16be", "utf16"})
+FLAGS = frozenset({"all", "cased", "i", "m", "s", "ignorecase", "multiline", "dotall"})
+MODIFIERS = OPERATORS | TRANSFORMS | FLAGS
+Resolve = Callable[[str], Getter]
 _MISSING = object()
 
 
@@ -98,23 +108,29 @@ def as_text(value: Any) -> str:
         return str(int(value))
     if value is None:
         return ""
+    if isinstance(value, (Mapping, list)):  # a nested object compares as its JSON text (Log Analytics shows it so)
+        return orjson.dumps(value).decode().casefold()
     return str(value).casefold()
 
 
-def compile_detection(detection: Mapping[str, Any]) -> Predicate:
-    """`detection:` (named selections + `condition`) → one predicate. Raises RuleError with a loc."""
+def compile_detection(detection: Mapping[str, Any], resolve: Resolve = compile_path) -> Predicate:
+    """`detection:` (named selections + `condition`) → one predicate. Raises RuleError with a loc.
+
+    `resolve` turns a field name into a getter (Sigma rules resolve names through their log source's
+    field map, `shared.detect.rules.fields`); by default names are paths into the normalized event.
+    """
     if not isinstance(detection, Mapping):
         raise RuleError("detection must be a mapping of named selections and a condition")
-    selections = {name: body for name, body in detection.items() if name != "condition"}
+    selections = {name: body for name, body in detection.items() if name not in ("condition", "timeframe")}
     if "condition" not in detection:
         raise RuleError("detection has no condition", ("condition",))
     if not selections:
         raise RuleError("detection has no named selection")
     compiled: dict[str, Predicate] = {}
     for name, body in selections.items():
-        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-            raise RuleError(f"selection name {name!r} must be a word (letters, digits, _)", (str(name),))
-        compiled[name] = _compile_selection(body, (name,))
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", name):
+            raise RuleError(f"selection name {name!r} must be a word (letters, digits, _ or -)", (str(name),))
+        compiled[name] = _compile_selection(body, (name,), resolve)
     condition = detection["condition"]
     if isinstance(condition, list):
         parsed = [_parse_condition(item, compiled, ("condition", index)) for index, item in enumerate(condition)]
@@ -122,35 +138,72 @@ def compile_detection(detection: Mapping[str, Any]) -> Predicate:
     return _parse_condition(condition, compiled, ("condition",))
 
 
-def _compile_selection(body: Any, loc: tuple[str | int, ...]) -> Predicate:
+def _compile_selection(body: Any, loc: tuple[str | int, ...], resolve: Resolve) -> Predicate:
     if isinstance(body, Mapping):
         if not body:
             raise RuleError("a selection needs at least one field", loc)
-        return _all_of([_compile_field(str(key), value, (*loc, str(key))) for key, value in body.items()])
+        return _all_of([_compile_field(str(key), value, (*loc, str(key)), resolve) for key, value in body.items()])
     if isinstance(body, list) and body and all(isinstance(item, Mapping) for item in body):
-        return _any_of([_compile_selection(item, (*loc, index)) for index, item in enumerate(body)])
-    raise RuleError("a selection is a map of fields or a list of such maps (keyword search is not "
-                    "supported: name the field)", loc)
+        return _any_of([_compile_selection(item, (*loc, index), resolve) for index, item in enumerate(body)])
+    if isinstance(body, (str, int, float)) and not isinstance(body, bool):
+        return _keywords([body], loc)
+    if isinstance(body, list) and body and all(isinstance(item, (str, int, float)) for item in body):
+        return _keywords(body, loc)
+    raise RuleError("a selection is a map of fields, a list of such maps, or a list of keywords", loc)
 
 
-def _compile_field(key: str, expected: Any, loc: tuple[str | int, ...]) -> Predicate:
+def _keywords(words: Sequence[Any], loc: tuple[str | int, ...]) -> Predicate:
+    """Sigma keywords: the event matches when any text in it (normalized fields or raw record) holds a word."""
+    tests = [_value_test("contains", word, loc) for word in words]
+
+    def has_keyword(event: Event) -> bool:
+        texts: list[Any] = []
+        _leaves(event, texts)
+        return any(test(texts) for test in tests)
+
+    return has_keyword
+
+
+def _leaves(node: Any, found: list[Any]) -> None:
+    if isinstance(node, Mapping):
+        for value in node.values():
+            _leaves(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            _leaves(value, found)
+    elif isinstance(node, str):
+        found.append(node)
+
+
+def _compile_field(key: str, expected: Any, loc: tuple[str | int, ...], resolve: Resolve) -> Predicate:
     path, *modifiers = key.split("|")
     unknown = [modifier for modifier in modifiers if modifier not in MODIFIERS]
     if unknown:
         raise RuleError(f"unknown modifier {unknown[0]!r} (supported: {', '.join(sorted(MODIFIERS))})", loc)
     try:
-        values_of = compile_path(path)
+        values_of = resolve(path)
     except RuleError as error:
         raise RuleError(error.message, loc) from None
-    operators = [modifier for modifier in modifiers if modifier != "all"]
+    operators = [modifier for modifier in modifiers if modifier in OPERATORS]
     if len(operators) > 1:
         raise RuleError(f"modifiers {'|'.join(operators)} cannot be combined", loc)
+    operator = operators[0] if operators else None
     values = expected if isinstance(expected, list) else [expected]
     if not values:
         raise RuleError("an empty list of values matches nothing", loc)
     if any(isinstance(value, (Mapping, list)) for value in values):
         raise RuleError("values must be scalars (text, numbers, booleans or null)", loc)
-    tests = [_value_test(operators[0] if operators else None, value, loc) for value in values]
+    if operator == "exists":
+        return _exists(values_of, values, loc)
+    if operator == "fieldref":
+        return _field_reference(values_of, values, loc, resolve)
+    transforms = [modifier for modifier in modifiers if modifier in TRANSFORMS]
+    options = _Options(cased="cased" in modifiers,
+                       regex_flags=frozenset(modifier[0] for modifier in modifiers
+                                             if modifier in ("i", "m", "s", "ignorecase", "multiline", "dotall")))
+    tests = [_any_variant([_value_test(operator, variant, loc, options)
+                           for variant in _transformed(value, transforms, operator, loc)])
+             for value in values]
     if len(tests) == 1:  # the common case, without a generator per event
         only = tests[0]
         return lambda event: only(values_of(event))
@@ -166,7 +219,96 @@ def _compile_field(key: str, expected: Any, loc: tuple[str | int, ...]) -> Predi
 ValueTest = Callable[[list[Any]], bool]
 
 
-def _value_test(operator: str | None, expected: Any, loc: tuple[str | int, ...]) -> ValueTest:
+@dataclass(frozen=True)
+class _Options:
+    cased: bool = False
+    regex_flags: frozenset[str] = frozenset()
+
+
+def _any_variant(tests: list[ValueTest]) -> ValueTest:
+    if len(tests) == 1:
+        return tests[0]
+    return lambda found: any(test(found) for test in tests)
+
+
+def _exists(values_of: Getter, values: list[Any], loc: tuple[str | int, ...]) -> Predicate:
+    if len(values) != 1 or not isinstance(values[0], bool):
+        raise RuleError("|exists takes true or false", loc)
+    wanted = values[0]
+    return lambda event: any(value is not None for value in values_of(event)) is wanted
+
+
+def _field_reference(values_of: Getter, values: list[Any], loc: tuple[str | int, ...],
+                     resolve: Resolve) -> Predicate:
+    """`a|fieldref: b`: a holds one of the values b holds in the same event."""
+    try:
+        others = [resolve(str(value)) for value in values]
+    except RuleError as error:
+        raise RuleError(error.message, loc) from None
+
+    def same(event: Event) -> bool:
+        mine = {as_text(value) for value in values_of(event) if value is not None}
+        return any(as_text(value) in mine for other in others for value in other(event) if value is not None)
+
+    return same
+
+
+# |windash: a command-line flag's leading - or / in every form Windows accepts.
+_DASHES = ("-", "/", "\u2013", "\u2014", "\u2015")
+_FLAG_DASH = re.compile(r"(^|\s)[-/]")
+
+
+def _transformed(value: Any, transforms: list[str], operator: str | None,
+                 loc: tuple[str | int, ...]) -> list[Any]:
+    """The expected value after Sigma's transformation modifiers: every variant that may appear."""
+    variants: list[Any] = [value]
+    encoding = "utf-8"
+    for transform in transforms:
+        if value is None:
+            raise RuleError(f"|{transform} needs a value, not null", loc)
+        if transform in ("wide", "utf16le"):
+            encoding = "utf-16-le"
+        elif transform == "utf16be":
+            encoding = "utf-16-be"
+        elif transform == "utf16":
+            encoding = "utf-16"
+        elif transform == "windash":
+            variants = [_FLAG_DASH.sub(rf"\g<1>{dash}", str(variant)) for variant in variants for dash in _DASHES]
+        elif transform == "base64":
+            variants = [base64.b64encode(str(variant).encode(encoding)).decode() for variant in variants]
+        else:  # base64offset: the three encodings of the value at each offset in a longer text
+            if operator != "contains":
+                raise RuleError("|base64offset is used with |contains", loc)
+            variants = [shifted for variant in variants for shifted in _base64_offsets(str(variant), encoding)]
+    return variants
+
+
+def _base64_offsets(text: str, encoding: str) -> list[str]:
+    data = text.encode(encoding)
+    start, end = (0, 2, 3), (None, -3, -2)
+    found = []
+    for shift in range(3):
+        encoded = base64.b64encode(b"\0" * shift + data).decode()
+        trim = (len(data) + shift) % 3
+        found.append(encoded[start[shift]:end[trim]])
+    return found
+
+
+def compile_regex(pattern: str, flags: frozenset[str] = frozenset()) -> re.Pattern[str]:
+    """Every `|re` of every rule is compiled here (one place to swap in a linear-time engine).
+
+    Matching is case-insensitive like the rest of our Sigma; `m` and `s` add multi-line and dot-all.
+    """
+    value = re.IGNORECASE
+    if "m" in flags:
+        value |= re.MULTILINE
+    if "s" in flags or "d" in flags:
+        value |= re.DOTALL
+    return re.compile(pattern, value)
+
+
+def _value_test(operator: str | None, expected: Any, loc: tuple[str | int, ...],
+                options: _Options = _Options()) -> ValueTest:
     """One expected value → a test over the values found at the path (any of them may match)."""
     if expected is None:
         if operator is not None:
@@ -180,21 +322,67 @@ def _value_test(operator: str | None, expected: Any, loc: tuple[str | int, ...])
         return lambda found: any(_in_network(value, network) for value in found)
     if operator == "re":
         try:
-            pattern = re.compile(str(expected), re.IGNORECASE)
+            pattern = compile_regex(str(expected), options.regex_flags)
         except re.error as error:
             raise RuleError(f"invalid regular expression: {error}", loc) from None
-        return lambda found: any(value is not None and pattern.search(as_text(value)) for value in found)
-    text = as_text(expected)
+        return lambda found: any(value is not None and pattern.search(_plain_text(value)) for value in found)
+    if operator in ("lt", "lte", "gt", "gte"):
+        return _compare(operator, expected, loc)
+    shown = _plain_text if options.cased else as_text
+    text = shown(expected)
     if operator == "contains":
-        return lambda found: any(value is not None and text in as_text(value) for value in found)
+        return lambda found: any(value is not None and text in shown(value) for value in found)
     if operator == "startswith":
-        return lambda found: any(value is not None and as_text(value).startswith(text) for value in found)
+        return lambda found: any(value is not None and shown(value).startswith(text) for value in found)
     if operator == "endswith":
-        return lambda found: any(value is not None and as_text(value).endswith(text) for value in found)
+        return lambda found: any(value is not None and shown(value).endswith(text) for value in found)
     if isinstance(expected, str) and ("*" in expected or "?" in expected):
         wildcard = re.compile(_wildcard_pattern(text), re.DOTALL)
-        return lambda found: any(value is not None and wildcard.fullmatch(as_text(value)) for value in found)
-    return lambda found: any(value is not None and as_text(value) == text for value in found)
+        return lambda found: any(value is not None and wildcard.fullmatch(shown(value)) for value in found)
+    return lambda found: any(value is not None and shown(value) == text for value in found)
+
+
+def _plain_text(value: Any) -> str:
+    """A value as text without case folding (`|cased`, `|re`)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (Mapping, list)):
+        return orjson.dumps(value).decode()
+    return as_text(value)
+
+
+_COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    "lt": lambda found, limit: found < limit, "lte": lambda found, limit: found <= limit,
+    "gt": lambda found, limit: found > limit, "gte": lambda found, limit: found >= limit,
+}
+
+
+def _compare(operator: str, expected: Any, loc: tuple[str | int, ...]) -> ValueTest:
+    limit = _number(expected)
+    if limit is None:
+        raise RuleError(f"|{operator} needs a number", loc)
+    holds = _COMPARISONS[operator]
+
+    def compares(found: list[Any]) -> bool:
+        for value in found:
+            number = _number(value)
+            if number is not None and holds(number, limit):
+                return True
+        return False
+
+    return compares
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _wildcard_pattern(text: str) -> str:
