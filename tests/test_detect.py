@@ -358,7 +358,7 @@ def test_replay_reads_json_lines_from_stdin(tables: Tables, azurite_instance: az
 def test_replay_says_in_one_line_when_the_table_endpoint_is_unreachable(tables: Tables) -> None:
     unreachable = emulator_connection_string({"blob": 9, "queue": 9, "table": 9})
     done = replay(str(SAMPLES / "activity/vm-start.json"), connection_string=unreachable, tables=tables)
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""
     assert "Traceback" not in done.stderr
     [message] = done.stderr.strip().splitlines()
     assert message.startswith("replay: cannot reach the table endpoint http://127.0.0.1:9/devstoreaccount1")

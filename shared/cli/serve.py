@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 import orjson
 
+from shared.cli.usage import UsageError
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_BODY_BYTES = 16 * 1024 * 1024  # beyond this the request is refused before it is read
 _READY = re.compile(r"serving \d+ HTTP functions on (?P<url>http://127\.0\.0\.1:\d+/\S*)")
@@ -224,7 +226,10 @@ def make_server(port: int, *, quiet: bool = False, app: Any = None) -> tuple[Thr
 
 
 def serve(port: int, *, quiet: bool = False) -> int:
-    server, dispatcher = make_server(port, quiet=quiet)
+    try:
+        server, dispatcher = make_server(port, quiet=quiet)
+    except OSError as error:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}") from None
     for function in dispatcher.functions:
         methods = ",".join(sorted(function.methods)) if function.methods else "*"
         print(f"  {methods:<5} {dispatcher.prefix}/{function.template}  ({function.name})", file=sys.stderr)
