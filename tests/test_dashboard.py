@@ -96,6 +96,9 @@ def test_the_json_endpoint_answers_the_samples_month(served_env: Samples) -> Non
     ({"from": "2024-01-01", "to": "2026-11-01"}, "at most 366 days"),
     ({"subscription": "a1b2c3d4' or 1 eq 1"}, "subscription GUID"),
     ({"top": "0"}, "'top' must be"),
+    ({"to": "0001-01-05"}, "give 'from' too"),  # the default 30 days would start before year 1
+    ({"from": "0001-01-01", "to": "0001-01-05", "top": "x"}, "'top' must be"),
+    ({"to": "10000-01-01"}, "'to' must be a date"),
 ])
 def test_bad_parameters_are_a_400_naming_the_parameter(served_env: Samples, params: dict[str, str],
                                                        message: str) -> None:
