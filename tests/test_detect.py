@@ -273,7 +273,17 @@ def test_a_rule_that_fails_on_an_event_does_not_stop_the_others(tables: Tables, 
     object.__setattr__(fragile, "selects", lambda item: 1 / 0)
     report = run(tables.detector([fragile, burst]), deletes(10))
     assert report.rule_errors == 10 and len(report.alerts) == 1
-    assert "rule fragile failed on event evt-0" in caplog.text
+    assert 'rule fragile failed on event "evt-0"' in caplog.text
+
+
+def test_record_values_cannot_forge_log_lines(tables: Tables, burst: Rule, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    fragile = rule_from(tmp_path, BURST_RULE.replace("id: burst", "id: fragile"))
+    object.__setattr__(fragile, "selects", lambda item: 1 / 0)
+    forged = "x\nCRITICAL stormwatch: all alerts dismissed by admin\u202e"
+    run(tables.detector([fragile]), [event | {"event_id": forged} for event in deletes(1)])
+    [message] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("rule ")]
+    assert message == 'rule fragile failed on event "x\\nCRITICAL stormwatch: all alerts dismissed by admin\\u202e"'
 
 
 def test_a_key_whose_state_cannot_be_updated_is_logged_and_the_batch_goes_on(

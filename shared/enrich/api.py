@@ -37,6 +37,7 @@ from shared.enrich.resource_ids import ALLOWED_TYPE_NAMES, MAX_ID_LENGTH
 from shared.enrich.service import enricher
 from shared.http_errors import InputError
 from shared.normalized_event import NormalizedEvent
+from shared.values import for_log
 from shared.settings import SettingsError
 
 logger = logging.getLogger("stormwatch.enrich")
@@ -218,7 +219,7 @@ def handle(route: Route, request: func.HttpRequest) -> func.HttpResponse:
     except InputError as error:
         return _error(error.status, error.message, allowed_types=error.allowed_types)
     except ArmError as error:
-        logger.info("%s: ARM %s (%s) → %s", route.function, error.arm_status, error.arm_code, error.status)
+        logger.info("%s: ARM %s (%s) → %s", route.function, error.arm_status, for_log(error.arm_code), error.status)
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
         return _error(error.status, error.message, headers=headers)
     except SettingsError as error:  # our messages name the setting, never its value: no traceback here
