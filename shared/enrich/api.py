@@ -37,8 +37,8 @@ from shared.enrich.resource_ids import ALLOWED_TYPE_NAMES, MAX_ID_LENGTH
 from shared.enrich.service import enricher
 from shared.http_errors import InputError
 from shared.normalized_event import NormalizedEvent
-from shared.values import for_log
 from shared.settings import SettingsError
+from shared.values import for_log
 
 logger = logging.getLogger("stormwatch.enrich")
 MAX_BODY_BYTES = 64 * 1024
