@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_DIR := .demo
+# The demo's Azurite listens on three ports from this one (blob, queue, table): make demo AZURITE_PORT=20000,
+# then make dashboard AZURITE_PORT=20000. The demo never uses a port something else already listens on.
+AZURITE_PORT ?= 10000
 
 .PHONY: setup demo dashboard screenshot test lint typecheck unit infra-check audit package bench soak stop clean
 
@@ -20,11 +23,11 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 demo: setup
-	$(PY) -m shared demo --data $(DEMO_DIR)
+	$(PY) -m shared demo --data $(DEMO_DIR) --azurite-port $(AZURITE_PORT)
 
 # The HTTP functions (dashboard included) over the demo's Azurite, on 127.0.0.1:7071, until Ctrl+C.
 dashboard: setup
-	STORMWATCH_STORAGE_CONNECTION_STRING=UseDevelopmentStorage=true $(PY) -m shared serve
+	$(PY) -m shared serve --azurite-port $(AZURITE_PORT)
 
 # docs/dashboard.png from the bundled samples, in headless Chromium (docs/dashboard.md).
 screenshot: setup

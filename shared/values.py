@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from datetime import UTC, date, datetime, timedelta, timezone
 from functools import lru_cache
@@ -306,3 +307,9 @@ def parse_json_text(value: Any) -> Any:
             except orjson.JSONDecodeError:
                 return value
     return value
+
+
+def for_log(value: object) -> str:
+    """A value from a record in a log line, JSON-encoded (ASCII): a newline, an ANSI escape or a bidi
+    override in an `event_id` or a caller cannot forge or disguise a line. Never raises."""
+    return json.dumps(value if isinstance(value, str) else str(value))

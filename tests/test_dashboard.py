@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import struct
+import unicodedata
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -99,6 +100,9 @@ def test_the_json_endpoint_answers_the_samples_month(served_env: Samples) -> Non
     ({"from": "2024-01-01", "to": "2026-11-01"}, "at most 366 days"),
     ({"subscription": "a1b2c3d4' or 1 eq 1"}, "subscription GUID"),
     ({"top": "0"}, "'top' must be"),
+    ({"to": "0001-01-05"}, "give 'from' too"),  # the default 30 days would start before year 1
+    ({"from": "0001-01-01", "to": "0001-01-05", "top": "x"}, "'top' must be"),
+    ({"to": "10000-01-01"}, "'to' must be a date"),
 ])
 def test_bad_parameters_are_a_400_naming_the_parameter(served_env: Samples, params: dict[str, str],
                                                        message: str) -> None:
@@ -216,6 +220,21 @@ def test_the_range_defaults_to_the_last_30_days(served_env: Samples) -> None:
     today = datetime.now(UTC).date()
     assert (answer["from"], answer["to"]) == ((today - timedelta(days=29)).isoformat(), today.isoformat())
     assert len(answer["days"]) == 30
+
+
+def test_bidi_and_other_invisible_characters_cannot_disguise_a_caller() -> None:
+    spoof = "admin\u202egro.elpmaxe@evil"  # shows as "admin" + "live@example.org" reversed
+    totals = dict.fromkeys(TOTALS, 1)
+    answer = {"subscription": None, "from": "2026-11-01", "to": "2026-11-01", "catalog": [], "totals": totals,
+              "days": [{"day": "2026-11-01", **totals}], "subscriptions": [],
+              "top": {name: [{"value": spoof + "\u200b\n\u2066x\u2069", "events": 1}] for name in DIMENSIONS},
+              "latest_alerts": [{"alert_id": "a", "time": "2026-11-01T00:00:00Z", "severity": "high",
+                                 "rule_id": "r", "subscription_name": "s", "summary": f"deletes by {spoof}"}]}
+    page = render_dashboard(answer)
+    assert not any(unicodedata.category(char) in ("Cf", "Cc") for char in page.replace("\n", ""))
+    assert "admin[U+202E]gro.elpmaxe@evil[U+200B][U+000A][U+2066]x[U+2069]" in page
+    assert "deletes by admin[U+202E]gro.elpmaxe@evil" in page
+    assert "Jürgen" in render_dashboard(answer | {"subscriptions": [{"id": "t", "name": "Jürgen", "events": 1}]})
 
 
 def test_values_from_logs_are_escaped_and_nothing_is_fetched() -> None:

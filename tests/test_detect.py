@@ -273,7 +273,17 @@ def test_a_rule_that_fails_on_an_event_does_not_stop_the_others(tables: Tables, 
     object.__setattr__(fragile, "selects", lambda item: 1 / 0)
     report = run(tables.detector([fragile, burst]), deletes(10))
     assert report.rule_errors == 10 and len(report.alerts) == 1
-    assert "rule fragile failed on event evt-0" in caplog.text
+    assert 'rule fragile failed on event "evt-0"' in caplog.text
+
+
+def test_record_values_cannot_forge_log_lines(tables: Tables, burst: Rule, tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    fragile = rule_from(tmp_path, BURST_RULE.replace("id: burst", "id: fragile"))
+    object.__setattr__(fragile, "selects", lambda item: 1 / 0)
+    forged = "x\nCRITICAL stormwatch: all alerts dismissed by admin\u202e"
+    run(tables.detector([fragile]), [event | {"event_id": forged} for event in deletes(1)])
+    [message] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("rule ")]
+    assert message == 'rule fragile failed on event "x\\nCRITICAL stormwatch: all alerts dismissed by admin\\u202e"'
 
 
 def test_a_key_whose_state_cannot_be_updated_is_logged_and_the_batch_goes_on(
@@ -358,7 +368,7 @@ def test_replay_reads_json_lines_from_stdin(tables: Tables, azurite_instance: az
 def test_replay_says_in_one_line_when_the_table_endpoint_is_unreachable(tables: Tables) -> None:
     unreachable = emulator_connection_string({"blob": 9, "queue": 9, "table": 9})
     done = replay(str(SAMPLES / "activity/vm-start.json"), connection_string=unreachable, tables=tables)
-    assert done.returncode == 1 and done.stdout == ""
+    assert done.returncode == 2 and done.stdout == ""
     assert "Traceback" not in done.stderr
     [message] = done.stderr.strip().splitlines()
     assert message.startswith("replay: cannot reach the table endpoint http://127.0.0.1:9/devstoreaccount1")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli.replay import detect_published, local_settings, partition_for, replay_bodies
+from shared.cli.local_storage import local_settings
+from shared.cli.replay import detect_published, partition_for, replay_bodies
 from shared.cli.rule_tests import run_cases
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import bodies_with_positions, trigger_batch

@@ -1,12 +1,15 @@
 """Azurite, the real local Blob/Queue/Table store, started for tests and the local demo.
 
-Tests start their own instance on free ports with a temporary data folder; the demo and `replay` use
-the fixed development ports so that `UseDevelopmentStorage=true` works as users expect.
+Tests start their own instance on free ports with a temporary data folder; the demo starts its own on
+the development ports (10000-10002, or three from `--azurite-port`), which `replay`, `serve` and
+`deadletters` use by default.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -18,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.cli.usage import UsageError, port_number
 from shared.clients.storage import DEFAULT_PORTS, emulator_connection_string
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,24 +106,62 @@ def is_listening(port: int, host: str = "127.0.0.1") -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
-def ensure_dev_instance(data_dir: Path, log_file: Path) -> bool:
-    """For the demo: start a detached Azurite on the development ports unless one already listens.
+def add_azurite_port(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--azurite-port", type=port_number, default=DEFAULT_PORTS["blob"], metavar="PORT",
+                         help="the demo's Azurite: blob on PORT, queue on PORT+1, table on PORT+2 "
+                              f"(default {DEFAULT_PORTS['blob']}; make's AZURITE_PORT)")
 
+
+def ports_from(first: int) -> dict[str, int]:
+    if not 0 < first <= 65533:
+        raise UsageError(f"--azurite-port {first}: Azurite needs three ports from it, below 65536")
+    return {"blob": first, "queue": first + 1, "table": first + 2}
+
+
+def _span(ports: dict[str, int]) -> str:
+    return f"127.0.0.1:{ports['blob']}-{ports['table']}"
+
+
+def _recorded(data_dir: Path) -> tuple[int, dict[str, int]] | None:
+    """The Azurite this demo started (pid and ports from its pid file), if that process still runs."""
+    try:
+        recorded = json.loads((data_dir / "azurite.pid").read_text())
+        pid, ports = int(recorded["pid"]), {name: int(recorded["ports"][name]) for name in DEFAULT_PORTS}
+        os.kill(pid, 0)
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return pid, ports
+
+
+def ensure_dev_instance(data_dir: Path, log_file: Path, ports: dict[str, int]) -> bool:
+    """For the demo: a detached Azurite of its own on `ports`, started unless it already runs there.
+
+    Anything else listening on those ports (an Azurite the demo did not start, with data of its own,
+    or another program) is never used: the demo stops with a message that says how to choose ports.
     Returns True when it started one. The process outlives this command on purpose (`make stop`).
     """
-    if all(is_listening(port) for port in DEFAULT_PORTS.values()):
+    recorded = _recorded(data_dir)
+    if recorded is not None and recorded[1] != ports:
+        raise UsageError(f"the demo's Azurite already runs on {_span(recorded[1])}: use "
+                         f"AZURITE_PORT={recorded[1]['blob']} (--azurite-port), or `make stop` it first")
+    if recorded is not None and all(is_listening(port) for port in ports.values()):
         return False
+    taken = [port for port in ports.values() if is_listening(port)]
+    if taken:
+        raise UsageError(f"port {taken[0]} of 127.0.0.1 is in use by a process the demo did not start (another "
+                         f"Azurite?); stop it or choose free ports: make demo AZURITE_PORT=20000")
     data_dir.mkdir(parents=True, exist_ok=True)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     command = [executable(), "--location", str(data_dir), "--skipApiVersionCheck",
                "--disableProductStyleUrl", "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1",
-               "--tableHost", "127.0.0.1"]
+               "--tableHost", "127.0.0.1", "--blobPort", str(ports["blob"]), "--queuePort", str(ports["queue"]),
+               "--tablePort", str(ports["table"])]
     with log_file.open("ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,  # noqa: S603 - fixed command
                                    start_new_session=True)
-    (data_dir / "azurite.pid").write_text(str(process.pid))
+    (data_dir / "azurite.pid").write_text(json.dumps({"pid": process.pid, "ports": ports}))
     deadline = time.monotonic() + 60
-    while not all(is_listening(port) for port in DEFAULT_PORTS.values()):
+    while not all(is_listening(port) for port in ports.values()):
         if process.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"Azurite did not start; see {log_file}")
         time.sleep(0.2)
@@ -127,10 +169,10 @@ def ensure_dev_instance(data_dir: Path, log_file: Path) -> bool:
 
 
 def stop_dev_instance(data_dir: Path) -> bool:
-    pid_file = data_dir / "azurite.pid"
-    if not pid_file.exists():
+    recorded = _recorded(data_dir)
+    (data_dir / "azurite.pid").unlink(missing_ok=True)
+    if recorded is None:
         return False
-    with contextlib.suppress(ProcessLookupError, ValueError):
-        os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-    pid_file.unlink()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(recorded[0], signal.SIGTERM)
     return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import re
 import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -17,12 +18,13 @@ from typing import NamedTuple
 import orjson
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from shared.cli.usage import UsageError
+from shared.cli.local_storage import local_settings
+from shared.cli.usage import UsageError, first_line
 from shared.clients import wiring
 from shared.clients.dead_letters import BlobDeadLetterStore, StoredLetter
 from shared.clients.eventhubs import Position
 from shared.clients.publisher import InProcessPublisher, Publisher
-from shared.clients.storage import DEV_CONNECTION_STRING, blob_service
+from shared.clients.storage import blob_service
 from shared.normalize.batch import normalize_bodies, publish_events
 from shared.settings import Settings, get_settings
 
@@ -58,11 +60,10 @@ def redrive(store: BlobDeadLetterStore, letters: Iterable[StoredLetter], publish
 
 
 def _store() -> BlobDeadLetterStore:
-    """The configured storage account, else Azurite's development account (a local run)."""
-    settings = get_settings()
-    if not (settings.storage_connection_string or settings.blob_endpoint):
-        settings = settings.model_copy(update={"storage_connection_string": DEV_CONNECTION_STRING})
-    return BlobDeadLetterStore(blob_service(settings), settings.deadletter_container)
+    """The configured storage account, else Azurite's development account (a local run), tried once
+    with short timeouts: a person is waiting, and a store that is down is said so at once."""
+    settings = local_settings(get_settings())
+    return BlobDeadLetterStore(blob_service(settings, quick=True), settings.deadletter_container)
 
 
 def _reporting_storage_errors(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -75,12 +76,22 @@ def _reporting_storage_errors(command: Callable[[argparse.Namespace], int]) -> C
                   "dead-lettered", file=sys.stderr)
             return 0
         except AzureError as error:
-            print(f"deadletters: cannot use the dead-letter store: {str(error).splitlines()[0]}", file=sys.stderr)
-            return 1
+            print(f"deadletters: cannot use the dead-letter store: {first_line(error)}", file=sys.stderr)
+            return 2
+        except ValueError as error:  # a blob in the container that does not hold dead letters
+            print(f"deadletters: the container holds a blob that is not dead letters: {first_line(error)}",
+                  file=sys.stderr)
+            return 2
     return run
 
 
+_LETTER_ID = re.compile(r"^[^#\x00-\x1f]+#[1-9][0-9]{0,8}$")
+
+
 def _get(store: BlobDeadLetterStore, letter_id: str) -> StoredLetter:
+    if not _LETTER_ID.match(letter_id):
+        raise UsageError(f"{letter_id!r} is not a dead letter id: ids are <blob name>#<line>, "
+                         "as `deadletters list` and the demo print them")
     try:
         return store.get(letter_id)
     except (KeyError, ResourceNotFoundError):

@@ -14,16 +14,10 @@ from pathlib import Path
 
 from azure.core.exceptions import AzureError, ServiceRequestError
 
-from shared.cli.replay import (
-    LocalDetector,
-    ReplayResult,
-    is_local,
-    local_detector,
-    local_settings,
-    partition_for,
-    replay_bodies,
-)
+from shared.cli.local_storage import I_MEAN_IT, local_settings, refuse_unless_emulator
+from shared.cli.replay import LocalDetector, ReplayResult, local_detector, partition_for, replay_bodies
 from shared.cli.rule_tests import in_memory_detector, run_cases
+from shared.cli.usage import first_line
 from shared.clients.storage import table_service
 from shared.detect.engine import RULES_DIR
 from shared.detect.rules.loader import RulePack, load_rules
@@ -37,7 +31,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     replay.add_argument("files", nargs="*", help="JSON body or JSON Lines of bodies per file (default: stdin); "
                                                  "one partition per file, sequence number = position")
     replay.add_argument("--rules", help="rules folder (default: STORMWATCH_RULES_DIR, else rules/)")
-    replay.add_argument("--fresh", action="store_true", help="empty the state and alerts tables first")
+    replay.add_argument("--fresh", action="store_true", help="empty the state, alerts and inventory tables first "
+                                                             f"(the local emulator only, unless {I_MEAN_IT})")
+    replay.add_argument(I_MEAN_IT, action="store_true", dest="i_mean_it",
+                        help="let --fresh empty the tables of an account that is not the local emulator")
     replay.set_defaults(run=cmd_replay)
     rules = commands.add_parser("rules", help="work with detection rule files")
     actions = rules.add_subparsers(dest="rules_command", required=True)
@@ -70,6 +67,8 @@ def _inputs(files: list[str]) -> list[tuple[str, str, list[bytes]]]:
 def cmd_replay(args: argparse.Namespace) -> int:
     logging.getLogger("stormwatch").setLevel(logging.ERROR)  # the per-batch log lines are for App Insights
     settings = local_settings(get_settings())
+    if args.fresh:
+        refuse_unless_emulator(settings, args.i_mean_it, "replay --fresh")
     pack = _load(args.rules or settings.rules_dir)
     if not pack.rules:
         _say("replay: no rule loaded")
@@ -79,7 +78,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     try:
         local = local_detector(pack.rules, service, settings)
         if args.fresh:
-            _start_fresh(local, settings, is_local(service))
+            _start_fresh(local, settings)
         total = ReplayResult()
         for name, partition, bodies in inputs:
             result = replay_bodies(bodies, partition, local.detector, settings)
@@ -93,32 +92,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
             total.dead_letters += result.dead_letters
             total.reports.extend(result.reports)
     except ServiceRequestError as error:
-        _say(f"replay: cannot reach the table endpoint {service.url} ({_first_line(error)}). Start Azurite "
+        _say(f"replay: cannot reach the table endpoint {service.url} ({first_line(error)}). Start Azurite "
              f"(`make demo` leaves one on 127.0.0.1:10002) or set {env_name('storage_connection_string')} / "
              f"{env_name('table_endpoint')}.")
-        return 1
+        return 2
     except AzureError as error:
-        _say(f"replay: table storage at {service.url} refused the request: {_first_line(error)}")
-        return 1
+        _say(f"replay: table storage at {service.url} refused the request: {first_line(error)}")
+        return 2
     _say(f"replay: {len(inputs)} inputs, {total.records_in} records → {total.events} events, "
          f"{total.matched} rule matches, {len(total.alerts)} new alerts ({total.repeated} raised before); "
          f"state in table '{settings.state_table}', alerts in '{settings.alerts_table}' at {service.url}")
     return 0
 
 
-def _start_fresh(local: LocalDetector, settings: Settings, local_account: bool) -> None:
-    from shared.cli.main import UsageError  # noqa: PLC0415 - shared.cli.main imports this module
-
-    if not local_account and settings.state_table == Settings().state_table:
-        raise UsageError(f"refusing to empty the deployed tables with --fresh: set {env_name('state_table')} "
-                         f"and {env_name('alerts_table')} to tables of your own")
+def _start_fresh(local: LocalDetector, settings: Settings) -> None:
     removed = local.start_fresh()
-    _say(f"replay: --fresh: removed {removed} entities from '{settings.state_table}' and '{settings.alerts_table}'")
-
-
-def _first_line(error: Exception) -> str:
-    text = str(getattr(error, "message", None) or error)
-    return text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    _say(f"replay: --fresh: removed {removed} entities from '{settings.state_table}', '{settings.alerts_table}' "
+         f"and '{settings.inventory_table}'")
 
 
 def _load(rules_dir: str | None) -> RulePack:

@@ -9,17 +9,19 @@ import argparse
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NoReturn
 
 import orjson
+from azure.core.exceptions import AzureError
 
 from shared import __version__
-from shared.cli.azurite import stop_dev_instance
+from shared.cli.azurite import add_azurite_port, ports_from, stop_dev_instance
 from shared.cli.deadletter_commands import add_deadletter_commands
 from shared.cli.demo import run_demo
 from shared.cli.detect_commands import add_commands as add_detect_commands
 from shared.cli.enrich_commands import add_commands as add_enrich_commands
-from shared.cli.usage import UsageError
+from shared.cli.local_storage import I_MEAN_IT
+from shared.cli.usage import UsageError, first_line
 from shared.clients.eventhubs import Position
 from shared.normalize.batch import normalize_bodies
 from shared.settings import SettingsError
@@ -79,8 +81,15 @@ def cmd_normalize(args: argparse.Namespace) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Unusable arguments are one line on stderr and exit status 2, like every other error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m shared", description=__doc__)
+    parser: argparse.ArgumentParser = OneLineParser(prog="python -m shared", description=__doc__)
     parser.add_argument("--version", action="version", version=f"stormwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     normalize = commands.add_parser(
@@ -90,7 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     normalize.set_defaults(run=cmd_normalize)
     demo = commands.add_parser("demo", help="run the bundled samples through the pipeline (make demo)")
     demo.add_argument("--data", default=".demo", help="folder for Azurite's data and logs")
-    demo.set_defaults(run=lambda args: run_demo(Path(args.data)))
+    add_azurite_port(demo)
+    demo.add_argument(I_MEAN_IT, action="store_true", dest="i_mean_it",
+                      help="run even when the configured storage account is not the local emulator "
+                           "(the demo empties its alerts, detectionstate and inventory tables)")
+    demo.set_defaults(run=lambda args: run_demo(Path(args.data), ports_from(args.azurite_port), args.i_mean_it))
     azurite_command = commands.add_parser("azurite", help="stop the demo's Azurite")
     azurite_command.add_argument("action", choices=["stop"])
     azurite_command.add_argument("--data", default=".demo/azurite")
@@ -113,9 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     keep_freed_memory()  # as the Functions worker does (normalize_fn), so local runs behave the same
     try:
         code: int = args.run(args)
-    except (UsageError, SettingsError) as error:
-        print(f"python -m shared {args.command}: {error}", file=sys.stderr)
-        return 2
     except BrokenPipeError:
         return 0
+    except (UsageError, SettingsError) as error:
+        return _failed(args.command, str(error))
+    except AzureError as error:
+        return _failed(args.command, f"storage refused or could not be reached: {first_line(error)}")
+    except OSError as error:  # a file, a port, a connection: the system's reason is the message
+        return _failed(args.command, first_line(error))
     return code
+
+
+def _failed(command: str, message: str) -> int:
+    print(f"python -m shared {command}: {message}", file=sys.stderr)
+    return 2

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
-from urllib.parse import urlparse
 
 from azure.data.tables import TableServiceClient
 
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
-from shared.clients.storage import DEV_CONNECTION_STRING, table_service
+from shared.clients.storage import table_service
 from shared.detect.alerts import Alert, TableAlertStore
 from shared.detect.engine import RULES_DIR, Detector, DetectReport, detect_batch
 from shared.detect.inventory_table import inventory_table
@@ -55,17 +54,6 @@ class ReplayResult:
     @property
     def repeated(self) -> int:
         return sum(report.alerts_repeated for report in self.reports)
-
-
-def local_settings(settings: Settings) -> Settings:
-    """The configured storage account, else Azurite's development account on 127.0.0.1."""
-    if settings.storage_connection_string or settings.table_endpoint:
-        return settings
-    return settings.model_copy(update={"storage_connection_string": DEV_CONNECTION_STRING})
-
-
-def is_local(service: TableServiceClient) -> bool:
-    return urlparse(service.url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass

@@ -28,6 +28,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import azure.functions as func
 import orjson
 
+from shared.cli.usage import UsageError
+
 REPO = Path(__file__).resolve().parents[2]
 MAX_BODY_BYTES = 16 * 1024 * 1024  # beyond this the request is refused before it is read
 _READY = re.compile(r"serving \d+ HTTP functions on (?P<url>http://127\.0\.0\.1:\d+/\S*)")
@@ -142,7 +144,8 @@ class Dispatcher:
             if inspect.isawaitable(result):
                 result = asyncio.run(_awaited(result))
         except Exception as error:  # the host answers 500 for a function that raises; so do we
-            print(f"{function.name} raised {type(error).__name__}: {error}", file=sys.stderr)
+            print(f"{function.name} raised {type(error).__name__}: {orjson.dumps(str(error)).decode()}",
+                  file=sys.stderr)
             return _error(500, f"{function.name} raised {type(error).__name__}")
         if not isinstance(result, func.HttpResponse):
             return _error(500, f"{function.name} returned {type(result).__name__}, not an HttpResponse")
@@ -153,19 +156,49 @@ async def _awaited(result: Any) -> Any:
     return await result
 
 
+_LOCAL_NAMES = ("127.0.0.1", "localhost")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _local_authority(value: str, port: int) -> bool:
+    """`127.0.0.1` or `localhost`, with this server's port or none: what a browser on this machine sends."""
+    try:
+        parts = urlsplit(f"//{value}")
+        return parts.hostname in _LOCAL_NAMES and parts.port in (None, port) and not parts.username
+    except ValueError:
+        return False
+
+
+def refusal(method: str, headers: dict[str, str], port: int) -> func.HttpResponse | None:
+    """Keep web pages out: another Host is DNS rebinding (a site's name resolved to 127.0.0.1), and a
+    state-changing request from another origin is cross-site request forgery (dismissing an alert)."""
+    if not _local_authority(headers.get("host", ""), port):
+        return _error(403, "this local server answers only Host 127.0.0.1 or localhost")
+    if method in _SAFE_METHODS:
+        return None
+    site = headers.get("sec-fetch-site")
+    origin = headers.get("origin")
+    if (site is not None and site not in ("same-origin", "none")) or (
+            origin is not None and not (origin.startswith("http://") and _local_authority(origin[7:], port))):
+        return _error(403, f"{method} from another site is refused")
+    return None
+
+
 def _handler(dispatcher: Dispatcher, quiet: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: clients reuse one connection
         disable_nagle_algorithm = True  # headers and body leave as written, not after a delayed ACK
 
         def _serve(self) -> None:
-            body, refusal = self._body()
-            if refusal is not None:
+            body, unreadable = self._body()
+            headers = {key.lower(): value for key, value in self.headers.items()}
+            port = cast(ThreadingHTTPServer, self.server).server_port
+            refused = unreadable or refusal(self.command.upper(), headers, port)
+            if refused is not None:
                 self.close_connection = True
-                response = refusal
+                response = refused
             else:
-                headers = {key.lower(): value for key, value in self.headers.items()}
-                base_url = f"http://{headers.get('host') or '127.0.0.1'}"
+                base_url = f"http://{headers['host']}"
                 response = dispatcher.dispatch(self.command.upper(), self.path, headers, body, base_url)
             self._write(response)
 
@@ -201,8 +234,8 @@ def _handler(dispatcher: Dispatcher, quiet: bool) -> type[BaseHTTPRequestHandler
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve  # noqa: N815
 
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-            if not quiet:  # the path only, never the query: a function key can ride in `?code=`
-                print(f"{self.command} {urlsplit(self.path).path} {code}", file=sys.stderr)
+            if not quiet:  # the path only, never the query: a function key can ride in `?code=`; JSON-quoted
+                print(f"{self.command} {orjson.dumps(urlsplit(self.path).path).decode()} {code}", file=sys.stderr)
 
         def log_message(self, format: str, *args: Any) -> None:
             if not quiet:
@@ -224,7 +257,10 @@ def make_server(port: int, *, quiet: bool = False, app: Any = None) -> tuple[Thr
 
 
 def serve(port: int, *, quiet: bool = False) -> int:
-    server, dispatcher = make_server(port, quiet=quiet)
+    try:
+        server, dispatcher = make_server(port, quiet=quiet)
+    except OSError as error:
+        raise UsageError(f"cannot listen on 127.0.0.1:{port}: {error.strerror or error}") from None
     for function in dispatcher.functions:
         methods = ",".join(sorted(function.methods)) if function.methods else "*"
         print(f"  {methods:<5} {dispatcher.prefix}/{function.template}  ({function.name})", file=sys.stderr)

@@ -17,6 +17,7 @@ import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
 from typing import Any, NewType
@@ -46,6 +47,7 @@ DEFAULT_API_VERSIONS: Mapping[str, str] = {
 _API_VERSION = re.compile(r"\d{4}-\d{2}-\d{2}(-preview)?")
 _SAFE_PATH = re.compile(r"(/[A-Za-z0-9._()\-]+)+")
 _RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_RETRY_AFTER = 3600.0  # seconds; a longer Retry-After is passed on as this
 
 
 class ArmError(Exception):
@@ -254,17 +256,19 @@ def _unavailable(response: requests.Response, method: str, path: str, attempts: 
 
 
 def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from `Retry-After`: delta seconds or an HTTP date; None when absent or odd."""
+    """Seconds to wait from `Retry-After`: delta seconds or an HTTP date, capped at an hour (a caller is
+    told no longer than that); None when absent or garbage (the ordinary backoff applies)."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return min(MAX_RETRY_AFTER, float(value))
     try:
         moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() - time.time()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return max(0.0, moment.timestamp() - time.time())
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 def _error_code(response: requests.Response) -> str | None:

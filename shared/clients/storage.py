@@ -32,7 +32,13 @@ def emulator_connection_string(ports: dict[str, int], host: str = "127.0.0.1") -
 DEV_CONNECTION_STRING = emulator_connection_string(DEFAULT_PORTS)
 
 
-def _blob_options() -> dict[str, Any]:
+# A person at a terminal (the command line) gets one attempt and a short wait, then a clear message.
+_QUICK: dict[str, Any] = {"connection_timeout": 3, "read_timeout": 10}
+
+
+def _blob_options(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"retry_policy": ExponentialRetry(retry_total=0), **_QUICK}
     return {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3), **_TIMEOUTS}
 
 
@@ -46,7 +52,7 @@ def default_credential() -> DefaultAzureCredential:
     return DefaultAzureCredential()
 
 
-def _local_connection_string(settings: Settings) -> str | None:
+def local_connection_string(settings: Settings) -> str | None:
     """The configured connection string, with the `UseDevelopmentStorage=true` shortcut expanded."""
     value = settings.storage_connection_string
     if value and value.replace(" ", "").lower() == "usedevelopmentstorage=true":
@@ -54,18 +60,18 @@ def _local_connection_string(settings: Settings) -> str | None:
     return value
 
 
-def blob_service(settings: Settings) -> BlobServiceClient:
-    connection = _local_connection_string(settings)
+def blob_service(settings: Settings, *, quick: bool = False) -> BlobServiceClient:
+    connection = local_connection_string(settings)
     if connection:
-        return BlobServiceClient.from_connection_string(connection, **_blob_options())
+        return BlobServiceClient.from_connection_string(connection, **_blob_options(quick))
     if settings.blob_endpoint:
-        return BlobServiceClient(settings.blob_endpoint, credential=default_credential(), **_blob_options())
+        return BlobServiceClient(settings.blob_endpoint, credential=default_credential(), **_blob_options(quick))
     raise SettingsError(f"set {env_name('blob_endpoint')} (Azure) or "
                         f"{env_name('storage_connection_string')} (local) for dead letters")
 
 
 def table_service(settings: Settings) -> TableServiceClient:
-    connection = _local_connection_string(settings)
+    connection = local_connection_string(settings)
     if connection:
         return TableServiceClient.from_connection_string(connection, **_table_options())
     if settings.table_endpoint:

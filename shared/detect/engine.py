@@ -43,7 +43,7 @@ from shared.detect.rules.rule import Rule, state_key
 from shared.detect.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
 from shared.normalized_event import DeadLetter
 from shared.settings import get_settings
-from shared.values import parse_time
+from shared.values import for_log, parse_time
 
 log = logging.getLogger("stormwatch.detect")
 
@@ -148,7 +148,7 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
                     _select(rule, decoded, partition or "", candidates, touched)
             except Exception:  # a rule must never sink the batch: the others still run
                 rule_errors += 1
-                log.exception("rule %s failed on event %s", rule.id, decoded.event.get("event_id"))
+                log.exception("rule %s failed on event %s", rule.id, for_log(decoded.event.get("event_id")))
     applied = _apply(detector, touched.values(), partition or "")
     for result in applied:
         candidates.extend(result.transition.alerts)
@@ -219,7 +219,7 @@ def _apply(detector: Detector, touched: Iterable[_KeyHits], partition: str) -> l
             raise  # transient: the retry policy redelivers the batch
         except Exception:  # a bug or an oversized state would otherwise hold the partition forever
             log.exception("rule %s: state of key %s not updated, %d events not counted", entry.rule.id,
-                          entry.key.row_key, len(entry.hits))
+                          for_log(entry.key.row_key), len(entry.hits))
             return Applied(Transition(state=None), failed=True)
 
     if len(work) <= 1:

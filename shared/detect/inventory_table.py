@@ -20,6 +20,7 @@ from azure.data.tables import TableServiceClient
 from shared.detect.alerts import Alert
 from shared.detect.inventory_aggregates import InventoryState, Item, Positioned, advance_inventory, batch_items
 from shared.detect.state import StateConflictError, StateKey, StateTable, TableEntityStore, decode_state
+from shared.values import for_log
 
 log = logging.getLogger("stormwatch.inventory")
 # Aggregates of different (subscription, day) keys are independent: overlap their round trips.
@@ -48,7 +49,7 @@ class InventoryTable:
         except (AzureError, StateConflictError):
             raise
         except Exception:
-            log.exception("inventory of partition %s not updated for %d events", partition, len(events))
+            log.exception("inventory of partition %s not updated for %d events", for_log(partition), len(events))
             return 0
 
     def read(self, subscription: str | None, first: date, last: date) -> list[tuple[StateKey, InventoryState]]:

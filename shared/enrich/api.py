@@ -39,9 +39,13 @@ from shared.enrich.service import enricher
 from shared.http_errors import InputError
 from shared.normalized_event import NormalizedEvent
 from shared.settings import SettingsError
+from shared.values import for_log
 
 logger = logging.getLogger("stormwatch.enrich")
 MAX_BODY_BYTES = 64 * 1024
+# Deeper JSON than this is refused: answers embed the body a few levels down, and orjson encodes at most
+# 255 levels (a real normalized event is a handful deep).
+MAX_BODY_DEPTH = 128
 _Body = TypeVar("_Body", bound=BaseModel)
 Answer = BaseModel | dict[str, Any]
 
@@ -102,12 +106,26 @@ def read_body(request: func.HttpRequest, model: type[_Body]) -> _Body:
         document = orjson.loads(request.get_body())
     except orjson.JSONDecodeError as error:
         raise InputError(f"malformed JSON body: {error}") from None
+    if json_depth(document) > MAX_BODY_DEPTH:
+        raise InputError(f"the JSON body is nested deeper than {MAX_BODY_DEPTH} levels")
     try:
         return model.model_validate(document)
     except ValidationError as error:
         reasons = "; ".join(f"{'.'.join(str(part) for part in problem['loc']) or 'body'}: {problem['msg']}"
                             for problem in error.errors(include_input=False)[:10])
         raise InputError(f"invalid {model.__name__}: {reasons}") from None
+
+
+def json_depth(document: Any) -> int:
+    """How deeply objects and arrays nest (a scalar is 0), without recursion."""
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 # Examples from the fictional estate of samples/: shown in the document and replayed by its tests.
@@ -204,7 +222,7 @@ def handle(route: Route, request: func.HttpRequest) -> func.HttpResponse:
     except InputError as error:
         return _error(error.status, error.message, allowed_types=error.allowed_types)
     except ArmError as error:
-        logger.info("%s: ARM %s (%s) → %s", route.function, error.arm_status, error.arm_code, error.status)
+        logger.info("%s: ARM %s (%s) → %s", route.function, error.arm_status, for_log(error.arm_code), error.status)
         headers = {"Retry-After": str(error.retry_after)} if error.retry_after else None
         return _error(error.status, error.message, headers=headers)
     except SettingsError as error:  # our messages name the setting, never its value: no traceback here

@@ -53,7 +53,10 @@ def parse_query(params: Mapping[str, str], today: date) -> Query:
     if subscription is not None and subscription != TENANT and not _SUBSCRIPTION.match(subscription):
         raise InputError(f"'subscription' must be a subscription GUID or '{TENANT}'")
     last = _day(params, "to") or today
-    first = _day(params, "from") or last - timedelta(days=DEFAULT_DAYS - 1)
+    try:
+        first = _day(params, "from") or last - timedelta(days=DEFAULT_DAYS - 1)
+    except OverflowError:  # `to` in the first days of year 1: no 30-day range ends there
+        raise InputError(f"'to' leaves no room for the default {DEFAULT_DAYS}-day range: give 'from' too") from None
     if first > last:
         raise InputError("'from' must not be after 'to'")
     if (last - first).days >= MAX_DAYS:

@@ -2,13 +2,15 @@
 
 No script, font, stylesheet or image is fetched (locked-down networks; the Content-Security-Policy
 forbids it too): charts are inline SVG, filters are a plain GET form. Every value a log carries is
-escaped. No link or form carries a function key: a key in a URL ends up in browser history, proxies
-and shared screenshots. Operators sign in with Entra ID (`shared.caller`); with function keys the page
-is for a quick look, and each link asks for the key again. The footer names the release.
+escaped, its invisible characters (bidi overrides included) shown as code points. No link or form carries
+a function key: a key in a URL ends up in browser history, proxies and shared screenshots. Operators sign
+in with Entra ID (`shared.caller`); with function keys the page is for a quick look, and each link asks
+for the key again. The footer names the release.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from html import escape
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -27,6 +29,7 @@ PANELS = (("resource_type", "Top resource types"), ("resource_group", "Top resou
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; base-uri 'none'; "
        "frame-ancestors 'none'")
 WIDTH, HEIGHT, PAD = 760, 260, 40
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})  # Unicode categories shown as code points
 
 STYLE = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f6f8;color:#1d2733}
@@ -58,12 +61,20 @@ def render_dashboard(answer: dict[str, Any]) -> str:
                for name, title in PANELS]
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Stormwatch — inventory</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{STYLE}</style></head><body>'
-            f'<header><h1>Stormwatch — know your environment</h1><p>{escape(scope)}, '
+            f'<header><h1>Stormwatch — know your environment</h1><p>{_text(scope)}, '
             f'{answer["from"]} to {answer["to"]} (UTC days)</p></header>{_form(answer, names)}<main>'
             f'<section class="wide" id="totals"><h2>Totals</h2><dl>{cards}</dl></section>'
             f'<section class="wide" id="trend-panel"><h2>Trend per day</h2>{_trend(answer["days"])}</section>'
             f'{_alerts(answer["latest_alerts"])}{"".join(panels)}</main>'
             f'<footer>Stormwatch {__version__}</footer></body></html>')
+
+
+def _text(value: str) -> str:
+    """A value from a log, safe to show: HTML-escaped, and every control or format character (bidi
+    overrides such as U+202E, zero-width joiners, newlines) shown as its code point, so a caller named
+    `admin\u202e<reversed>` cannot pass for someone else."""
+    shown = "".join(f"[U+{ord(char):04X}]" if unicodedata.category(char) in _INVISIBLE else char for char in value)
+    return escape(shown)
 
 
 def html_response(page: str) -> func.HttpResponse:
@@ -84,7 +95,7 @@ def _form(answer: dict[str, Any], names: dict[str, str]) -> str:
     choices = [("", "All subscriptions"), *names.items(), (TENANT, "Entra ID tenant")]
     chosen = answer["subscription"] or ""
     options = "".join(f'<option value="{escape(value)}"{" selected" if value == chosen else ""}>'
-                      f"{escape(label)}</option>" for value, label in choices)
+                      f"{_text(label)}</option>" for value, label in choices)
     return (f'<form method="get"><label>Subscription<select name="subscription">{options}</select></label>'
             f'<label>From<input type="date" name="from" value="{answer["from"]}"></label>'
             f'<label>To<input type="date" name="to" value="{answer["to"]}"></label>'
@@ -125,7 +136,7 @@ def _trend(days: list[dict[str, Any]]) -> str:
 def _top(name: str, title: str, rows: list[tuple[str, int]]) -> str:
     """A Top-X table with a bar per row scaled to the largest count."""
     largest = max([1, *(count for _, count in rows)])
-    body = "".join(f'<tr><td class="value">{escape(value)}</td><td><svg width="90" height="10" role="img" '
+    body = "".join(f'<tr><td class="value">{_text(value)}</td><td><svg width="90" height="10" role="img" '
                    f'aria-label="{count}"><rect width="{round(90 * count / largest, 1)}" height="10" '
                    f'fill="#3d6fb6"/></svg></td><td class="count">{count}</td></tr>' for value, count in rows)
     empty = '<tr><td class="empty" colspan="3">no events in this range</td></tr>'
@@ -135,10 +146,10 @@ def _top(name: str, title: str, rows: list[tuple[str, int]]) -> str:
 
 def _alerts(alerts: list[dict[str, Any]]) -> str:
     rows = "".join(
-        f'<tr><td class="nowrap">{escape(alert["time"][:16].replace("T", " "))}</td>'
-        f'<td class="nowrap sev-{escape(alert["severity"])}">{escape(alert["severity"])}</td>'
-        f'<td>{escape(alert["rule_id"])}</td><td>{escape(alert["subscription_name"])}</td>'
-        f'<td>{escape(alert["summary"])}</td><td>{_links(alert)}</td></tr>' for alert in alerts)
+        f'<tr><td class="nowrap">{_text(alert["time"][:16].replace("T", " "))}</td>'
+        f'<td class="nowrap sev-{_text(alert["severity"])}">{_text(alert["severity"])}</td>'
+        f'<td>{_text(alert["rule_id"])}</td><td>{_text(alert["subscription_name"])}</td>'
+        f'<td>{_text(alert["summary"])}</td><td>{_links(alert)}</td></tr>' for alert in alerts)
     empty = '<tr><td class="empty" colspan="6">no alerts in this range</td></tr>'
     return (f'<section class="wide" id="alerts"><h2>Latest alerts</h2><table><tr><th>time (UTC)</th>'
             f'<th>severity</th><th>rule</th><th>subscription</th><th>summary</th><th>enrichment</th></tr>'

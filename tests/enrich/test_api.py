@@ -341,6 +341,23 @@ def test_invalid_events_are_400_with_the_reasons() -> None:
     assert "source" in message and "time" in message
 
 
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = {"value": value}
+    return value
+
+
+def test_deeply_nested_events_are_a_400_not_a_500() -> None:
+    # orjson reads up to 1024 levels but writes only 255: the answer, which embeds the event, could not be written.
+    body = orjson.dumps(NORMALIZED_RULE_WRITE | {"details": {"a": "deep"}}).replace(b'"deep"', b"[" * 300 + b"]" * 300)
+    deep = call("enrich_event", "POST", body=body)
+    assert deep.status_code == 400 and "nested deeper than 128" in error_of(deep)["message"]
+    at_the_limit = call("enrich_event", "POST",
+                        body=orjson.dumps(NORMALIZED_RULE_WRITE | {"details": nested(api.MAX_BODY_DEPTH - 1)}))
+    assert at_the_limit.status_code == 200, error_of(at_the_limit)
+
+
 def test_openapi_document_lists_every_route_under_api() -> None:
     document = json_of(call("enrich_openapi"))
     assert document["openapi"].startswith("3.")

@@ -10,7 +10,15 @@ import pytest
 from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.clients.arm import ArmClient, ArmError, ArmPath, RetryPolicy, api_versions, checked_endpoint
+from shared.clients.arm import (
+    MAX_RETRY_AFTER,
+    ArmClient,
+    ArmError,
+    ArmPath,
+    RetryPolicy,
+    api_versions,
+    checked_endpoint,
+)
 from tests.enrich.fake_arm import CALLER_DETAILS, Answer, FakeArm, arm_path, failing, forbidden, throttled
 
 NSG = ArmPath(arm_path("nsg-web"))
@@ -97,6 +105,27 @@ def test_5xx_with_retry_after_is_honoured_too(fake_arm: FakeArm) -> None:
     fake_arm.script(NSG, Answer(503, None, {"Retry-After": "3"}))
     client(fake_arm, sleeps).get(NSG, "Microsoft.Network")
     assert sleeps == [3.0]
+
+
+@pytest.mark.parametrize(("header", "slept"), [
+    ("²", 0.5),  # a Unicode digit, not a number of seconds: the ordinary backoff
+    ("1.5", 0.5), ("-3", 0.5), ("soon", 0.5), ("Wed, 32 Oct 2015 07:28:00 +9999", 0.5),
+    ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # a date in the past: go again now
+    ("Wed, 21 Oct 2015 07:28:00 -0000", 0.0),
+])
+def test_retry_after_that_is_not_a_delay_is_ignored(fake_arm: FakeArm, header: str, slept: float) -> None:
+    sleeps = Sleeps()
+    fake_arm.script(NSG, Answer(503, None, {"Retry-After": header}))
+    assert client(fake_arm, sleeps, backoff=0.5).get(NSG, "Microsoft.Network")["name"] == "nsg-web"
+    assert sleeps == [slept]
+
+
+@pytest.mark.parametrize("header", ["9" * 400, "Wed, 21 Oct 9999 07:28:00 GMT"])
+def test_an_endless_retry_after_is_capped_and_handed_to_the_caller(fake_arm: FakeArm, header: str) -> None:
+    fake_arm.script(NSG, Answer(429, None, {"Retry-After": header}))
+    with pytest.raises(ArmError) as failed:
+        client(fake_arm).get(NSG, "Microsoft.Network")
+    assert (failed.value.status, failed.value.retry_after) == (503, MAX_RETRY_AFTER)
 
 
 def test_5xx_until_the_last_attempt_is_a_502(fake_arm: FakeArm) -> None:

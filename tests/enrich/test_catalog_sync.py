@@ -64,6 +64,6 @@ def test_a_failed_sync_leaves_the_catalog_as_it_was(tmp_path: Path, fake_arm: Fa
     catalog = tmp_path / "operations.json"
     catalog.write_bytes(OPERATIONS_FILE.read_bytes())
     fake_arm.script(arm_path("provider-operations"), forbidden("Microsoft.Authorization/providerOperations/read"))
-    assert main(["catalog", "sync", "--file", str(catalog)]) == 1
+    assert main(["catalog", "sync", "--file", str(catalog)]) == 2  # a CLI error: one line, exit status 2
     assert catalog.read_bytes() == OPERATIONS_FILE.read_bytes()
     assert "Reader role" in capsys.readouterr().err

@@ -11,7 +11,8 @@ import azure.functions as func
 import orjson
 import pytest
 
-from shared.cli.serve import Dispatcher, ServedProcess, compile_route, http_functions
+from shared.cli.serve import Dispatcher, ServedProcess, compile_route, http_functions, refusal
+from shared.enrich.api import EXAMPLE_ALERT_ID
 from tests.enrich.fake_arm import FakeArm, arm_path
 
 
@@ -128,3 +129,42 @@ def test_what_the_served_api_refuses(served: ServedProcess) -> None:
     oversized = b'{"event_id": "' + b"x" * 70_000 + b'"}'
     assert fetch(served, "POST", "/enrich/event", oversized, {"content-type": "application/json"})[0] == 413
     assert fetch(served, "POST", "/enrich/event", b"{}", {"content-type": "text/plain"})[0] == 415
+
+
+@pytest.mark.parametrize(("method", "headers", "refused"), [
+    ("GET", {"host": "127.0.0.1:7071"}, False),
+    ("GET", {"host": "localhost:7071"}, False),
+    ("GET", {"host": "LOCALHOST"}, False),
+    ("GET", {"host": "attacker.example:7071"}, True),  # DNS rebinding: a site's name resolved to 127.0.0.1
+    ("GET", {"host": "127.0.0.1:8080"}, True),
+    ("GET", {"host": "user@127.0.0.1:7071"}, True),
+    ("GET", {"host": "127.0.0.1:x"}, True),
+    ("GET", {}, True),
+    ("GET", {"host": "127.0.0.1:7071", "origin": "http://attacker.example"}, False),  # reading is not changing
+    ("POST", {"host": "127.0.0.1:7071", "origin": "http://127.0.0.1:7071"}, False),
+    ("POST", {"host": "127.0.0.1:7071", "sec-fetch-site": "same-origin"}, False),
+    ("POST", {"host": "127.0.0.1:7071"}, False),  # curl, scripts: no Origin
+    ("POST", {"host": "127.0.0.1:7071", "origin": "http://attacker.example"}, True),
+    ("POST", {"host": "127.0.0.1:7071", "origin": "null"}, True),
+    ("POST", {"host": "127.0.0.1:7071", "origin": "https://127.0.0.1:7071.attacker.example"}, True),
+    ("POST", {"host": "127.0.0.1:7071", "sec-fetch-site": "cross-site"}, True),
+    ("POST", {"host": "127.0.0.1:7071", "sec-fetch-site": "same-site"}, True),
+    ("DELETE", {"host": "127.0.0.1:7071", "origin": "http://localhost:9999"}, True),
+])
+def test_only_local_hosts_and_same_origin_changes_are_served(method: str, headers: dict[str, str],
+                                                              refused: bool) -> None:
+    answer = refusal(method, headers, 7071)
+    assert (answer is not None and answer.status_code == 403) == refused
+
+
+def test_dns_rebinding_and_cross_site_dismissal_are_refused_when_served(served: ServedProcess) -> None:
+    port = urlsplit(served.url).port
+    assert fetch(served, "GET", "/enrich/ip/10.0.0.1", headers={"Host": f"localhost:{port}"})[0] == 200
+    status, _, body = fetch(served, "GET", "/enrich/ip/10.0.0.1", headers={"Host": f"rebound.example:{port}"})
+    assert status == 403 and b"Host" in body
+    dismiss = orjson.dumps({"id": EXAMPLE_ALERT_ID})
+    json_type = {"content-type": "application/json"}
+    for cross_site in ({"Origin": "http://attacker.example"}, {"Sec-Fetch-Site": "cross-site"}):
+        status, _, body = fetch(served, "POST", "/enrich/alert/dismiss", dismiss, json_type | cross_site)
+        assert status == 403 and b"another site" in body
+    assert fetch(served, "POST", "/enrich/event", b"{", json_type | {"Origin": f"http://127.0.0.1:{port}"})[0] == 400
