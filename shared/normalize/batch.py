@@ -80,7 +80,7 @@ def _normalize_body(body: bytes, position: Position, include_raw: bool, result: 
         result.dead_letters.append(_dead_letter(reason, position, None, body))
 
     if len(body) > MAX_BODY_BYTES:
-        keep_whole(f"body of {len(body)} bytes exceeds {MAX_BODY_BYTES} bytes")
+        keep_whole(f"body too large: {len(body)} bytes, more than {MAX_BODY_BYTES}")
         return
     try:
         records = split_body(body)
@@ -88,7 +88,7 @@ def _normalize_body(body: bytes, position: Position, include_raw: bool, result: 
         keep_whole(_reason(error))
         return
     if len(records) > MAX_RECORDS_PER_BODY:
-        keep_whole(f"body holds {len(records)} records, more than {MAX_RECORDS_PER_BODY}")
+        keep_whole(f"too many records: {len(records)} in one body, more than {MAX_RECORDS_PER_BODY}")
         return
     events: list[NormalizedOutput] = []
     letters: list[DeadLetter] = []
@@ -98,8 +98,8 @@ def _normalize_body(body: bytes, position: Position, include_raw: bool, result: 
             encoded = encode_event(event, record if include_raw else None)
         except Exception as error:  # a mapper bug or an odd value is the record's dead letter
             if len(letters) == MAX_DEAD_LETTERS_PER_BODY:
-                keep_whole(f"more than {MAX_DEAD_LETTERS_PER_BODY} of the body's {len(records)} records cannot "
-                           f"be normalized; first: {letters[0].reason}")
+                keep_whole(f"too many dead letters: more than {MAX_DEAD_LETTERS_PER_BODY} of the body's "
+                           f"{len(records)} records cannot be normalized; the first: {letters[0].reason}")
                 return
             letters.append(_dead_letter(_reason(error), position, index, _record_bytes(record)))
             continue
