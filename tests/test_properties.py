@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from azure.core.exceptions import HttpResponseError
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from shared.cli import azurite
@@ -20,11 +21,9 @@ from shared.normalize.batch import MAX_BODY_BYTES, MAX_RECORDS_PER_BODY, normali
 from shared.normalize.mappers import split_body
 from shared.normalized_event import NormalizedEvent
 from tests.conftest import SAMPLES, indexed_functions
-from tests.detect_fixtures import Tables, tables
 from tests.test_normalize_fn import dead_letters_in
 from tests.test_poison import HOSTILE_RECORDS
 
-__all__ = ["tables"]  # the fixture, used by name
 ENQUEUED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 json_values = st.recursive(
@@ -180,22 +179,24 @@ def expected_from_body(body: bytes) -> int:
     return 1 if count > MAX_RECORDS_PER_BODY else count
 
 
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
-                                 HealthCheck.data_too_large, HealthCheck.large_base_example])
-@given(bodies=st.lists(hostile_bodies(), min_size=1, max_size=6))
-@example(bodies=[b"[" + b",".join(record.encode() for record in HOSTILE_RECORDS.values()) + b"]"])
-def test_hostile_bodies_through_normalize_fn_then_detect_fn_never_raise(
-        bodies: list[bytes], tables: Tables, app_env: pytest.MonkeyPatch, azurite_instance: azurite.Azurite) -> None:
+HOSTILE_SETTINGS = settings(
+    max_examples=20, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large,
+                           HealthCheck.large_base_example])
+EVERY_KNOWN_CLASS = [b"[" + b",".join(record.encode() for record in HOSTILE_RECORDS.values()) + b"]"]
+
+
+def run_normalize_fn(bodies: list[bytes], app_env: pytest.MonkeyPatch, connection_string: str) -> list[bytes]:
+    """The registered normalize_fn over one batch, checked: records in = events out + dead letters (read
+    back from Azurite), each letter with the bytes to re-drive it. Returns the published events."""
     container = f"dl-{uuid.uuid4().hex[:12]}"
     app_env.setenv("STORMWATCH_DEADLETTER_CONTAINER", container)
     wiring.reset()
-    functions = indexed_functions()
-    functions["normalize"].get_user_function()(trigger_batch(bodies, "0", 0, ENQUEUED))
+    indexed_functions()["normalize"].get_user_function()(trigger_batch(bodies, "0", 0, ENQUEUED))
     publisher = wiring.publisher()
     assert isinstance(publisher, InProcessPublisher)
-    published = publisher.hubs.get("normalized", [])
-    letters = dead_letters_in(container, azurite_instance.connection_string)
+    published = [output.body for output in publisher.hubs.get("normalized", [])]
+    letters = dead_letters_in(container, connection_string)
     assert len(published) + len(letters) == sum(expected_from_body(body) for body in bodies)
     for _, letter in letters:  # each keeps the bytes to re-drive: its body, or its record as JSON
         assert letter["reason"]
@@ -204,6 +205,30 @@ def test_hostile_bodies_through_normalize_fn_then_detect_fn_never_raise(
             assert original == body
         else:
             assert orjson.loads(original) == split_body(body)[letter["record_index"]]
-    for output in published:  # parsed as detect_fn does (orjson): pydantic's own JSON parser stops at ~200 levels
-        NormalizedEvent.model_validate(orjson.loads(output.body))
-    functions["detect"].get_user_function()(trigger_batch([output.body for output in published], "0", 0))
+    for event in published:  # parsed as detect_fn does (orjson): pydantic's own JSON parser stops at ~200 levels
+        NormalizedEvent.model_validate(orjson.loads(event))
+    return published
+
+
+@HOSTILE_SETTINGS
+@given(bodies=st.lists(hostile_bodies(), min_size=1, max_size=6))
+@example(bodies=EVERY_KNOWN_CLASS)
+def test_hostile_bodies_through_normalize_fn_keep_records_in_equal_events_out_plus_dead_letters(
+        bodies: list[bytes], app_env: pytest.MonkeyPatch, azurite_instance: azurite.Azurite) -> None:
+    run_normalize_fn(bodies, app_env, azurite_instance.connection_string)
+
+
+@pytest.mark.xfail(raises=HttpResponseError, strict=False, reason=(
+    "issue 14 item 4, the detect side (branch issue-14b): an alert value over Table Storage's 64 KiB is "
+    "refused (PropertyValueTooLarge) and detect_fn raises; remove this mark once that fix is merged"))
+@settings(HOSTILE_SETTINGS, max_examples=15, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(bodies=st.lists(hostile_bodies(), min_size=1, max_size=6))
+@example(bodies=EVERY_KNOWN_CLASS)
+def test_what_normalize_fn_publishes_from_hostile_bodies_never_makes_detect_fn_raise(
+        bodies: list[bytes], app_env: pytest.MonkeyPatch, azurite_instance: azurite.Azurite) -> None:
+    published = run_normalize_fn(bodies, app_env, azurite_instance.connection_string)
+    suffix = uuid.uuid4().hex[:12]  # fresh state per example, so that each example stands alone
+    for setting in ("STATE_TABLE", "ALERTS_TABLE", "INVENTORY_TABLE"):
+        app_env.setenv(f"STORMWATCH_{setting}", f"{setting.split('_')[0].lower()}{suffix}")
+    wiring.reset()
+    indexed_functions()["detect"].get_user_function()(trigger_batch(published, "0", 0))
