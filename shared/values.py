@@ -84,10 +84,10 @@ def text(value: Any) -> str | None:
     if type(value) is str:  # the overwhelmingly common case, checked first: this runs per field
         stripped = value.strip()
         return stripped or None
+    while isinstance(value, dict):  # a loop, not recursion: a record may nest `{"value": ...}` 1,000 deep
+        value = value.get("value") or value.get("localizedValue")
     if value is None:
         return None
-    if isinstance(value, dict):
-        return text(value.get("value") or value.get("localizedValue"))
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str | int | float):
@@ -152,7 +152,10 @@ def parse_time(value: Any) -> datetime:
         raise MappingError(f"time is not a string: {type(value).__name__}")
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as error:  # `9999-12-31T23:00:00-05:00` is past year 9999 in UTC
+        raise MappingError(f"time out of range in UTC: {str(value)[:64]!r}") from error
 
 
 def _parse_time_text(value: str) -> datetime:
@@ -234,6 +237,15 @@ def _is_date(day: str) -> bool:
 def format_time(moment: datetime) -> str:
     """ISO-8601 UTC with `Z`, microseconds only when present (the contract's JSON form)."""
     return moment.replace(tzinfo=None).isoformat() + "Z"
+
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def int64(value: int) -> int | None:
+    """The integer when it fits 64 bits, else None: orjson (and every consumer of the contract) writes
+    no larger integer, so a record's `durationMs` or error code beyond it is treated as absent."""
+    return value if INT64_MIN <= value <= INT64_MAX else None
 
 
 def valid_ip(value: Any) -> str | None:

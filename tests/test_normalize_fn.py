@@ -81,7 +81,9 @@ def run_normalize(app_env: pytest.MonkeyPatch) -> Callable[..., tuple[InProcessP
 
 def dead_letters_in(container: str, connection_string: str) -> list[tuple[str, dict[str, Any]]]:
     client = BlobServiceClient.from_connection_string(connection_string).get_container_client(container)
-    found = []
+    found: list[tuple[str, dict[str, Any]]] = []
+    if not client.exists():  # created with the first dead letter
+        return found
     for blob in client.list_blobs():
         for line in client.download_blob(blob.name).readall().splitlines():
             found.append((blob.name, orjson.loads(line)))

@@ -30,18 +30,23 @@ from shared.worker_memory import keep_freed_memory
 __all__ = ["UsageError", "build_parser", "main", "read_bodies"]  # the command modules import these
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def read_bodies(stream: BinaryIO) -> Iterator[bytes]:
     """A file holds one JSON body, or JSON Lines of bodies (one body per non-empty line).
 
-    A file is JSON Lines when it does not parse as one document but its first line does on its own;
-    then a malformed line becomes its own dead letter without hiding the lines around it. Anything
+    A file is JSON Lines when it does not parse as one document, has more than one non-empty line and
+    at least one of them is a JSON object or array on its own: then every line is its own body, and a
+    malformed line (the first one included) is its own dead letter without hiding the others. Anything
     else is one body (a truncated pretty-printed file is one dead letter, not one per line).
     """
     data = stream.read()
-    if not data.strip():
+    content = data.removeprefix(_BOM)  # a BOM belongs to the file, not to its first line
+    if not content.strip():
         return
-    lines = [line for line in data.splitlines() if line.strip()]
-    if len(lines) > 1 and not _parses(data.removeprefix(b"\xef\xbb\xbf")) and _parses(lines[0]):
+    lines = [line for line in content.splitlines() if line.strip()]
+    if len(lines) > 1 and not _parses(content) and any(_is_container(line) for line in lines):
         yield from lines
     else:
         yield data
@@ -53,6 +58,11 @@ def _parses(data: bytes) -> bool:
     except orjson.JSONDecodeError:
         return False
     return True
+
+
+def _is_container(line: bytes) -> bool:
+    stripped = line.strip()
+    return stripped[:1] in (b"{", b"[") and _parses(stripped)
 
 
 def _open_inputs(paths: Sequence[str]) -> Iterator[tuple[str, BinaryIO]]:

@@ -19,10 +19,10 @@ from typing import TextIO
 
 from azure.data.tables import TableServiceClient
 
-from shared.clients.dead_letters import InMemoryDeadLetterStore
+from shared.clients.dead_letters import BlobDeadLetterStore
 from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
-from shared.clients.storage import table_service
+from shared.clients.storage import blob_service, table_service
 from shared.detect.alerts import Alert, TableAlertStore
 from shared.detect.engine import RULES_DIR, Detector, DetectReport, detect_batch
 from shared.detect.inventory_table import inventory_table
@@ -71,14 +71,15 @@ class LocalDetector:
 
 
 def local_detector(rules: list[Rule], service: TableServiceClient, settings: Settings) -> LocalDetector:
-    """Tables are created now, which also proves the endpoint answers before any work is done."""
+    """Tables are created now, which also proves the endpoint answers before any work is done. Dead
+    letters go to the settings' Blob container, as normalize_fn's do (`deadletters list` shows them)."""
     state_store = TableEntityStore(service.get_table_client(settings.state_table))
     alert_store = TableAlertStore(service.get_table_client(settings.alerts_table))
     state_store.ensure_table()
     alert_store.ensure_table()
     detector = Detector(rules=rules, state=StateTable(state_store), alerts=alert_store,
                         publisher=InProcessPublisher(), alerts_hub=settings.alerts_hub,
-                        dead_letters=InMemoryDeadLetterStore(),
+                        dead_letters=BlobDeadLetterStore(blob_service(settings), settings.deadletter_container),
                         inventory=inventory_table(service, settings.inventory_table))
     return LocalDetector(detector, state_store, alert_store)
 
@@ -91,15 +92,16 @@ def partition_for(name: str, content: bytes | None = None) -> str:
 
 
 def replay_bodies(bodies: Sequence[bytes], partition: str, detector: Detector, settings: Settings) -> ReplayResult:
-    """One input's bodies (sequence number = position) through normalize, then detect."""
-    publisher, letters = InProcessPublisher(), InMemoryDeadLetterStore()
+    """One input's bodies (sequence number = position) through normalize, then detect; dead letters go
+    to the detector's store, which is normalize_fn's Blob container for `python -m shared replay`."""
+    publisher = InProcessPublisher()
     result = ReplayResult()
     for first in range(0, len(bodies), BATCH_SIZE):
         batch = trigger_batch(list(bodies[first:first + BATCH_SIZE]), partition, first_sequence=first)
-        report = process_batch(bodies_with_positions(batch), publisher, letters, settings)
+        report = process_batch(bodies_with_positions(batch), publisher, detector.dead_letters, settings)
         result.records_in += report.records_in
         result.events += report.events_out
-    result.dead_letters = len(letters.letters)
+        result.dead_letters += report.dead_letters
     normalized = [event.body for event in publisher.hubs.get(settings.normalized_hub, [])]
     result.reports = detect_partition(normalized, partition, detector)
     return result

@@ -11,12 +11,14 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
+from urllib.parse import quote
 
 import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.blob import BlobServiceClient, ContainerClient
 
+from shared.clients.storage import is_outage
 from shared.normalized_event import DeadLetter
 
 
@@ -68,12 +70,21 @@ class BlobDeadLetterStore:
                 self._container.create_container()
             self._ready = True
         payload = _lines(letters)
+        name = blob_name(letters, payload)
         reasons = sorted({letter.reason.split(":", 1)[0] for letter in letters})
+        metadata = {"count": str(len(letters)), "reasons": header_value("; ".join(reasons))}
+        try:
+            self._upload(name, payload, metadata)
+        except Exception as error:
+            if is_outage(error):
+                raise  # the trigger retries the batch until storage is back
+            # Storage refused this blob's content (its metadata, as far as we know): the letters
+            # themselves are the point, so write them once more with nothing but the count.
+            self._upload(name, payload, {"count": metadata["count"]})
+
+    def _upload(self, name: str, payload: bytes, metadata: dict[str, str]) -> None:
         with contextlib.suppress(ResourceExistsError):
-            self._container.upload_blob(
-                blob_name(letters, payload), payload, overwrite=False,
-                metadata={"count": str(len(letters)), "reasons": "; ".join(reasons)[:1024]},
-            )
+            self._container.upload_blob(name, payload, overwrite=False, metadata=metadata)
 
     def letters(self, prefix: str | None = None) -> Iterator[StoredLetter]:
         """Every dead letter, oldest day first; `prefix` narrows to a day (`2026/11/20`) or one blob."""
@@ -105,6 +116,12 @@ class BlobDeadLetterStore:
         letters = [StoredLetter(f"{blob}#{number}", DeadLetter.model_validate_json(line))
                    for number, line in enumerate(lines, start=1) if line.strip()]
         return letters, str(download.properties.etag)
+
+
+def header_value(value: str, limit: int = 1024) -> str:
+    """Blob metadata travels as HTTP headers (Latin-1, no control characters): anything else is
+    percent-escaped, so a reason in any script is stored; the blob body keeps it as written."""
+    return quote(value, safe=" !#$&'()*+,./:;=?@[]^_`{|}~-")[:limit]
 
 
 def _lines(letters: Sequence[DeadLetter]) -> bytes:

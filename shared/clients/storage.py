@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableServiceClient
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
@@ -14,6 +15,21 @@ from shared.settings import Settings, SettingsError, env_name
 # Fail fast inside one call and let the function's retry policy (exponential, unbounded) do the long
 # waiting: a storage call blocked for minutes would hold the batch past the function timeout.
 _TIMEOUTS: dict[str, Any] = {"connection_timeout": 10, "read_timeout": 30}
+
+# What storage answers about one request's content (bad request, conflict, length, too large, URL too
+# long, range): the same content fails the same way on every retry.
+_CONTENT_STATUSES = frozenset({400, 409, 411, 413, 414, 416})
+
+
+def is_outage(error: Exception) -> bool:
+    """True when a storage call failed for a reason a retry can outlast (no connection, timeout, 5xx,
+    429, throttling, access or a missing container an operator must fix); False when the request's own
+    content was refused (a 4xx above, or a value the SDK rejected before sending), which is the same on
+    every retry and must end as a dead letter or a smaller write. Unknown failures count as outages:
+    retrying keeps the data, dropping would not."""
+    if isinstance(error, HttpResponseError) and error.status_code is not None:
+        return error.status_code not in _CONTENT_STATUSES
+    return not isinstance(error, ValueError | TypeError)
 
 
 # Azurite's well-known development account: public, documented, and accepted only by the emulator.

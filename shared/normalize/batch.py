@@ -56,6 +56,16 @@ class BatchResult:
         return Counter(letter.reason.split(":", 1)[0] for letter in self.dead_letters)
 
 
+# Bounds on one body's cost, whatever it holds. A body past one of them is kept whole as ONE dead letter
+# (its original bytes, counted as one record in) and none of its records is published; re-driving the
+# letter normalizes the body once. Event Hubs' own limit on an event is 1 MB.
+MAX_BODY_BYTES = 1_048_576
+# Azure's exports carry a few hundred records per body; 1 MB of `[0,0,...]` is half a million.
+MAX_RECORDS_PER_BODY = 5_000
+# A body with more failing records than this is one letter, not thousands of small ones.
+MAX_DEAD_LETTERS_PER_BODY = 100
+
+
 def normalize_bodies(bodies: Iterable[tuple[bytes, Position]], include_raw: bool = True) -> BatchResult:
     """Every record of every body becomes one encoded event or one dead letter (never an exception)."""
     result = BatchResult()
@@ -65,44 +75,112 @@ def normalize_bodies(bodies: Iterable[tuple[bytes, Position]], include_raw: bool
 
 
 def _normalize_body(body: bytes, position: Position, include_raw: bool, result: BatchResult) -> None:
+    def keep_whole(reason: str) -> None:
+        result.records_in += 1
+        result.dead_letters.append(_dead_letter(reason, position, None, body))
+
+    if len(body) > MAX_BODY_BYTES:
+        keep_whole(f"body too large: {len(body)} bytes, more than {MAX_BODY_BYTES}")
+        return
     try:
         records = split_body(body)
-    except MappingError as error:
-        result.records_in += 1
-        result.dead_letters.append(_dead_letter(str(error), position, None, body))
+    except Exception as error:  # whatever one body causes is its dead letter, never a retry
+        keep_whole(_reason(error))
         return
-    result.records_in += len(records)
-    add_event = result.events.append
+    if len(records) > MAX_RECORDS_PER_BODY:
+        keep_whole(f"too many records: {len(records)} in one body, more than {MAX_RECORDS_PER_BODY}")
+        return
+    events: list[NormalizedOutput] = []
+    letters: list[DeadLetter] = []
     for index, record in enumerate(records):
         try:
             event = map_record(record)
             encoded = encode_event(event, record if include_raw else None)
-        except MappingError as error:
-            result.dead_letters.append(_dead_letter(str(error), position, index, _record_bytes(record)))
+        except Exception as error:  # a mapper bug or an odd value is the record's dead letter
+            if len(letters) == MAX_DEAD_LETTERS_PER_BODY:
+                keep_whole(f"too many dead letters: more than {MAX_DEAD_LETTERS_PER_BODY} of the body's "
+                           f"{len(records)} records cannot be normalized; the first: {letters[0].reason}")
+                return
+            letters.append(_dead_letter(_reason(error), position, index, _record_bytes(record)))
             continue
         key = event["subscription_id"] or event["tenant_id"] or "unknown"
-        add_event(NormalizedOutput(event["source"], key, encoded))
+        events.append(NormalizedOutput(event["source"], key, encoded))
+    result.records_in += len(records)
+    result.events.extend(events)
+    result.dead_letters.extend(letters)
+
+
+def _reason(error: Exception) -> str:
+    """A MappingError says why itself; anything else is named, as a mapper bug to fix and re-drive."""
+    if isinstance(error, MappingError):
+        return str(error)
+    return f"cannot normalize: {type(error).__name__}: {error}"
 
 
 def encode_event(event: dict[str, Any], raw: dict[str, Any] | None) -> bytes:
-    """JSON bytes of an event; `raw` is dropped (and the drop noted) when the event would exceed 1 MB."""
+    """JSON bytes of an event; `raw` is dropped (and the drop noted) when the event would exceed 1 MB or
+    when the record cannot be re-encoded (nested past orjson's limit, integers past 64 bits)."""
     event["raw"] = raw
-    encoded = orjson.dumps(event)
-    if len(encoded) <= MAX_EVENT_BYTES:
-        return encoded
+    try:
+        encoded = orjson.dumps(event)
+        if len(encoded) <= MAX_EVENT_BYTES:
+            return encoded
+        omitted = f"event exceeded {MAX_EVENT_BYTES} bytes"
+    except TypeError as error:
+        if raw is None:
+            raise MappingError(f"normalized event cannot be encoded: {error}") from error
+        omitted = f"record cannot be re-encoded: {error}"
     event["raw"] = None
-    event["details"] = {**(event["details"] or {}), "raw_omitted": f"event exceeded {MAX_EVENT_BYTES} bytes"}
-    encoded = orjson.dumps(event)
+    event["details"] = {**(event["details"] or {}), "raw_omitted": omitted}
+    try:
+        encoded = orjson.dumps(event)
+    except TypeError as error:
+        raise MappingError(f"normalized event cannot be encoded: {error}") from error
     if len(encoded) > MAX_EVENT_BYTES:
         raise MappingError(f"normalized event exceeds {MAX_EVENT_BYTES} bytes even without raw")
     return encoded
 
 
 def _record_bytes(record: Any) -> bytes:
+    """A parsed record as JSON again, so its dead letter can be re-driven: orjson, or for what orjson
+    refuses (nested past 254 levels, integers past 64 bits) a plain loop with no depth limit."""
     try:
         return orjson.dumps(record)
-    except TypeError:  # cannot happen for parsed JSON, but a dead letter must never fail
-        return repr(record).encode()
+    except TypeError:
+        return _json_without_limits(record)
+
+
+class _Token(bytes):
+    """Punctuation on `_json_without_limits`' stack, told apart from the values by its type."""
+
+
+def _json_without_limits(value: Any) -> bytes:
+    out = bytearray()
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is _Token:
+            out += item
+        elif type(item) is dict:
+            out += b"{"
+            stack.append(_Token(b"}"))
+            entries = list(item.items())
+            for position in range(len(entries) - 1, -1, -1):
+                key, member = entries[position]
+                stack.append(member)
+                stack.append(_Token((b"," if position else b"") + orjson.dumps(key) + b":"))
+        elif type(item) is list:
+            out += b"["
+            stack.append(_Token(b"]"))
+            for position in range(len(item) - 1, -1, -1):
+                stack.append(item[position])
+                if position:
+                    stack.append(_Token(b","))
+        elif type(item) is int:
+            out += str(item).encode()
+        else:
+            out += orjson.dumps(item)
+    return bytes(out)
 
 
 def _dead_letter(reason: str, position: Position, index: int | None, original: bytes) -> DeadLetter:

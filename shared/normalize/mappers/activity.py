@@ -20,6 +20,7 @@ from shared.values import (
     Record,
     as_dict,
     first,
+    int64,
     parse_json_text,
     severity,
     text,
@@ -139,8 +140,8 @@ def _failure_reason(fields: Record, properties: Record) -> str | None:
 
 def _duration(value: Any) -> int | None:
     try:
-        return int(float(value)) if value is not None and value != "" else None
-    except (TypeError, ValueError):
+        return int64(int(float(value))) if value is not None and value != "" else None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", 1e400
         return None
 
 

@@ -10,6 +10,7 @@ from shared.values import (
     as_dict,
     copy_texts,
     first,
+    int64,
     nested,
     severity,
     text,
@@ -106,7 +107,7 @@ def _signin_details(signin: Record, error_code: int | None) -> Record | None:
 
 def _int(value: Any) -> int | None:
     try:
-        return int(value) if value is not None and value != "" else None
+        return int64(int(value)) if value is not None and value != "" else None
     except (TypeError, ValueError):
         return None
 
