@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.data.tables import TableServiceClient
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
@@ -30,6 +31,23 @@ def emulator_connection_string(ports: dict[str, int], host: str = "127.0.0.1") -
 
 
 DEV_CONNECTION_STRING = emulator_connection_string(DEFAULT_PORTS)
+
+
+# Answers a retry can change: the service is overloaded or down (5xx, 408, 429), or refuses who we are
+# (401, 403: the same for every entity, an operator's fix). Any other 4xx rejects what we sent.
+_RETRYABLE_STATUSES = frozenset({401, 403, 408, 429})
+
+
+def is_outage(error: Exception) -> bool:
+    """True when a retry may succeed (no answer, timeout, 5xx, 408, 429, 401/403), so the batch must raise.
+
+    False for a deterministic rejection of one entity or blob (400 bad key or property, 413 too large,
+    other 4xx) and for any error raised before a request was sent: retrying those would stall the
+    partition forever, so the caller dead-letters instead.
+    """
+    if isinstance(error, HttpResponseError) and error.status_code is not None:
+        return error.status_code >= 500 or error.status_code in _RETRYABLE_STATUSES
+    return isinstance(error, (AzureError, TimeoutError, ConnectionError))
 
 
 def _blob_options() -> dict[str, Any]:
