@@ -247,9 +247,11 @@ def _apply(detector: Detector, touched: Iterable[_KeyHits],
     return list(_STATE_IO.map(apply, work)), refused
 
 
-def _rejected_letters(refused: list[tuple[_KeyHits, str]], emitted: Emitted, partition: str | None) -> list[DeadLetter]:
+def _rejected_letters(refused: list[tuple[_KeyHits, str]], emitted: Emitted,
+                      partition: str | None) -> list[DeadLetter]:
     """Dead letters for what storage refused: each uncounted event of a key, each alert not stored."""
-    letters = [_dead_letter(reason, orjson.dumps(hit.event), Position(partition, None if hit.sequence < 0 else hit.sequence))
+    letters = [_dead_letter(reason, orjson.dumps(hit.event),
+                            Position(partition, None if hit.sequence < 0 else hit.sequence))
                for entry, reason in refused for hit in entry.hits]
     letters.extend(_dead_letter(reason, alert.to_json(), Position(partition)) for alert, reason in emitted.rejected)
     return letters
