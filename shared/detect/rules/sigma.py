@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from shared.detect.rules.errors import RuleError
+from shared.detect.rules.regex import rule_regex
 
 Event = Mapping[str, Any]
 Predicate = Callable[[Event], bool]
@@ -180,9 +181,9 @@ def _value_test(operator: str | None, expected: Any, loc: tuple[str | int, ...])
         return lambda found: any(_in_network(value, network) for value in found)
     if operator == "re":
         try:
-            pattern = re.compile(str(expected), re.IGNORECASE)
-        except re.error as error:
-            raise RuleError(f"invalid regular expression: {error}", loc) from None
+            pattern = rule_regex(str(expected), ignore_case=True)
+        except RuleError as error:
+            raise RuleError(error.message, loc) from None
         return lambda found: any(value is not None and pattern.search(as_text(value)) for value in found)
     text = as_text(expected)
     if operator == "contains":
@@ -192,7 +193,7 @@ def _value_test(operator: str | None, expected: Any, loc: tuple[str | int, ...])
     if operator == "endswith":
         return lambda found: any(value is not None and as_text(value).endswith(text) for value in found)
     if isinstance(expected, str) and ("*" in expected or "?" in expected):
-        wildcard = re.compile(_wildcard_pattern(text), re.DOTALL)
+        wildcard = rule_regex(_wildcard_pattern(text), dot_all=True)
         return lambda found: any(value is not None and wildcard.fullmatch(as_text(value)) for value in found)
     return lambda found: any(value is not None and as_text(value) == text for value in found)
 
