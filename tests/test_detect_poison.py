@@ -20,8 +20,11 @@ import orjson
 import pytest
 from azure.core.exceptions import HttpResponseError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.cli import azurite
+from shared.clients import wiring
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher
@@ -30,7 +33,9 @@ from shared.detect.alerts import Alert, TableAlertStore, alert_entity, truncated
 from shared.detect.engine import Detector, DetectReport, build_detector, detect_batch
 from shared.detect.rules import Rule
 from shared.detect.state import MAX_KEY_CHARS, StateTable, TableEntityStore, table_key
+from tests.conftest import indexed_functions
 from tests.detect_fixtures import BURST_RULE, PRODUCTION, T0, Tables, deletes, event, rule_from, run, tables
+from tests.test_normalize_fn import dead_letters_in
 
 __all__ = ["tables"]  # the fixture, used by name
 
@@ -233,3 +238,60 @@ def test_an_event_within_the_skew_keeps_its_own_time(tables: Tables, burst: Rule
     [alert] = _run_enqueued(detector, spike, T0, first_sequence=0).alerts
     assert alert.first_seen == T0 + timedelta(minutes=50)
 
+
+
+# --- the registered detect_fn over generated hostile events ----------------------------------------
+
+HOSTILE_RULES = {  # every valid event raises an alert and touches a state key, with record values in both
+    "echo.yaml": """
+id: echo
+title: Echo
+description: one alert per event, its values in group and summary
+severity: low
+kind: match
+detection:
+  any: {event_id|re: "."}
+  condition: any
+group-by: [actor, subscription_id, user_agent]
+summary: "{actor} {user_agent} {subscription_id} {operation} {details.note}"
+""",
+    "count.yaml": BURST_RULE.replace("id: burst", "id: count").replace("deleted: {action: delete}",
+                                                                       "deleted: {event_id|re: \".\"}")
+    .replace("{gte: 10}", "{gte: 1}").replace("group-by: [actor]", "group-by: [actor, user_agent]"),
+}
+
+_TEXT = st.one_of(st.text(max_size=40), st.text(alphabet=st.characters(max_codepoint=0x9F), max_size=40),
+                  st.sampled_from(["#", "?", "/", "\\", "%", "%h", "\x00", "\u202e", "x" * 40_000, "é" * 600]))
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | _TEXT,
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
+                     max_leaves=20)
+_EVENT = st.fixed_dictionaries({
+    "event_id": _TEXT.filter(bool), "actor": _TEXT | st.none(), "subscription_id": _TEXT | st.none(),
+    "user_agent": _TEXT | st.none(), "operation": _TEXT | st.none(), "details": st.fixed_dictionaries(
+        {"note": _JSON}),
+    "time": st.sampled_from(["2026-11-27T02:00:00Z", "2099-01-01T00:00:00Z", "0001-01-01T00:00:00Z",
+                             "9999-12-31T23:59:59.999999Z", "2026-11-27T02:00:00+14:00"]),
+    "source": st.just("activity"), "action": st.just("delete"), "result": st.just("Success")})
+_GARBAGE = st.binary(max_size=60).filter(lambda body: not body.strip().startswith(b"{"))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(events=st.lists(_EVENT, max_size=6), garbage=st.lists(_GARBAGE, max_size=3))
+def test_detect_fn_never_raises_and_dead_letters_only_what_is_not_an_event(
+        tables: Tables, app_env: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory,
+        events: list[dict[str, Any]], garbage: list[bytes]) -> None:
+    rules = tmp_path_factory.mktemp("rules")
+    for name, text in HOSTILE_RULES.items():
+        (rules / name).write_text(text)
+    container = f"dl-{uuid.uuid4().hex[:12]}"
+    app_env.setenv("STORMWATCH_RULES_DIR", str(rules))
+    app_env.setenv("STORMWATCH_DEADLETTER_CONTAINER", container)
+    app_env.setenv("STORMWATCH_INVENTORY_TABLE", f"inv{uuid.uuid4().hex[:12]}")
+    wiring.reset()
+    bodies = [orjson.dumps(item) for item in events] + garbage
+    handler = indexed_functions()["detect"].get_user_function()
+    handler(trigger_batch(bodies, "0", 0, T0 + timedelta(minutes=5)))  # never raises: storage is up
+    letters = dead_letters_in(container, tables.connection_string) if garbage else []
+    assert len(letters) == len(garbage), [letter["reason"] for _, letter in letters]
+    assert sorted(base64.b64decode(letter["original"]) for _, letter in letters) == sorted(garbage)
