@@ -116,7 +116,8 @@ def install_dependencies(out: Path) -> None:
     """The runtime pins as manylinux wheels for CPython 3.11, where the Functions host looks for them."""
     subprocess.run(  # noqa: S603 - our own fixed command
         [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-         "--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", PYTHON_VERSION,
+         "--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
+         "--python-version", PYTHON_VERSION,
          "--implementation", "cp", "--target", str(out / DEPENDENCIES), "-r", str(out / "requirements.txt")],
         check=True)
 

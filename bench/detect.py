@@ -104,7 +104,7 @@ def measure(rules: list[Rule], connection: str, bodies: Sequence[bytes], *, batc
 def _warm_up(detector: Detector) -> None:
     """Create the tables (once per process in a function app: not part of the per-event bill)."""
     detect_batch([], detector)
-    detector.alerts.exists("warm-up")
+    detector.alerts.stage("warm-up")
     detector.state.store.read("warm-up", "warm-up")
 
 

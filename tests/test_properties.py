@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 import pytest
-from azure.core.exceptions import HttpResponseError
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -218,9 +217,6 @@ def test_hostile_bodies_through_normalize_fn_keep_records_in_equal_events_out_pl
     run_normalize_fn(bodies, app_env, azurite_instance.connection_string)
 
 
-@pytest.mark.xfail(raises=HttpResponseError, strict=False, reason=(
-    "issue 14 item 4, the detect side (branch issue-14b): an alert value over Table Storage's 64 KiB is "
-    "refused (PropertyValueTooLarge) and detect_fn raises; remove this mark once that fix is merged"))
 @settings(HOSTILE_SETTINGS, max_examples=15, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(bodies=st.lists(hostile_bodies(), min_size=1, max_size=6))
 @example(bodies=EVERY_KNOWN_CLASS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -11,12 +12,14 @@ import orjson
 import pytest
 
 from shared.detect.alerts import render_summary
+from shared.detect.engine import load_pack
 from shared.detect.rules import RuleError, load_rules
 from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, advance, to_us
 from shared.detect.rules.rule import Rule, aggregate_buckets, sampled_events_bound, state_key
 from shared.detect.rules.sigma import compile_detection
 from shared.values import parse_time
 from tests.detect_fixtures import BURST_RULE, T0, deletes, event, rule_from
+from tests.test_rules_pack import rules_test
 
 SIGNIN: dict[str, Any] = {
     "actor": "Alice@Contoso.example", "result": "Failure", "source_ip": "198.51.100.61",
@@ -138,6 +141,99 @@ def test_a_load_error_names_file_line_and_problem_and_spares_the_other_files(tmp
     assert errors["bad-yaml.yaml"].line == 3 and "not valid YAML" in errors["bad-yaml.yaml"].message
     assert errors["bad-severity.yaml"].line == 5 and errors["bad-severity.yaml"].message.startswith("severity:")
     assert str(errors["bad-severity.yaml"]).startswith(f"{tmp_path / 'bad-severity.yaml'}:5: severity:")
+
+
+HOSTILE_FILES = {  # issue 14: each must be its own load error, never the whole pack's
+    "parens.yaml": (GOOD.replace("condition: deleted", f"condition: {'(' * 400}deleted{')' * 400}"),
+                    "condition nested deeper than 32"),
+    "nots.yaml": (GOOD.replace("condition: deleted", f"condition: {'not ' * 5000}deleted"),
+                  "condition longer than 4,000 characters"),
+    "some-nots.yaml": (GOOD.replace("condition: deleted", f"condition: {'not ' * 900}deleted"),
+                       "condition nested deeper than 32"),
+    "long.yaml": (GOOD.replace("condition: deleted", f"condition: {' or '.join(['deleted'] * 1000)}"),
+                  "condition longer than 4,000 characters"),
+    "deep.yaml": (GOOD + f"description2: {'[' * 5000}{']' * 5000}\n", "nested deeper than 50 levels"),
+    "deep-block.yaml": (GOOD + "x:\n" + "".join(f"{'  ' * level}- \n" for level in range(1, 200)),
+                        "nested deeper than 50 levels"),
+    "anchors.yaml": (GOOD + "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+                     + "".join(f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]\n" for n in range(1, 9)),
+                     "more than 100,000 values with anchors expanded"),
+    "huge.yaml": (GOOD + "#" * 600_000 + "\n", "larger than 512 KiB"),
+    "tests.yaml": (GOOD + "tests:\n" + "".join(
+        f"  - name: t{n}\n    alerts: 0\n    events:\n      - {{repeat: 10000, event: {{action: delete}}}}\n"
+        for n in range(6)), "the tests hold 60,000 events, more than 50,000"),
+}
+
+
+def test_a_hostile_rule_file_is_reported_with_its_reason_and_the_other_rules_load(tmp_path: Path) -> None:
+    write(tmp_path, "good.yaml", GOOD)
+    for name, (text, _) in HOSTILE_FILES.items():
+        write(tmp_path, name, text.replace("id: good", f"id: {name.removesuffix('.yaml')}"))
+    write(tmp_path, "not-too-deep.yaml", GOOD.replace("id: good", "id: not-too-deep").replace(
+        "condition: deleted", f"condition: {'(' * 20}not not deleted{')' * 20}"))
+    pack = load_rules(tmp_path)
+    assert sorted(rule.id for rule in pack.rules) == ["good", "not-too-deep"]
+    errors = {error.path.name: error.message for error in pack.errors}
+    assert set(errors) == set(HOSTILE_FILES)
+    for name, (_, problem) in HOSTILE_FILES.items():
+        assert problem in errors[name], (name, errors[name])
+    assert all(rule.selects(event(1, T0)) for rule in pack.rules)
+
+
+def test_detect_logs_each_hostile_file_with_its_path_and_reason(tmp_path: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    write(tmp_path, "good.yaml", GOOD)
+    text, problem = HOSTILE_FILES["parens.yaml"]
+    write(tmp_path, "parens.yaml", text.replace("id: good", "id: parens"))
+    with caplog.at_level(logging.ERROR, logger="stormwatch.detect"):
+        assert [rule.id for rule in load_pack(tmp_path).rules] == ["good"]
+    assert f"rule file not loaded: {tmp_path / 'parens.yaml'}:" in caplog.text and problem in caplog.text
+
+
+def test_rules_test_reports_a_hostile_file_and_runs_the_others(tmp_path: Path) -> None:
+    write(tmp_path, "good.yaml", GOOD.replace("summary:", "tests:\n  - {name: ten, alerts: 1, events: "
+                                              "[{repeat: 10, event: {action: delete}}]}\nsummary:"))
+    write(tmp_path, "parens.yaml", HOSTILE_FILES["parens.yaml"][0].replace("id: good", "id: parens"))
+    done = rules_test(str(tmp_path))
+    assert done.returncode == 1 and "PASS     good" in done.stdout
+    assert f"rule file not loaded: {tmp_path / 'parens.yaml'}:" in done.stderr
+    assert HOSTILE_FILES["parens.yaml"][1] in done.stderr
+
+
+def test_any_exception_while_loading_one_file_is_that_files_error(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.detect.rules import loader
+
+    def explode(detection: Any, *resolve: Any) -> Any:  # stands for any bug a file can trigger in compiling
+        if "boom" in detection:
+            raise RecursionError("maximum recursion depth exceeded")
+        return compile_detection(detection, *resolve)
+
+    monkeypatch.setattr(loader, "compile_detection", explode)
+    write(tmp_path, "good.yaml", GOOD)
+    write(tmp_path, "boom.yaml", GOOD.replace("id: good", "id: boom").replace("deleted", "boom"))
+    pack = load_rules(tmp_path)
+    assert [rule.id for rule in pack.rules] == ["good"]
+    [error] = pack.errors
+    assert error.path.name == "boom.yaml" and error.message == \
+        "cannot load: RecursionError: maximum recursion depth exceeded"
+
+
+def test_regex_matching_is_linear_in_the_text() -> None:
+    # With Python's re, `^(a+)+$` takes 30 s at 29 characters: this would hit the suite's timeout.
+    evasive = {"sel": {"user_agent|re": "^(a+)+$"}, "condition": "sel"}
+    assert not matches(evasive, {"user_agent": "a" * 10_000 + "!"})
+    assert matches(evasive, {"user_agent": "A" * 10_000})
+    stars = {"sel": {"user_agent": "*a*a*a*a*a*a*a*a*a*a*b"}, "condition": "sel"}  # wildcards run on RE2 too
+    assert not matches(stars, {"user_agent": "a" * 10_000})
+    assert matches(stars, {"user_agent": "a" * 10_000 + "B"})
+
+
+@pytest.mark.parametrize("pattern", ["(a)\\1", "(?P<x>a)(?P=x)", "a(?=b)", "a(?!b)", "(?<=a)b", "(?<!a)b",
+                                     "(?>a+)", "a++"])
+def test_a_pattern_re2_cannot_run_is_a_load_error_of_its_rule(pattern: str) -> None:
+    with pytest.raises(RuleError, match="invalid regular expression for RE2"):
+        compile_detection({"sel": {"user_agent|re": pattern}, "condition": "sel"})
 
 
 @pytest.mark.parametrize(("change", "line", "problem"), [

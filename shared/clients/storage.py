@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError
 from azure.data.tables import TableServiceClient
 from azure.identity import DefaultAzureCredential
 from azure.storage.blob import BlobServiceClient, ExponentialRetry
@@ -23,13 +23,14 @@ _CONTENT_STATUSES = frozenset({400, 409, 411, 413, 414, 416})
 
 def is_outage(error: Exception) -> bool:
     """True when a storage call failed for a reason a retry can outlast (no connection, timeout, 5xx,
-    429, throttling, access or a missing container an operator must fix); False when the request's own
-    content was refused (a 4xx above, or a value the SDK rejected before sending), which is the same on
-    every retry and must end as a dead letter or a smaller write. Unknown failures count as outages:
-    retrying keeps the data, dropping would not."""
+    429, access or a missing table or container an operator must fix), so the batch must raise; False
+    when the request's own content was refused (a 4xx above) or nothing was sent at all (a value the SDK
+    rejected, a bug): those fail the same way on every retry and must end as a dead letter or a smaller
+    write, or the partition would stall for ever. The one place the split is made (README "Failure
+    handling")."""
     if isinstance(error, HttpResponseError) and error.status_code is not None:
         return error.status_code not in _CONTENT_STATUSES
-    return not isinstance(error, ValueError | TypeError)
+    return isinstance(error, AzureError | TimeoutError | ConnectionError)
 
 
 # Azurite's well-known development account: public, documented, and accepted only by the emulator.

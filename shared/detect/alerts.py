@@ -1,9 +1,11 @@
 """Alerts: the contract, deterministic ids, the readable summary, and where alerts are kept.
 
 An alert id is a hash of (rule, group key, what raised it), so the same incident computed twice —
-after a redelivery or by two instances — is the same row. `emit_alerts` writes each alert once:
-it publishes to the alerts hub *before* storing the row, so a row in the table proves the alert went
-out, and a crash in between at worst publishes it again (the hub is at-least-once anyway).
+after a redelivery or by two instances — is the same row. `emit_alerts` stores each alert *before*
+publishing it, marked unpublished, and marks it published afterwards: a retry publishes only what
+is stored and not yet marked, so an alert reaches the hub once (twice only if the process dies between
+the publish and the mark). Record values copied into an alert are cut with a visible marker, so a
+row always fits Table Storage's 64 KiB per property.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -21,14 +23,22 @@ from azure.data.tables import TableClient, UpdateMode
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
 from shared.clients.publisher import OutgoingEvent, Publisher
+from shared.clients.storage import is_outage
 from shared.detect.rules.model import Severity
 from shared.detect.rules.rule import MAX_EVENT_IDS
 from shared.detect.rules.sigma import compile_path
 from shared.values import format_time
 
 ALERT_ROW_KEY = "alert"
+PUBLISHED = "published"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _UNKNOWN = "(unknown)"
+# Cuts of record-derived text in an alert. Even as JSON with every character escaped (6 each), the
+# group and the event ids stay well inside one 32,767-character Table property.
+SUMMARY_CHARS = 4_000
+GROUP_CHARS = 4_000  # shared by the group's values
+EVENT_ID_CHARS = 256
+Stage = Literal["absent", "saved", "published"]
 
 
 class Alert(BaseModel):
@@ -99,12 +109,32 @@ def default_summary(title: str, event: Mapping[str, Any]) -> str:
     return f"{title}: {who} — {what} — {where}"
 
 
+def truncated(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, the cut made visible: `…[truncated 39,000 chars]`."""
+    if len(text) <= limit:
+        return text
+    kept = max(0, limit - 40)  # room for the marker
+    return f"{text[:kept]}…[truncated {len(text) - kept:,} chars]"
+
+
+def bounded(alert: Alert) -> Alert:
+    """The alert with its record-derived text cut to fit one Table row (ids and counts unchanged)."""
+    per_value = max(64, GROUP_CHARS // max(1, len(alert.group)))
+    return alert.model_copy(update={
+        "title": truncated(alert.title, SUMMARY_CHARS), "summary": truncated(alert.summary, SUMMARY_CHARS),
+        "group": {name: None if value is None else truncated(value, per_value) for name, value in alert.group.items()},
+        "event_ids": [truncated(event_id, EVENT_ID_CHARS) for event_id in alert.event_ids]})
+
+
 class AlertStore(Protocol):
-    def exists(self, alert_id: str) -> bool:
-        """True when the alert was already stored (and therefore already published)."""
+    def stage(self, alert_id: str) -> Stage:
+        """absent; saved (stored, not yet published); or published."""
 
     def save(self, alert: Alert) -> None:
-        """Upsert by alert id."""
+        """Upsert by alert id, marked not yet published."""
+
+    def mark_published(self, alert_id: str) -> None:
+        """Record that the stored alert went out."""
 
 
 class TableAlertStore:
@@ -120,17 +150,21 @@ class TableAlertStore:
                 self._table.create_table()
             self._ready = True
 
-    def exists(self, alert_id: str) -> bool:
+    def stage(self, alert_id: str) -> Stage:
         self.ensure_table()
         try:
-            self._table.get_entity(alert_id, ALERT_ROW_KEY, select=["PartitionKey"])
+            row = self._table.get_entity(alert_id, ALERT_ROW_KEY, select=["PartitionKey", PUBLISHED])
         except ResourceNotFoundError:
-            return False
-        return True
+            return "absent"
+        return "saved" if row.get(PUBLISHED) is False else "published"  # rows from before the mark: published
 
     def save(self, alert: Alert) -> None:
         self.ensure_table()
-        self._table.upsert_entity(alert_entity(alert), mode=UpdateMode.REPLACE)
+        self._table.upsert_entity({**alert_entity(alert), PUBLISHED: False}, mode=UpdateMode.REPLACE)
+
+    def mark_published(self, alert_id: str) -> None:
+        self._table.upsert_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, PUBLISHED: True},
+                                  mode=UpdateMode.MERGE)
 
     def clear(self) -> int:
         """Delete every alert (`replay --fresh`, the demo)."""
@@ -171,20 +205,47 @@ class MemoryAlertStore:
 
     def __init__(self) -> None:
         self.alerts: dict[str, Alert] = {}
+        self.published: set[str] = set()
 
-    def exists(self, alert_id: str) -> bool:
-        return alert_id in self.alerts
+    def stage(self, alert_id: str) -> Stage:
+        return "published" if alert_id in self.published else "saved" if alert_id in self.alerts else "absent"
 
     def save(self, alert: Alert) -> None:
         self.alerts[alert.alert_id] = alert
 
+    def mark_published(self, alert_id: str) -> None:
+        self.published.add(alert_id)
 
-def emit_alerts(alerts: Sequence[Alert], store: AlertStore, publisher: Publisher, hub: str) -> list[Alert]:
-    """Publish and store the alerts not stored yet; return those (the new ones), in order."""
-    unique = list({alert.alert_id: alert for alert in alerts}.values())
-    new = [alert for alert in unique if not store.exists(alert.alert_id)]
-    if new:
-        publisher.publish(hub, [OutgoingEvent(alert.rule_id, alert.to_json()) for alert in new])
-    for alert in new:
-        store.save(alert)
-    return new
+
+class Emitted(NamedTuple):
+    """What `emit_alerts` did: the alerts published now, and those storage refused (with why)."""
+
+    published: list[Alert]
+    rejected: list[tuple[Alert, str]]
+
+
+def emit_alerts(alerts: Sequence[Alert], store: AlertStore, publisher: Publisher, hub: str) -> Emitted:
+    """Store, then publish, then mark published the alerts not published yet, in order.
+
+    Only an outage raises. An alert storage rejects for what it holds (a 4xx) is still published,
+    and comes back in `rejected` for the caller to dead-letter: a retry could never store it.
+    """
+    unique = [bounded(alert) for alert in {alert.alert_id: alert for alert in alerts}.values()]
+    stages = {alert.alert_id: store.stage(alert.alert_id) for alert in unique}
+    rejected: list[tuple[Alert, str]] = []
+    for alert in unique:
+        if stages[alert.alert_id] == "absent":
+            try:
+                store.save(alert)
+            except Exception as error:
+                if is_outage(error):
+                    raise
+                rejected.append((alert, f"alert not stored: {type(error).__name__}: {error}"[:1000]))
+    due = [alert for alert in unique if stages[alert.alert_id] != "published"]
+    if due:
+        publisher.publish(hub, [OutgoingEvent(alert.rule_id, alert.to_json()) for alert in due])
+    refused = {alert.alert_id for alert, _ in rejected}
+    for alert in due:
+        if alert.alert_id not in refused:
+            store.mark_published(alert.alert_id)
+    return Emitted(due, rejected)

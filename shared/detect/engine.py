@@ -6,8 +6,13 @@ per event (`shared.detect.state`). Alerts are emitted after the state writes (`s
 
 Failure policy (the trigger checkpoints even when the function throws): an event that is not a
 normalized event is dead-lettered and the batch goes on; a rule that fails on one event is logged
-and skipped; only the state or alert store being unreachable raises, so the retry policy redelivers
-the batch — which the watermarks make harmless.
+and skipped; a state row or alert that storage rejects for what it holds (a 4xx) is dead-lettered;
+only an outage (`shared.clients.storage.is_outage`) raises, so the retry policy redelivers the batch —
+which the watermarks make harmless.
+
+Time sanity: an event dated more than `FUTURE_SKEW` past its enqueued time (or past now, without one)
+counts as of its enqueued time, so a forged 2099 cannot push a window out of reach or start a
+suppression that silences a rule; the batch line reports it as `future_dated`.
 """
 
 from __future__ import annotations
@@ -20,20 +25,19 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import orjson
-from azure.core.exceptions import AzureError
 from azure.data.tables import TableServiceClient
 
 from shared.clients import wiring
 from shared.clients.dead_letters import DeadLetterStore
 from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
-from shared.clients.storage import table_service
-from shared.detect.alerts import Alert, AlertStore, TableAlertStore, emit_alerts
+from shared.clients.storage import is_outage, table_service
+from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
 from shared.detect.rules.fields import route
@@ -50,6 +54,8 @@ log = logging.getLogger("stormwatch.detect")
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
 # State reads and writes of different keys are independent: overlap their round trips.
 _STATE_IO = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stormwatch-state")
+# How far past its enqueued time an event's own time may be (clock skew of the logging service).
+FUTURE_SKEW = timedelta(hours=1)
 
 
 @dataclass
@@ -67,8 +73,9 @@ class Detector:
 
 class Decoded(NamedTuple):
     event: dict[str, Any]
-    time_us: int
+    time_us: int  # the event's time; its enqueued time when the event claims a time beyond FUTURE_SKEW
     position: Position
+    future_dated: bool = False
 
 
 @dataclass
@@ -92,6 +99,7 @@ class DetectReport:
     alerts_repeated: int
     redelivered: int
     too_late: int
+    future_dated: int  # events dated past FUTURE_SKEW, counted as of their enqueued time
     duplicates: int  # events seen before at another position (normalize re-published them): not counted
     rule_errors: int
     state_reads: int
@@ -112,6 +120,7 @@ def decode_events(bodies: Sequence[tuple[bytes, Position]]) -> tuple[list[Decode
     """Bodies of the normalized hub → events with their time in µs; anything else is a dead letter."""
     events: list[Decoded] = []
     letters: list[DeadLetter] = []
+    now = datetime.now(UTC)
     for body, position in bodies:
         try:
             event = orjson.loads(body)
@@ -119,18 +128,22 @@ def decode_events(bodies: Sequence[tuple[bytes, Position]]) -> tuple[list[Decode
                 raise ValueError("not a JSON object")
             if not isinstance(event.get("event_id"), str) or not event["event_id"]:
                 raise ValueError("no event_id")
-            events.append(Decoded(event, to_us(parse_time(event.get("time"))), position))
+            time_us, arrived_us = to_us(parse_time(event.get("time"))), to_us(position.enqueued_time or now)
+            future = time_us > arrived_us + FUTURE_SKEW // timedelta(microseconds=1)
+            events.append(Decoded(event, arrived_us if future else time_us, position, future))
         except ValueError as error:  # orjson.JSONDecodeError and MappingError are ValueErrors
-            letters.append(DeadLetter(
-                reason=f"not a normalized event: {error}"[:1000], partition=position.partition,
-                sequence_number=position.sequence_number, offset=position.offset,
-                enqueued_time=position.enqueued_time, record_index=None,
-                original=base64.b64encode(body).decode("ascii")))
+            letters.append(_dead_letter(f"not a normalized event: {error}", body, position))
     return events, letters
 
 
+def _dead_letter(reason: str, body: bytes, position: Position) -> DeadLetter:
+    return DeadLetter(reason=reason[:1000], partition=position.partition, sequence_number=position.sequence_number,
+                      offset=position.offset, enqueued_time=position.enqueued_time, record_index=None,
+                      original=base64.b64encode(body).decode("ascii"))
+
+
 def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -> DetectReport:
-    """Evaluate a batch; raise only when the state or alert store cannot be reached."""
+    """Evaluate a batch; raise only on an outage of the state, alert or dead-letter store or the hub."""
     started = time.perf_counter()
     partition = bodies[0][1].partition if bodies else None
     events, letters = decode_events(bodies)
@@ -149,12 +162,16 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
             except Exception:  # a rule must never sink the batch: the others still run
                 rule_errors += 1
                 log.exception("rule %s failed on event %s", rule.id, for_log(decoded.event.get("event_id")))
-    applied = _apply(detector, touched.values(), partition or "")
+    applied, refused = _apply(detector, touched.values(), partition or "")
     for result in applied:
         candidates.extend(result.transition.alerts)
         candidates.extend(result.transition.replayed)
     candidates.sort(key=lambda alert: (alert.time, alert.alert_id))
-    new = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub)
+    emitted = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub)
+    rejected = _rejected_letters(refused, emitted, partition)
+    detector.dead_letters.write(rejected)
+    letters.extend(rejected)
+    new = emitted.published
     if detector.inventory is not None:
         detector.inventory.record(events, candidates, partition or "")
     report = DetectReport(
@@ -162,12 +179,13 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
         keys_touched=len(touched), alerts=new, alerts_repeated=len({a.alert_id for a in candidates}) - len(new),
         redelivered=sum(result.transition.redelivered for result in applied),
         too_late=sum(result.transition.too_late for result in applied),
+        future_dated=sum(decoded.future_dated for decoded in events),
         duplicates=sum(result.transition.duplicates for result in applied),
         rule_errors=rule_errors + sum(result.failed for result in applied),
         state_reads=sum(result.reads for result in applied), state_writes=sum(result.writes for result in applied),
         state_conflicts=sum(result.conflicts for result in applied),
         table_transactions=sum(result.reads + result.writes for result in applied)
-        + len({alert.alert_id for alert in candidates}) + len(new),
+        + len({alert.alert_id for alert in candidates}) + 2 * len(new),
         duration_ms=round((time.perf_counter() - started) * 1000, 3), lag_ms=batch_lag_ms(bodies),
     )
     log.log(logging.WARNING if letters or rule_errors else logging.INFO, report.as_log())
@@ -198,8 +216,11 @@ def _select(rule: Rule, decoded: Decoded, partition: str, candidates: list[Alert
     entry.hits.append(hit)
 
 
-def _apply(detector: Detector, touched: Iterable[_KeyHits], partition: str) -> list[Applied]:
+def _apply(detector: Detector, touched: Iterable[_KeyHits],
+           partition: str) -> tuple[list[Applied], list[tuple[_KeyHits, str]]]:
+    """Each touched key's read-modify-write; also the keys whose write storage rejected, with why."""
     work = list(touched)
+    refused: list[tuple[_KeyHits, str]] = []
     earliest: dict[str, tuple[Rule, int]] = {}
     for entry in work:
         if entry.rule.kind == "first_seen":
@@ -215,16 +236,28 @@ def _apply(detector: Detector, touched: Iterable[_KeyHits], partition: str) -> l
         try:
             return detector.state.update(entry.key, describe_key(entry.rule, entry.group),
                                          lambda before: advance(context, before, entry.hits))
-        except (AzureError, StateConflictError):
-            raise  # transient: the retry policy redelivers the batch
-        except Exception:  # a bug or an oversized state would otherwise hold the partition forever
+        except Exception as error:
+            if isinstance(error, StateConflictError) or is_outage(error):
+                raise  # transient: the retry policy redelivers the batch
+            # a bug, an oversized state or a rejected row would otherwise hold the partition forever
             log.exception("rule %s: state of key %s not updated, %d events not counted", entry.rule.id,
                           for_log(entry.key.row_key), len(entry.hits))
+            refused.append((entry, f"rule {entry.rule.id}: state not updated: {type(error).__name__}: {error}"))
             return Applied(Transition(state=None), failed=True)
 
     if len(work) <= 1:
-        return [apply(entry) for entry in work]
-    return list(_STATE_IO.map(apply, work))
+        return [apply(entry) for entry in work], refused
+    return list(_STATE_IO.map(apply, work)), refused
+
+
+def _rejected_letters(refused: list[tuple[_KeyHits, str]], emitted: Emitted,
+                      partition: str | None) -> list[DeadLetter]:
+    """Dead letters for what storage refused: each uncounted event of a key, each alert not stored."""
+    letters = [_dead_letter(reason, orjson.dumps(hit.event),
+                            Position(partition, None if hit.sequence < 0 else hit.sequence))
+               for entry, reason in refused for hit in entry.hits]
+    letters.extend(_dead_letter(reason, alert.to_json(), Position(partition)) for alert, reason in emitted.rejected)
+    return letters
 
 
 def housekeep(detector: Detector, now: datetime) -> dict[str, int]:

@@ -23,7 +23,7 @@ import orjson
 from shared.clients.eventhubs import Position
 from shared.detect.alerts import Alert
 from shared.detect.rules.aggregate import KeyState, Transition, from_us
-from shared.detect.state import StateKey
+from shared.detect.state import StateKey, table_key
 from shared.values import format_time
 
 DIMENSIONS = ("source", "resource_type", "resource_group", "region", "actor", "operation", "result")
@@ -84,8 +84,13 @@ class InventoryState(KeyState):
 
 
 def aggregate_key(event: Mapping[str, Any], time_us: int) -> StateKey:
-    """PartitionKey = subscription (range reads per subscription), RowKey = the event's UTC day."""
-    return StateKey(event.get("subscription_id") or TENANT, from_us(time_us).strftime("%Y-%m-%d"))
+    """PartitionKey = subscription (range reads per subscription), RowKey = the event's UTC day.
+
+    The subscription comes from the record, so it is made a valid key (`table_key`): a `#` or 600
+    characters in it must not make the write fail on every retry.
+    """
+    subscription = event.get("subscription_id") or TENANT
+    return StateKey(table_key(str(subscription)), from_us(time_us).strftime("%Y-%m-%d"))
 
 
 def batch_items(events: Sequence[Positioned], alerts: Iterable[Alert]) -> dict[StateKey, list[Item]]:

@@ -14,12 +14,20 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from azure.core.exceptions import AzureError
 from azure.data.tables import TableServiceClient
 
+from shared.clients.storage import is_outage
 from shared.detect.alerts import Alert
 from shared.detect.inventory_aggregates import InventoryState, Item, Positioned, advance_inventory, batch_items
-from shared.detect.state import StateConflictError, StateKey, StateTable, TableEntityStore, decode_state
+from shared.detect.state import (
+    StateConflictError,
+    StateKey,
+    StateTable,
+    TableEntityStore,
+    decode_state,
+    key_text,
+    table_key,
+)
 from shared.values import for_log
 
 log = logging.getLogger("stormwatch.inventory")
@@ -35,8 +43,9 @@ class InventoryTable:
     def record(self, events: Sequence[Positioned], alerts: Iterable[Alert], partition: str) -> int:
         """Count a batch's events and alerts; returns the aggregates written (0 on a whole redelivery).
 
-        Storage errors raise (the retry policy redelivers; the watermarks make that harmless); a bug
-        is logged and the batch goes on: the inventory must never hold detection back.
+        Outages raise (the retry policy redelivers; the watermarks make that harmless); a bug or a
+        deterministic rejection by storage is logged and the batch goes on: the inventory must never
+        hold detection back.
         """
         touched = batch_items(events, alerts)
 
@@ -46,9 +55,9 @@ class InventoryTable:
 
         try:
             return sum(_IO.map(apply, touched.keys(), touched.values()))
-        except (AzureError, StateConflictError):
-            raise
-        except Exception:
+        except Exception as error:
+            if isinstance(error, StateConflictError) or is_outage(error):
+                raise
             log.exception("inventory of partition %s not updated for %d events", for_log(partition), len(events))
             return 0
 
@@ -57,13 +66,13 @@ class InventoryTable:
         query = "RowKey ge @first and RowKey le @last"
         parameters: dict[str, Any] = {"first": first.isoformat(), "last": last.isoformat()}
         if subscription is not None:
-            query, parameters["subscription"] = f"PartitionKey eq @subscription and {query}", subscription
+            query, parameters["subscription"] = f"PartitionKey eq @subscription and {query}", table_key(subscription)
         self.store.ensure_table()
         found = []
         for entity in self.store.table.query_entities(query, parameters=parameters):
             state = decode_state(dict(entity), InventoryState.from_json)
             if isinstance(state, InventoryState):
-                found.append((StateKey(entity["PartitionKey"], entity["RowKey"]), state))
+                found.append((StateKey(key_text(entity["PartitionKey"]), entity["RowKey"]), state))
         return found
 
 

@@ -15,7 +15,9 @@ JSON document split over string properties of at most 16,000 characters (64 KiB 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -23,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
+from urllib.parse import unquote
 
 import orjson
 from azure.core import MatchConditions
@@ -42,6 +45,26 @@ MAX_ATTEMPTS = 25
 CACHE_ENTRIES = 10_000
 # Entities of rules no longer loaded are deleted once this old.
 ORPHAN_HORIZON = timedelta(days=30)
+# A key is at most 1 KiB of UTF-16; beyond this many characters a record value is kept as prefix + hash.
+MAX_KEY_CHARS = 400
+# What Table keys forbid (`/ \\ # ?`, control characters), and `%` so that the escaping is reversible.
+_KEY_FORBIDDEN = re.compile("[/\\\\#?%\x00-\x1f\x7f-\x9f]")
+_KEY_HASH_MARK = "%h"  # never produced by the escaping (`%` is always followed by two hex digits)
+
+
+def table_key(value: str) -> str:
+    """A valid PartitionKey/RowKey for any text, injective: forbidden characters percent-encoded;
+    a value still too long kept as its first characters plus `%h` and its SHA-256."""
+    escaped = _KEY_FORBIDDEN.sub(lambda match: "".join(f"%{byte:02X}" for byte in match.group().encode()), value)
+    if len(escaped) <= MAX_KEY_CHARS:
+        return escaped
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{escaped[:MAX_KEY_CHARS - 66].rstrip('%0123456789ABCDEF')}{_KEY_HASH_MARK}{digest}"
+
+
+def key_text(key: str) -> str:
+    """The text a `table_key` stands for (for a hashed one: its readable prefix and the hash)."""
+    return unquote(key)
 
 
 class StateConflictError(Exception):

@@ -3,6 +3,10 @@
 Errors name the file, the line and the problem (`rules/x.yaml:12: detection.selection: unknown
 modifier 'contain'`). YAML is read with two traps of YAML 1.1 closed: only true/false are booleans
 (`country: NO` stays Norway) and times stay text, as they are in normalized events.
+
+A hostile or broken file must not take the other rules down, nor the process: its size, its YAML
+nesting and its size with anchors expanded, its conditions' length and nesting and its test events
+are bounded before anything recurses over them, and any other exception is that file's error.
 """
 
 from __future__ import annotations
@@ -34,12 +38,33 @@ RULE_SUFFIXES = (".yaml", ".yml")
 MAX_DISTINCT_STATE_CHARS = 300_000
 # Test events without a time get one from here, a second apart.
 TEST_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+# Bounds on one file (the shipped rules are under 3 KB, 8 levels deep, conditions under 100 characters).
+MAX_FILE_BYTES = 512 * 1024
+MAX_YAML_DEPTH = 50
+MAX_YAML_NODES = 100_000  # anchors expanded: what validation and compiling walk
+MAX_CONDITION_CHARS = 4_000
+MAX_CONDITION_NESTING = 32  # parentheses and `not`s enclosing any point of a condition
+MAX_TEST_EVENTS = 50_000  # per rule file, `repeat` included: they are built at load time
+_CONDITION_TOKEN = re.compile(r"\(|\)|[A-Za-z0-9_*]+")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _PLACEHOLDER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
 
 
 class _RuleYamlLoader(yaml.SafeLoader):
-    """SafeLoader without the YAML 1.1 yes/no/on/off booleans and without timestamp conversion."""
+    """SafeLoader without the YAML 1.1 yes/no/on/off booleans and without timestamp conversion, and
+    with its nesting bounded (composing recurses once per level)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self._depth >= MAX_YAML_DEPTH:
+            raise yaml.MarkedYAMLError(problem=f"nested deeper than {MAX_YAML_DEPTH} levels",
+                                       problem_mark=self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _BOOL, _TIMESTAMP = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp"
@@ -74,6 +99,9 @@ def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES) ->
         except _FileError as error:
             pack.errors.append(error.report)
             continue
+        except Exception as error:  # whatever else one file causes, the other rules still load
+            pack.errors.append(_unexpected(path, error))
+            continue
         if rule.id in seen:
             pack.errors.append(LoadError(path, 1, f"rule id {rule.id!r} is already used by {seen[rule.id]}"))
             continue
@@ -98,9 +126,17 @@ class _FileError(Exception):
         self.report = report
 
 
+def _unexpected(path: Path, error: Exception) -> LoadError:
+    return LoadError(path, None, f"cannot load: {type(error).__name__}: {error}"[:500])
+
+
 def _read_yaml(path: Path) -> tuple[Any, yaml.Node]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise _FileError(LoadError(path, None, f"larger than {MAX_FILE_BYTES // 1024} KiB"))
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise _FileError(LoadError(path, None, f"cannot read: {error}")) from None
     loader = _RuleYamlLoader(text)
@@ -108,6 +144,8 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node]:
         node = loader.get_single_node()
         if node is None:
             raise _FileError(LoadError(path, 1, "the file is empty"))
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise _FileError(LoadError(path, None, f"more than {MAX_YAML_NODES:,} values with anchors expanded"))
         return loader.construct_document(node), node
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
@@ -117,6 +155,20 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node]:
         raise _FileError(LoadError(path, None, f"not valid YAML: {error}")) from None
     finally:
         loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, known: dict[int, int]) -> int:
+    """How many values the document holds once every alias is replaced by what it names."""
+    size = known.get(id(node))
+    if size is None:
+        if isinstance(node, yaml.SequenceNode):
+            children: list[yaml.Node] = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [item for pair in node.value for item in pair]
+        else:
+            children = []
+        size = known[id(node)] = 1 + sum(min(_expanded_size(child, known), MAX_YAML_NODES) for child in children)
+    return size
 
 
 def line_of(node: yaml.Node, loc: Sequence[str | int]) -> int:
@@ -170,6 +222,9 @@ def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[st
         except _FileError as error:
             errors.append(error.report)
             continue
+        except Exception as error:  # one bad list is that list's error; rules naming it say so
+            errors.append(_unexpected(path, error))
+            continue
         lists[path.stem] = frozenset(as_text(value) for value in value_list.values)
     return lists
 
@@ -190,6 +245,7 @@ def load_rule_file(path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
 
 def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
     _check_kind(spec)
+    _check_condition(spec.detection.get("condition") if isinstance(spec.detection, Mapping) else None)
     service = field_map().service(spec.logsource.model_dump() if spec.logsource else None)
 
     def resolve(name: str) -> Getter:
@@ -207,6 +263,10 @@ def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) ->
     if spec.kind == "distinct" and spec.condition and spec.condition.field:
         value_getters = (_path(resolve, spec.condition.field, ("condition", "field")),)
     _check_summary(spec.summary)
+    planned = sum(item["repeat"] if isinstance(item.get("repeat"), int) else 1
+                  for test in spec.tests for item in test.events)
+    if planned > MAX_TEST_EVENTS:
+        raise RuleError(f"the tests hold {planned:,} events, more than {MAX_TEST_EVENTS:,}", ("tests",))
     return Rule(
         spec=spec, path=path, selects=_routed(service, selects),
         group_getters=tuple(_path(resolve, name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
@@ -251,6 +311,23 @@ def _check_kind(spec: RuleFile) -> None:
         raise RuleError("a first_seen rule names the fields whose values must be new", ("kind",))
     if spec.kind == "first_seen" and spec.suppress is not None:
         raise RuleError("a first_seen rule raises once per new value: suppress does not apply", ("suppress",))
+
+
+def _check_condition(condition: Any) -> None:
+    """Bound a condition before it is parsed (recursively) and compiled into nested predicates."""
+    items = enumerate(condition) if isinstance(condition, list) else [(None, condition)]
+    for index, text in items:
+        loc: tuple[str | int, ...] = ("detection", "condition") + (() if index is None else (index,))
+        if not isinstance(text, str):
+            continue  # compile_detection says what a condition must be
+        if len(text) > MAX_CONDITION_CHARS:
+            raise RuleError(f"condition longer than {MAX_CONDITION_CHARS:,} characters", loc)
+        depth = nots = 0
+        for word in _CONDITION_TOKEN.findall(text):
+            depth += (word == "(") - (word == ")")
+            nots = nots + 1 if word.lower() == "not" else 0
+            if depth + nots > MAX_CONDITION_NESTING:
+                raise RuleError(f"condition nested deeper than {MAX_CONDITION_NESTING} parentheses and 'not's", loc)
 
 
 def _path(resolve: Resolve, name: str, loc: tuple[str | int, ...]) -> Getter:
