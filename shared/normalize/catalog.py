@@ -106,8 +106,10 @@ class Vocabulary(NamedTuple):
     words: dict[str, str]
 
 
-_LETTERS = re.compile(r"[A-Za-z]{3,}")
+_LETTERS = re.compile(r"[A-Za-z]{4,}")
 _WORD = re.compile(r"[A-Za-z]+")
+_CAMEL_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 _LONGEST_WORD = 24
 _VERBS = {"WRITE": "Create or update", "DELETE": "Delete", "READ": "Read"}
 
@@ -119,8 +121,8 @@ def vocabulary(path: Path = VOCABULARY_FILE) -> Vocabulary:
     words: dict[str, str] = {}
     for catalog in (_Stored.operations, load_operations()):
         for info in catalog.values():
-            for word in _LETTERS.findall(info.display_name or ""):
-                words[word.upper()] = word if word.isupper() else word.lower()
+            words.update((word.upper(), word.lower()) for word in _LETTERS.findall(info.display_name or "")
+                         if not word.isupper())
     words.update((word.upper(), word) for word in document["words"])
     return Vocabulary(document["providers"], document["resource_types"], words)
 
@@ -141,32 +143,30 @@ def _known(piece: str, words: dict[str, str]) -> str | None:
 
 
 def split_words(token: str, words: dict[str, str]) -> list[str]:
-    """`LISTCLUSTERADMINCREDENTIAL` → list, cluster, admin, credential: the fewest known words, each letter
-    no word covers counting as two, and runs of such letters kept together as one lower-case word."""
+    """`LISTCLUSTERADMINCREDENTIAL` → list, cluster, admin, credential.
+
+    The cheapest cover of the letters: a known word costs 1, a run of letters no word covers 2.5 plus 0.1 a
+    letter, so known words win, and an unknown name stays one lower-case word rather than being cut where a
+    short known word happens to sit inside it.
+    """
     token = token.upper()
     size = len(token)
-    best: list[tuple[int, list[str]] | None] = [(0, [])] + [None] * size
+    best: list[tuple[float, list[str]] | None] = [(0.0, [])] + [None] * size
     for start in range(size):
         here = best[start]
         if here is None:
             continue
         cost, found = here
-        steps = [(start + 1, 2, "\0" + token[start].lower())]
+        steps = [(end, 2.5 + 0.1 * (end - start), token[start:end].lower()) for end in range(start + 1, size + 1)]
         for end in range(start + 2, min(size, start + _LONGEST_WORD) + 1):
             word = _known(token[start:end], words)
             if word is not None:
-                steps.append((end, 1, word))
+                steps.append((end, 1.0, word))
         for end, step_cost, word in steps:
             there = best[end]
             if there is None or cost + step_cost < there[0]:
                 best[end] = (cost + step_cost, [*found, word])
-    merged: list[str] = []
-    for word in (best[size] or (0, []))[1]:
-        if word.startswith("\0") and merged and merged[-1].startswith("\0"):
-            merged[-1] += word[1:]
-        else:
-            merged.append(word)
-    return [word.lstrip("\0") for word in merged]
+    return (best[size] or (0.0, []))[1]
 
 
 def _camel(words: list[str]) -> str:
@@ -200,7 +200,11 @@ def derived_description(operation: str) -> str:
         if " " in operation.strip():  # an Entra activity's display name, already in words
             text = _WORD.sub(lambda word: known.words.get(word[0].upper(), word[0].lower()), operation.strip())
             return f"{text[:1].upper()}{text[1:]} (Entra ID activity)"
-        return f"{_sentence(split_words(operation.replace('_', ''), known.words))} (as logged)"
+        if operation.isupper():
+            words = [word for part in _SEPARATORS.split(operation) for word in split_words(part, known.words)]
+        else:  # written in camel case (`ARM_AnomalousServiceOperation`): the capitals say where words start
+            words = [known.words.get(word.upper(), word.lower()) for word in _CAMEL_WORD.findall(operation)]
+        return f"{_sentence(words) or operation.strip()} (as logged)"
     parts = [segment for segment in operation.upper().split("/") if segment]
     if not parts:
         return f"{operation} (as logged)"
