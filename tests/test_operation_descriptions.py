@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from shared.clients.eventhubs import Position
 from shared.normalize.batch import normalize_bodies
 from shared.normalize.catalog import (
+    VOCABULARY_FILE,
     OperationInfo,
     derived_description,
     load_operations,
@@ -85,6 +86,11 @@ def test_words_are_split_where_the_vocabulary_and_plurals_say() -> None:
     assert split_words("IMMUTABILITYPOLICIES", words) == ["immutability", "policies"]
     assert split_words("VMS", words) == ["VMs"]
     assert split_words("QZXFROBNICATORS", words) == ["qzxfrobnicators"]  # letters no word covers stay together
+
+
+def test_the_vocabulary_spells_each_word_one_way() -> None:
+    words = orjson.loads(VOCABULARY_FILE.read_bytes())["words"]
+    assert len({word.upper() for word in words}) == len(words)
 
 
 def test_the_stored_catalog_describes_what_the_shipped_one_does_not_and_never_overrides_it() -> None:
