@@ -138,10 +138,13 @@ def _failure_reason(fields: Record, properties: Record) -> str | None:
 
 
 def _duration(value: Any) -> int | None:
+    """Whole milliseconds; None for what is not a number JSON can carry as an integer (events are encoded
+    with orjson, which stops at 64 bits, and `"1e400"` is infinite)."""
     try:
-        return int(float(value)) if value is not None and value != "" else None
-    except (TypeError, ValueError):
+        duration = int(float(value)) if value is not None and value != "" else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return duration if duration is None or -(2 ** 63) <= duration < 2 ** 63 else None
 
 
 def _set_security_alert(event: Record, properties: Record, fields: Record) -> None:
