@@ -124,6 +124,9 @@ var compactPrefix = take(replace(toLower(namePrefix), '-', ''), 9)
 
 var deploymentContainerName = 'app-package'
 var deadletterContainerName = 'deadletters'
+// Written by catalog_refresh, read by normalize and enrich: the identity's Blob Data Owner on the account
+// covers it. ARM's providerOperations list it reads is tenant metadata any signed-in identity may read.
+var catalogContainerName = 'catalog'
 var stateTableName = 'detectionstate'
 var alertsTableName = 'alerts'
 var enrichCacheTableName = 'enrichcache'
@@ -176,6 +179,7 @@ module storage 'modules/storage.bicep' = {
     skuName: storageSku
     deploymentContainerName: deploymentContainerName
     deadletterContainerName: deadletterContainerName
+    catalogContainerName: catalogContainerName
     tableNames: [
       stateTableName
       alertsTableName

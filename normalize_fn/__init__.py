@@ -5,6 +5,8 @@ raises (dead-letter store or fan-out hub unreachable): the Event Hub trigger che
 failure, so without it a batch would be lost. Retries are in memory and hold the partition: the pipeline
 stalls rather than drops logs, and resumes from the same batch once storage is back.
 The worker keeps freed heap memory between batches (`shared.worker_memory`): set here, as the worker loads it.
+`catalog_refresh` stores Microsoft's operation catalog in the app's storage once a day, for normalize to describe
+every operation with (`shared.normalize.catalog_sync`); it has no retry policy, the next day's run retries.
 """
 
 import typing
@@ -15,11 +17,15 @@ from shared import settings as names
 from shared.clients import wiring
 from shared.clients.eventhubs import EVENT_HUB_RETRY, bodies_with_positions
 from shared.normalize.batch import process_batch
+from shared.normalize.catalog_sync import refresh_catalog, stored_catalog
 from shared.settings import get_settings
 from shared.worker_memory import keep_freed_memory
 
 keep_freed_memory()
 bp = func.Blueprint()
+
+# Daily at 03:17 UTC (NCRONTAB with seconds): Azure adds operations a few times a week, a day late is fine.
+CATALOG_SCHEDULE = "0 17 3 * * *"
 
 
 @bp.function_name("normalize")
@@ -30,4 +36,10 @@ bp = func.Blueprint()
 )
 def normalize(events: typing.List[func.EventHubEvent]) -> None:  # the worker needs typing.List, not list
     process_batch(bodies_with_positions(events), wiring.publisher(), wiring.dead_letter_store(),
-                  get_settings())
+                  get_settings(), stored_catalog())
+
+
+@bp.function_name("catalog_refresh")
+@bp.timer_trigger(arg_name="timer", schedule=CATALOG_SCHEDULE, run_on_startup=False, use_monitor=True)
+def catalog_refresh(timer: func.TimerRequest) -> None:
+    refresh_catalog()

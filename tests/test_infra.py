@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from shared.clients.catalog_store import CATALOG_CONTAINER
 from tests.conftest import package_script
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,11 +54,11 @@ EXPECTED_ROLE_ASSIGNMENTS: set[tuple[str, str | None, str]] = {
     ("modules/eventhubs.bicep", "normalizedHub", "Azure Event Hubs Data Sender"),  # normalize_fn writes
     ("modules/eventhubs.bicep", "normalizedHub", "Azure Event Hubs Data Receiver"),  # detect_fn reads
     ("modules/eventhubs.bicep", "alertsHub", "Azure Event Hubs Data Sender"),  # detect_fn writes alerts
-    ("modules/storage.bicep", "storage", "Storage Blob Data Owner"),
+    ("modules/storage.bicep", "storage", "Storage Blob Data Owner"),  # host, dead letters, catalog blob
     ("modules/storage.bicep", "storage", "Storage Queue Data Contributor"),
     ("modules/storage.bicep", "storage", "Storage Table Data Contributor"),
     ("modules/monitoring.bicep", "appInsights", "Monitoring Metrics Publisher"),
-    ("subscription.bicep", None, "Reader"),  # enrich_fn reads ARM
+    ("subscription.bicep", None, "Reader"),  # enrich_fn reads ARM (providerOperations needs no role)
     ("subscription.bicep", None, "Security Admin"),  # opt-in, for alert dismissal
 }
 
@@ -295,7 +296,7 @@ def test_storage_names_match_what_the_code_reads(main: Template, templates: dict
     storage_template = templates["modules/storage.bicep"]
     containers = resources(storage_template, "Microsoft.Storage/storageAccounts/blobServices/containers")
     container_names = {resolve(main, arguments[container["name"]]) for container in containers.values()}
-    assert container_names == {"app-package", defaults.deadletter_container}
+    assert container_names == {"app-package", defaults.deadletter_container, CATALOG_CONTAINER}
     table_loop = storage_template["resources"]["tables"]["config"]
     assert table_loop["loop_type"]["detail"]["array_name"] == "tableNames"
     tables = {resolve(main, name) for name in arguments["tableNames"]}

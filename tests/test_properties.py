@@ -228,3 +228,13 @@ def test_what_normalize_fn_publishes_from_hostile_bodies_never_makes_detect_fn_r
         app_env.setenv(f"STORMWATCH_{setting}", f"{setting.split('_')[0].lower()}{suffix}")
     wiring.reset()
     indexed_functions()["detect"].get_user_function()(trigger_batch(published, "0", 0))
+
+
+@pytest.mark.parametrize("duration", [1.8446744073709552e19, "1e400", "-1e30"])
+def test_a_duration_no_event_can_carry_is_left_out_not_raised(duration: object) -> None:
+    """Found by the property above: `durationMs` past 64 bits made encoding the event raise."""
+    record = {"time": "2026-11-01T10:00:00Z", "category": "Administrative", "durationMs": duration,
+              "operationName": "MICROSOFT.COMPUTE/VIRTUALMACHINES/START/ACTION"}
+    result = normalize_bodies([(orjson.dumps({"records": [record]}), Position("0", 0))])
+    [event] = [orjson.loads(output.body) for output in result.events]
+    assert "duration_ms" not in (event["details"] or {})

@@ -25,6 +25,9 @@ param deploymentContainerName string
 @description('Blob container for dead-lettered records.')
 param deadletterContainerName string
 
+@description('Blob container for the operation catalog the app refreshes daily from ARM (catalog_refresh).')
+param catalogContainerName string
+
 @description('Table names: detection state, alerts, enrichment cache.')
 param tableNames array
 
@@ -114,6 +117,14 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource deadletterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: deadletterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource catalogContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: catalogContainerName
   properties: {
     publicAccess: 'None'
   }

@@ -1,4 +1,4 @@
-"""What an operation id means: the catalog's words and the common event it is classified as."""
+"""What an operation id means: the catalog's words (or words derived from the id) and its common event."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import get_args
 
 from shared.enrich.models import OperationContext
 from shared.http_errors import InputError
-from shared.normalize.catalog import classify, operation_info
+from shared.normalize.catalog import classify, operation_description, operation_info
 from shared.normalize.mappers.common import action_from_operation
 from shared.normalized_event import Source
 
@@ -19,7 +19,8 @@ _RESULT = re.compile(RESULT_PATTERN)
 
 
 def operation_context(name: str, source: str | None = None, result: str | None = None) -> OperationContext:
-    """Catalog entry and classification; 404 for names the catalog does not know.
+    """Catalog entry and classification. A name no catalog knows gets the description normalize derives
+    from the id, and no display name.
 
     Without a source, an id with slashes is taken as an Activity Log operation and one without as an
     Entra audit activity; without a result, as a successful one.
@@ -33,13 +34,11 @@ def operation_context(name: str, source: str | None = None, result: str | None =
         raise InputError("result must be a single word of letters, e.g. Success or Failure")
     info = operation_info(name)
     operation = name.upper()
-    if info is None:
-        raise InputError(f"{operation} is not in the operation catalog (`python -m shared catalog sync` "
-                         "adds every ARM provider's operations)", status=404)
     is_arm = "/" in operation
     source = source or ("activity" if is_arm else "audit")
     action = action_from_operation(operation) if is_arm else "other"
     return OperationContext(
-        operation=operation, display_name=info.display_name, description=info.description,
+        operation=operation, display_name=info.display_name if info else None,
+        description=(info.description if info else None) or operation_description(operation),
         provider=operation.split("/", 1)[0] if is_arm else None, action=action,
         common_event=classify(source, operation, action=action, result=result or "Success"))

@@ -13,7 +13,8 @@ import maxminddb
 import orjson
 
 from shared.clients.arm import ArmClient, ArmError, ArmPath, arm_client
-from shared.clients.storage import table_service
+from shared.clients.catalog_store import BlobCatalogStore
+from shared.clients.storage import blob_service, table_service
 from shared.clients.wiring import process_wide
 from shared.enrich.cache import EnrichCache, InProcessCache, TableCache
 from shared.enrich.defender import alert_context
@@ -33,6 +34,7 @@ from shared.enrich.resource_ids import ResourceTarget, alert_target, resource_ta
 from shared.enrich.resources import resource_context
 from shared.enrich.servicetags import ServiceTagSource, arm_loader, file_loader
 from shared.http_errors import InputError
+from shared.normalize.catalog_sync import StoredCatalogReader
 from shared.normalized_event import NormalizedEvent
 from shared.settings import Settings, SettingsError, env_name, get_settings
 from shared.values import as_dict
@@ -48,13 +50,15 @@ class Enricher:
     """Answers the API's questions; built once per worker (see `enricher`)."""
 
     def __init__(self, *, arm: ArmClient, cache: EnrichCache, tags: ServiceTagSource, geo: GeoLookup | None,
-                 allow_dismiss: bool, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+                 allow_dismiss: bool, clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 catalog: StoredCatalogReader | None = None) -> None:
         self._arm = arm
         self._cache = cache
         self._tags = tags
         self._geo = geo
         self._allow_dismiss = allow_dismiss
         self._clock = clock
+        self._catalog = catalog
 
     def ip(self, value: str) -> IpContext:
         address = parse_ip(value)
@@ -62,6 +66,8 @@ class Enricher:
         return ip_context(address, index, self._geo, [problem] if problem else [])
 
     def operation(self, name: str, source: str | None = None, result: str | None = None) -> OperationContext:
+        if self._catalog is not None:
+            self._catalog.refresh_if_due()
         return operation_context(name, source, result)
 
     def resource(self, resource_id: str) -> ResourceContext:
@@ -169,8 +175,11 @@ def build_enricher(settings: Settings) -> Enricher:
         geo = maxminddb.open_database(settings.geoip_database) if settings.geoip_database else None
     except (OSError, maxminddb.InvalidDatabaseError) as error:
         raise SettingsError(f"{env_name('geoip_database')}: unreadable ({type(error).__name__})") from error
+    # The operation catalog the app stores daily (catalog_refresh), where there is blob storage to read it from.
+    catalog = (StoredCatalogReader(BlobCatalogStore(blob_service(settings)))
+               if settings.storage_connection_string or settings.blob_endpoint else None)
     return Enricher(arm=arm, cache=cache, tags=tags, geo=geo, allow_dismiss=settings.allow_alert_dismiss,
-                    clock=clock)
+                    clock=clock, catalog=catalog)
 
 
 @process_wide

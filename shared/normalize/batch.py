@@ -23,6 +23,7 @@ from shared.clients.dead_letters import DeadLetterStore
 from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import OutgoingEvent, Publisher
 from shared.normalize import mappers
+from shared.normalize.catalog_sync import StoredCatalogReader
 from shared.normalize.mappers import MappingError, map_record, split_body
 from shared.normalized_event import DeadLetter
 from shared.settings import Settings
@@ -226,9 +227,13 @@ def publish_events(events: Sequence[NormalizedOutput], publisher: Publisher, set
 
 
 def process_batch(bodies: Sequence[tuple[bytes, Position]], publisher: Publisher,
-                  dead_letters: DeadLetterStore, settings: Settings) -> BatchReport:
-    """Normalize a batch, persist its dead letters, fan out its events; raise only on I/O failure."""
+                  dead_letters: DeadLetterStore, settings: Settings,
+                  catalog: StoredCatalogReader | None = None) -> BatchReport:
+    """Normalize a batch, persist its dead letters, fan out its events; raise only on I/O failure.
+    With `catalog`, the operation catalog the app stored is put to use first when it is due."""
     started = time.perf_counter()
+    if catalog is not None:
+        catalog.refresh_if_due()
     result = normalize_bodies(bodies, settings.include_raw)
     dead_letters.write(result.dead_letters)
     publish_events(result.events, publisher, settings)

@@ -107,10 +107,11 @@ def test_operation_from_the_catalog_with_its_classification() -> None:
                    )["common_event"] == "Authentication Success"
 
 
-def test_unknown_operation_is_404_with_a_clear_body() -> None:
-    response = call("enrich_operation", route={"name": "Microsoft.Nothing/widgets/write"})
-    assert response.status_code == 404
-    assert "MICROSOFT.NOTHING/WIDGETS/WRITE is not in the operation catalog" in error_of(response)["message"]
+def test_an_operation_no_catalog_knows_is_described_from_its_id() -> None:
+    answer = json_of(call("enrich_operation", route={"name": "Microsoft.Nothing/widgets/write"}))
+    assert answer["operation"] == "MICROSOFT.NOTHING/WIDGETS/WRITE" and answer["display_name"] is None
+    assert answer["description"] == "Create or update widget (Microsoft.Nothing/widgets)"
+    assert answer["action"] == "create_or_update"
 
 
 @pytest.mark.parametrize(("route", "params"), [
@@ -322,9 +323,9 @@ def test_event_parts_that_cannot_be_found_are_listed_as_problems(fake_arm: FakeA
     fake_arm.script(RULE, forbidden("Microsoft.Network/networkSecurityGroups/securityRules/read"))
     event = NORMALIZED_RULE_WRITE | {"source_ip": None, "operation": "MICROSOFT.NOTHING/WRITE"}
     context = json_of(call("enrich_event", "POST", body=orjson.dumps(event)))["enrichment"]
-    assert context["ip"] is None and context["operation"] is None and context["resource"] is None
-    assert [(problem["part"], problem["status"]) for problem in context["problems"]] == [("operation", 404),
-                                                                                          ("resource", 403)]
+    assert context["ip"] is None and context["resource"] is None
+    assert context["operation"]["description"] == "Create or update (Microsoft.Nothing)"  # no 404: described
+    assert [(problem["part"], problem["status"]) for problem in context["problems"]] == [("resource", 403)]
 
 
 def test_events_from_the_normalizer_are_accepted_as_they_are() -> None:

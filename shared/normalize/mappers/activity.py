@@ -139,6 +139,8 @@ def _failure_reason(fields: Record, properties: Record) -> str | None:
 
 
 def _duration(value: Any) -> int | None:
+    """Whole milliseconds; None for what is not a number JSON can carry as an integer (events are encoded
+    with orjson, which stops at 64 bits, and `"1e400"` is infinite)."""
     try:
         return int64(int(float(value))) if value is not None and value != "" else None
     except (TypeError, ValueError, OverflowError):  # OverflowError: "inf", 1e400
