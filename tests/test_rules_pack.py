@@ -100,7 +100,7 @@ def test_the_demo_routes_published_events_by_partition_key(tables: Tables) -> No
         process_batch(batch, publisher, InMemoryDeadLetterStore(), settings)
     alerts = detect_published(publisher.hubs["normalized"], tables.detector(PACK.rules))
     rules = [alert.rule_id for alert in alerts]
-    assert len(alerts) == 19 and rules.count("defender-alert") == 5
+    assert len(alerts) == 20 and rules.count("defender-alert") == 5
     assert {"signin-new-country", "delete-spike-per-caller", "password-spray"} <= set(rules)
     assert [alert.time for alert in alerts] == sorted(alert.time for alert in alerts)
 
