@@ -9,11 +9,15 @@ from typing import Any
 import orjson
 
 from shared.normalize.mappers.activity import CATEGORIES, OPERATION_TYPE_CATEGORIES, map_activity
+from shared.normalize.mappers.activity_rest import is_activity_rest, map_activity_rest
+from shared.normalize.mappers.cloudevents import is_cloud_event, map_event_grid
 from shared.normalize.mappers.common import content_id
 from shared.normalize.mappers.defender import is_defender, map_defender
+from shared.normalize.mappers.graph import graph_kind, map_graph
 from shared.normalize.mappers.identity import AUDIT_CATEGORIES, SIGNIN_CATEGORIES, map_audit, map_signin
-from shared.normalize.mappers.resource import POLICY_EVENT_PREFIX, map_policy_state, map_resource_log
-from shared.values import MappingError, Record, spelled_fields, text
+from shared.normalize.mappers.log_analytics import is_log_analytics, map_log_analytics
+from shared.normalize.mappers.resource import POLICY_EVENT_PREFIX, map_resource_log
+from shared.values import MappingError, Record, first, spelled_fields, text
 
 __all__ = ["MappingError", "map_record", "split_body"]
 
@@ -73,8 +77,13 @@ Mapper = Callable[[Record, Record], Record]
 
 
 def _choose_mapper(fields: Record) -> Mapper:
-    """By the real category as written (`Administrative`, `SignInLogs`: one lookup), else normalized,
-    else by the record's shape."""
+    """Event Hub exports (they all carry `time`) by the real category as written (`Administrative`,
+    `SignInLogs`: one lookup), else normalized; the other shapes, and records without a known category,
+    by the record's shape."""
+    if "time" not in fields:
+        shaped = _other_shape(fields)
+        if shaped is not None:
+            return shaped
     properties = fields.get("properties")
     written = properties.get("eventCategory") if type(properties) is dict else None
     if not written:
@@ -107,6 +116,7 @@ def _by_category() -> dict[str, Mapper]:
         mappers[key] = partial(map_signin, key)
     for key in AUDIT_CATEGORIES:
         mappers[key] = partial(map_audit, key)
+    mappers["policy"] = _policy_or_audit
     # The spellings Azure writes, so most records find their mapper without lower-casing.
     spelled = {name: key for key, name in CATEGORIES.items()}
     spelled |= {key.capitalize(): key for key in OPERATION_TYPE_CATEGORIES}
@@ -115,14 +125,64 @@ def _by_category() -> dict[str, Mapper]:
     return mappers | {name: mappers[key] for name, key in spelled.items()}
 
 
+def _policy_or_audit(record: Record, fields: Record) -> Record:
+    """`Policy` is an Activity Log category and also the Entra audit sub-category that some exports
+    write as the record's category: an audit activity says which."""
+    properties = fields.get("properties")
+    if type(properties) is dict and "activityDisplayName" in properties:
+        return map_audit("auditlogs", record, fields)
+    return map_activity("Policy", record, fields)
+
+
 _BY_CATEGORY = _by_category()
 
 
+def _other_shape(fields: Record) -> Mapper | None:
+    """The shapes other than the Event Hub export: Log Analytics rows (data export rules), Graph
+    objects, the Activity Log REST shape and Event Grid events; None for none of them."""
+    if is_log_analytics(fields):
+        return map_log_analytics
+    kind = graph_kind(fields)
+    if kind is not None:
+        return partial(map_graph, kind)
+    if is_activity_rest(fields):
+        return map_activity_rest
+    if is_cloud_event(fields):
+        return map_event_grid
+    return None
+
+
 def _mapper_by_shape(fields: Record) -> Mapper:
-    """Records without a known category: Defender objects, policy state events, other resource logs."""
+    """Records without a known category: Defender objects, Entra audit records under a legacy or
+    sub-category, Event Grid events, other resource logs."""
     if is_defender(fields):
         return map_defender
+    properties = fields.get("properties")
+    if type(properties) is dict and "activityDisplayName" in properties:
+        return partial(map_audit, "auditlogs")
     event_type = text(fields.get("eventType"))
-    if event_type and event_type.lower().startswith(POLICY_EVENT_PREFIX):
-        return map_policy_state
+    if is_cloud_event(fields) or (event_type and event_type.lower().startswith(POLICY_EVENT_PREFIX)):
+        return map_event_grid
+    if first(fields, "time", "timestamp", "timeGenerated") is None:
+        raise MappingError(_unsupported(fields))
     return map_resource_log
+
+
+_GRAPH_KEYS = ("createdDateTime", "activityDateTime", "detectedDateTime", "lastUpdateDateTime")
+
+
+def _unsupported(fields: Record) -> str:
+    """Why a record without a time any mapper reads cannot be mapped: the shape it looks like, what it lacks."""
+    timed = [key for key in fields if key.lower().endswith(("time", "timestamp", "datetime", "timeutc", "date"))]
+    if any(key.startswith("@odata") for key in fields) or any(key in fields for key in _GRAPH_KEYS):
+        kind = text(fields.get("@odata.type")) or "unknown type"
+        looks = (f"a Microsoft Graph object ({kind}); mapped are signIn, directoryAudit, riskDetection and "
+                 "security alert")
+    elif "timeGenerated" in fields or "TimeGenerated" in fields:
+        looks = "a Log Analytics row without its table (column Type)"
+    elif "category" in fields or "operationName" in fields or "resourceId" in fields:
+        looks = "an Azure Monitor diagnostic record without `time`"
+    else:
+        looks = "no known Azure log shape (Event Hub export, Log Analytics, Graph, Activity Log REST, Event Grid)"
+    where = f"; its time is under {', '.join(repr(key) for key in timed[:3])}" if timed else "; it has no time"
+    return f"unsupported shape: looks like {looks}{where}"

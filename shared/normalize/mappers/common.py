@@ -181,6 +181,12 @@ def vendor_result(value: Any, result: str | None) -> str | None:
     return written if written is not None and written.lower() != result.lower() else None
 
 
+def note_shape(event: Record, shape: str) -> Record:
+    """Say in `details.shape` which shape other than the Event Hub export the event was read from."""
+    event["details"] = {**(event["details"] or {}), "shape": shape}
+    return event
+
+
 def compact(values: dict[str, Any]) -> dict[str, Any] | None:
     """Drop empty entries; None when nothing is left (keeps `details` null rather than `{}`)."""
     kept = {key: value for key, value in values.items() if value is not None and value != ""}
