@@ -25,7 +25,8 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def split_body(body: bytes) -> list[Any]:
-    """The records of one Event Hub body: an envelope `{"records": [...]}`, an array, or one object.
+    """The records of one Event Hub body: an envelope `{"records": [...]}`, a REST page `{"value": [...]}`,
+    an array, or one object.
 
     Raises MappingError (the whole body becomes one dead letter) when the body is not usable JSON.
     Items are returned as they are: the caller dead-letters those that are not objects.
@@ -42,12 +43,24 @@ def split_body(body: bytes) -> list[Any]:
         records_key = "records" if "records" in document else next(
             (key for key in document if key.lower() == "records"), None)
         if records_key is None:
-            return [document]
+            return _page_items(document)
         records = document[records_key]
         if not isinstance(records, list):
             raise MappingError(f"'records' is not a list but {_json_type(records)}")
         return records
     raise MappingError(f"body is neither an object nor an array but {_json_type(document)}")
+
+
+# A page of Graph or ARM REST results: `{"@odata.context": ..., "value": [...], "@odata.nextLink": ...}`.
+_PAGE_KEYS = frozenset({"value", "@odata.context", "@odata.nextLink", "@odata.count", "nextLink"})
+
+
+def _page_items(document: dict[str, Any]) -> list[Any]:
+    """The items of a REST page (`az rest` on Graph, the Activity Log API), else the object itself."""
+    items = document.get("value")
+    if isinstance(items, list) and document.keys() <= _PAGE_KEYS:
+        return items
+    return [document]
 
 
 def _json_type(value: Any) -> str:
@@ -176,13 +189,11 @@ def _unsupported(fields: Record) -> str:
     timed = [key for key in fields if key.lower().endswith(("time", "timestamp", "datetime", "timeutc", "date"))]
     if any(key.startswith("@odata") for key in fields) or any(key in fields for key in _GRAPH_KEYS):
         kind = text(fields.get("@odata.type")) or "unknown type"
-        looks = (f"a Microsoft Graph object ({kind}); mapped are signIn, directoryAudit, riskDetection and "
+        looks = (f"looks like a Microsoft Graph object ({kind}); mapped are signIn, directoryAudit, riskDetection and "
                  "security alert")
-    elif "timeGenerated" in fields or "TimeGenerated" in fields:
-        looks = "a Log Analytics row without its table (column Type)"
     elif "category" in fields or "operationName" in fields or "resourceId" in fields:
-        looks = "an Azure Monitor diagnostic record without `time`"
+        looks = "looks like an Azure Monitor diagnostic record without `time`"
     else:
-        looks = "no known Azure log shape (Event Hub export, Log Analytics, Graph, Activity Log REST, Event Grid)"
+        looks = "not a known Azure log shape (Event Hub export, Log Analytics, Graph, Activity Log REST, Event Grid)"
     where = f"; its time is under {', '.join(repr(key) for key in timed[:3])}" if timed else "; it has no time"
-    return f"unsupported shape: looks like {looks}{where}"
+    return f"unsupported shape: {looks}{where}"

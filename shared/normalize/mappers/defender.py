@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.normalize.mappers.common import compact, content_id, finish, new_event, set_resource
-from shared.values import Record, as_dict, first, lower_keys, severity, text, title, valid_ip
+from shared.normalize.mappers.common import compact, content_id, finish, new_event, result_word, set_resource
+from shared.values import Record, as_dict, first, lower_keys, severity, text, valid_ip
 
 
 def is_defender(fields: Record) -> bool:
@@ -40,7 +40,7 @@ def _alert(record: Record, alert: Record) -> Record:
     event["alert_description"] = text(alert.get("description"))
     event["operation"] = text(alert.get("alerttype"))
     event["action"] = "alert"
-    event["result"] = title(alert.get("status"))
+    event["result"] = result_word(alert.get("status"))
     event["severity"] = severity(alert.get("severity"))
     event["app"] = text(first(alert, "productname", "productcomponentname")) or "Microsoft Defender for Cloud"
     event["tenant_id"] = text(alert.get("tenantid"))
@@ -111,7 +111,7 @@ def _security_object(record: Record, lowered: Record, properties: Record, kind: 
     event["operation"] = kind.upper() if kind else None
     verb = text(enrichment.get("action"))
     event["action"] = {"write": "create_or_update", "delete": "delete"}.get((verb or "").lower(), "other")
-    event["result"] = title(first(status, "code") or properties.get("state"))
+    event["result"] = result_word(first(status, "code") or properties.get("state"))
     event["tenant_id"] = text(lowered.get("tenantid"))
     event["app"] = "Microsoft Defender for Cloud"
     resource = first(lower_keys(as_dict(properties.get("resourcedetails"))), "id", "resourceid")

@@ -3,7 +3,8 @@
 A row is a record of the same event under its table's column names (`TimeGenerated`, `Type`,
 `OperationNameValue`, `Properties_d`, ...). Each known table is renamed to the Event Hub export shape
 of the same log and mapped by that log's mapper; other tables map as resource logs, with their table
-as category. Dynamic columns may arrive as JSON text: they are parsed.
+as category. Dynamic columns may arrive as JSON text: they are parsed. A row's `TenantId` is the
+workspace's id, not the Entra tenant: the tenant comes from `AADTenantId` or the token claims.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def map_log_analytics(record: Record, fields: Record) -> Record:
     mapper = _TABLES.get(table.lower())
     if mapper is None:
         # Any other table: the diagnostic columns it shares with resource logs, its table as category.
-        event = map_resource_log(record, {**fields, "category": text(fields.get("category")) or table})
+        event = map_resource_log(record, {**fields, "category": text(fields.get("category")) or table,
+                                          "tenantId": None})
     else:
         event = mapper(record, lower_keys(record))
     event["details"] = {**(event["details"] or {}), "shape": SHAPE, "table": table}
@@ -46,7 +48,8 @@ def _azure_activity(record: Record, row: Record) -> Record:
     properties = {**_json(first(row, "properties_d", "properties")), "eventDataId": row.get("eventdataid")}
     export = {
         "time": row.get("timegenerated"),
-        "resourceId": first(row, "_resourceid", "resourceid"),
+        # `_ResourceId` is lower-cased by the workspace: the id as written, when there is one, first.
+        "resourceId": first(row, "resourceid") or properties.get("entity") or row.get("_resourceid"),
         "operationName": first(row, "operationnamevalue", "operationname"),
         "resultType": first(row, "activitystatusvalue", "activitystatus"),
         "resultSignature": first(row, "activitysubstatusvalue", "activitysubstatus"),
@@ -54,7 +57,6 @@ def _azure_activity(record: Record, row: Record) -> Record:
         "callerIpAddress": row.get("calleripaddress"),
         "correlationId": row.get("correlationid"),
         "level": row.get("level"),
-        "tenantId": row.get("tenantid"),
         "identity": {"claims": _json(first(row, "claims_d", "claims")),
                      "authorization": _json(first(row, "authorization_d", "authorization"))},
         "properties": properties,
@@ -109,7 +111,7 @@ _ALERT_COLUMNS = (
     ("StartTimeUtc", "starttime"), ("EndTimeUtc", "endtime"), ("TimeGenerated", "timegenerated"),
     ("ProductName", "productname"), ("ProductComponentName", "productcomponentname"),
     ("CompromisedEntity", "compromisedentity"), ("AzureResourceId", "resourceid"), ("Intent", "tactics"),
-    ("AlertUri", "alertlink"), ("TenantId", "tenantid"),
+    ("AlertUri", "alertlink"),
 )
 
 
