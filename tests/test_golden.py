@@ -196,6 +196,9 @@ SHAPE_STORIES = [
                                         "result": "Failure", "common_event": "Operation Failed"}),
     ("graph/risk-detections.json", 0, {"category": "UserRiskEvents", "action": "alert", "risk_level": "medium",
                                        "actor": "dave@contoso.example", "alert_name": "unfamiliarFeatures"}),
+    ("signin/user-risk-event.json", 0, {
+        "source": "signin", "category": "UserRiskEvents", "result": None, "risk_event_types": ["unfamiliarFeatures"],
+        "actor": "dave@contoso.example", "tenant_id": TENANT, "time": "2026-11-22T02:14:09Z"}),
     ("graph/security-alerts.json", 0, {"source": "defender", "result": "Active", "severity": "Critical",
                                        "source_ip": "198.51.100.250", "resource_name": "vm-dev-build-01"}),
     ("rest/activity-log-list.json", 0, {

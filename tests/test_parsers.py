@@ -258,7 +258,7 @@ def test_a_rest_page_is_split_into_its_items_and_other_objects_with_value_stay_w
     ("Succeeded", "Success"), ("Succeeded.", "Success"), ("succeeded", "Success"), ("Failed", "Failure"),
     ("failure", "Failure"), ("Started", "Start"), ("Accepted", "Accept"), ("inProgress", "In Progress"),
     ("Activated", "Active"), ("new", "Active"), ("Success", "Success"), ("Start", "Start"),
-    ("Updated", "Updated"), ("custom", "Custom"), ("", None), (None, None),
+    ("Updated", "Updated"), ("custom", "Custom"), ("None", None), ("", None), (None, None),
 ])
 def test_results_in_one_vocabulary(written: str | None, result: str | None) -> None:
     assert result_word(written) == result

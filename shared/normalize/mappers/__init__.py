@@ -13,7 +13,7 @@ from shared.normalize.mappers.activity_rest import is_activity_rest, map_activit
 from shared.normalize.mappers.cloudevents import is_cloud_event, map_event_grid
 from shared.normalize.mappers.common import content_id
 from shared.normalize.mappers.defender import is_defender, map_defender
-from shared.normalize.mappers.graph import graph_kind, map_graph
+from shared.normalize.mappers.graph import graph_kind, map_graph, map_user_risk_event
 from shared.normalize.mappers.identity import AUDIT_CATEGORIES, SIGNIN_CATEGORIES, map_audit, map_signin
 from shared.normalize.mappers.log_analytics import is_log_analytics, map_log_analytics
 from shared.normalize.mappers.resource import POLICY_EVENT_PREFIX, map_resource_log
@@ -130,11 +130,13 @@ def _by_category() -> dict[str, Mapper]:
     for key in AUDIT_CATEGORIES:
         mappers[key] = partial(map_audit, key)
     mappers["policy"] = _policy_or_audit
+    mappers["userriskevents"] = map_user_risk_event
     # The spellings Azure writes, so most records find their mapper without lower-casing.
     spelled = {name: key for key, name in CATEGORIES.items()}
     spelled |= {key.capitalize(): key for key in OPERATION_TYPE_CATEGORIES}
     spelled |= {name: key for key, (name, _) in SIGNIN_CATEGORIES.items()}
     spelled |= {name: key for key, name in AUDIT_CATEGORIES.items()}
+    spelled["UserRiskEvents"] = "userriskevents"
     return mappers | {name: mappers[key] for name, key in spelled.items()}
 
 

@@ -166,9 +166,12 @@ def result_word(value: Any) -> str | None:
     word = text(value)
     if word is None:
         return None
-    known = _RESULT_WORDS.get(word.lower().rstrip("."))
+    lowered = word.lower().rstrip(".")
+    known = _RESULT_WORDS.get(lowered)
     if known is not None:
         return known
+    if lowered == "none":  # Entra's placeholder `resultSignature`: no result at all
+        return None
     return word[:1].upper() + word[1:]
 
 

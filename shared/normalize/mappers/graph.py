@@ -70,10 +70,18 @@ def _directory_audit(record: Record, fields: Record) -> Record:
     return map_audit("auditlogs", record, {"time": fields.get("activityDateTime"), "properties": fields})
 
 
-def _risk_detection(record: Record, fields: Record) -> Record:
+def map_user_risk_event(record: Record, fields: Record) -> Record:
+    """The Event Hub export's `UserRiskEvents` category: a riskDetection object in `properties`."""
+    event = _risk_detection(record, as_dict(fields.get("properties")), fields.get("time"))
+    event["tenant_id"] = text(fields.get("tenantId"))
+    return event
+
+
+def _risk_detection(record: Record, fields: Record, exported_at: Any = None) -> Record:
     """An Identity Protection risk detection: an alert about a user's sign-in or account."""
     get = fields.get
-    event = new_event("signin", "UserRiskEvents", first(fields, "detectedDateTime", "activityDateTime"))
+    event = new_event("signin", "UserRiskEvents",
+                      first(fields, "detectedDateTime", "activityDateTime") or exported_at)
     event["event_id"] = text(get("id")) or content_id(record)
     risk_type = text(get("riskEventType"))
     event["operation"] = risk_type.upper() if risk_type else None
