@@ -160,7 +160,8 @@ def map_audit(category_key: str, record: Record, fields: Record) -> Record:
     written_result = audit.get("result")
     if written_result is None or written_result == "":
         written_result = fields.get("resultSignature")
-    result = event["result"] = result_word(_AUDIT_RESULT_CODES.get(text(written_result) or "", written_result))
+    code_name = _AUDIT_RESULT_CODES.get(text(written_result) or "")
+    result = event["result"] = result_word(code_name if code_name is not None else written_result)
     reason = text(audit.get("resultReason"))
     if result != "Success":
         reason = reason or text(fields.get("resultDescription"))
