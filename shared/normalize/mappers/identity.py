@@ -125,6 +125,8 @@ _RISK_ORDER = {"none": 0, "low": 1, "medium": 2, "high": 3}
 def _risk_level(during: Any, aggregated: Any) -> str | None:
     """The higher of the sign-in's and the aggregated risk: `none` during sign-in must not hide an
     aggregated `low`; `hidden` and unknown values only when nothing ranked is present."""
+    if aggregated is None or aggregated == during:  # most sign-ins: one value, or both the same
+        return text(during)
     written = [level for level in (text(during), text(aggregated)) if level]
     ranked = [level for level in written if level.lower() in _RISK_ORDER]
     if ranked:
