@@ -298,3 +298,21 @@ def test_the_higher_of_the_sign_in_and_aggregated_risk(during: str | None, aggre
     record = {"time": "2026-11-24T12:09:47Z", "category": "SignInLogs",
               "properties": {"riskLevelDuringSignIn": during, "riskLevelAggregated": aggregated}}
     assert map_record(record)["risk_level"] == level
+
+
+@pytest.mark.parametrize(("record", "reason"), [
+    ({"category": "StorageRead", "operationName": "GetBlob", "requestDate": "2026-11-24"},
+     "unsupported shape: looks like an Azure Monitor diagnostic record without `time`; "
+     "its time is under 'requestDate'"),
+    ({"Operation": "FileAccessed"},
+     "unsupported shape: not a known Azure log shape (Event Hub export, Log Analytics, Graph, Activity Log REST, "
+     "Event Grid); it has no time"),
+    ({"eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-24T13:00:00Z", "data": {}},
+     "unsupported shape: an Event Grid event of type 'Microsoft.Resources.ResourceWriteSuccess'; only Azure Policy "
+     "state events (Microsoft.PolicyInsights.*) are mapped"),
+])
+def test_records_of_no_supported_shape_are_refused_with_the_shape_they_look_like(record: dict[str, object],
+                                                                                 reason: str) -> None:
+    with pytest.raises(MappingError) as refused:
+        map_record(record)
+    assert str(refused.value) == reason

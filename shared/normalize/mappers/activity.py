@@ -19,6 +19,7 @@ from shared.normalize.mappers.common import (
     set_resource,
     vendor_result,
 )
+from shared.normalize.mappers.resource_id import region_of
 from shared.values import (
     Record,
     as_dict,
@@ -180,7 +181,7 @@ def _set_security_alert(event: Record, properties: Record, fields: Record) -> No
         event["resource_group"] = group if group and group.lower() != "unknown" else None
     if event["region"] in (None, "global"):
         # The alert's own id says where it was raised: `.../providers/Microsoft.Security/locations/<region>/alerts/...`
-        event["region"] = _alert_region(event["resource_id"]) or event["region"]
+        event["region"] = region_of(event["resource_id"]) or event["region"]
     event["severity"] = severity(first(properties, "severity", "Severity")) or event["severity"]
     event["app"] = text(properties.get("productName")) or "Microsoft Defender for Cloud"
     compromised = text(first(properties, "compromisedEntity", "CompromisedEntity"))
@@ -189,14 +190,6 @@ def _set_security_alert(event: Record, properties: Record, fields: Record) -> No
     entities = properties.get("entities")
     if isinstance(entities, list):
         event["alert_entities"] = [entity for entity in entities if isinstance(entity, dict)]
-
-
-def _alert_region(resource_id: str | None) -> str | None:
-    parts = (resource_id or "").split("/")
-    lowered = [part.lower() for part in parts]
-    if "locations" in lowered and (index := lowered.index("locations") + 1) < len(parts):
-        return parts[index] or None
-    return None
 
 
 def _set_policy(event: Record, properties: Record) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from shared.normalize.mappers.common import compact, content_id, finish, new_event, result_word, set_resource
+from shared.normalize.mappers.resource_id import region_of
 from shared.values import Record, as_dict, first, lower_keys, severity, text, valid_ip
 
 
@@ -54,7 +55,7 @@ def _alert(record: Record, alert: Record) -> Record:
     set_resource(event, first(alert, "azureresourceid", "compromisedentityid") or _resource_of(alert))
     if event["resource_id"] is None and arm_id:
         set_resource(event, arm_id)
-    event["region"] = _location(arm_id) or text(alert.get("location"))
+    event["region"] = region_of(arm_id) or text(alert.get("location"))
     event["details"] = compact({
         "alert_severity": text(alert.get("severity")),
         "compromised_entity": text(alert.get("compromisedentity")),
@@ -84,18 +85,6 @@ def _entity_value(entities: list[Record], kind: str, read: Callable[[Record], st
             value = read(lowered)
             if value:
                 return value
-    return None
-
-
-def _location(arm_id: str | None) -> str | None:
-    if not arm_id:
-        return None
-    parts = arm_id.split("/")
-    lowered = [part.lower() for part in parts]
-    if "locations" in lowered:
-        index = lowered.index("locations")
-        if index + 1 < len(parts):
-            return parts[index + 1]
     return None
 
 
