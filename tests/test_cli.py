@@ -52,6 +52,15 @@ def test_stdin_json_lines_each_line_a_body(tmp_path: Path) -> None:
     assert letter["sequence_number"] == 1 and letter["reason"].startswith("body is not valid JSON")
 
 
+def test_a_users_own_az_output_is_read_as_written() -> None:
+    """`az monitor activity-log list > mine.json` writes a pretty JSON array; `az rest` on Graph a page."""
+    done = run_cli("normalize", "--no-raw", str(SAMPLES / "rest/activity-log-list.json"),
+                   str(SAMPLES / "graph/signins.json"))
+    assert (done.returncode, done.stderr) == (0, b"")
+    assert [orjson.loads(line)["source"] for line in done.stdout.splitlines()] == [
+        "activity", "activity", "activity", "defender", "signin", "signin"]
+
+
 def test_raw_can_be_left_out() -> None:
     done = run_cli("normalize", "--no-raw", str(SAMPLES / "activity/vm-start.json"))
     assert all(orjson.loads(line)["raw"] is None for line in done.stdout.splitlines())

@@ -35,6 +35,10 @@ def test_every_record_is_an_event_or_a_reasoned_dead_letter(path: Path) -> None:
     assert all(letter.reason for letter in result.dead_letters)
 
 
+# Results as vendors spell them, which normalize writes in its one vocabulary (or null for `None`).
+VENDOR_SPELLINGS = frozenset({"Succeeded", "Succeeded.", "Failed", "None", "Started", "Accepted"})
+
+
 def has_valid_ip(value: Any) -> bool:
     try:
         ipaddress.ip_address(str(value))
@@ -62,6 +66,9 @@ def test_events_carry_the_fields_their_record_has(path: Path) -> None:
             properties = as_dict(record.get("properties"))
             if event["source"] == "signin" and properties.get("userPrincipalName"):
                 assert event["actor"] == properties["userPrincipalName"], "who: signed-in user"
+            assert event["result"] not in VENDOR_SPELLINGS, "result: one vocabulary"
+            if properties.get("riskEventType"):
+                assert event["risk_event_types"] == [properties["riskEventType"]], "what: risk detection"
             claims = as_dict(as_dict(record.get("identity")).get("claims"))
             if any("upn" in key.lower() for key in claims):
                 assert event["actor"], "who: caller"

@@ -159,3 +159,113 @@ def test_bad_samples_keep_the_good_record_and_dead_letter_the_rest() -> None:
         "record is not an object but null"]
     events, dead_letters = normalize_file("bad/truncated.json")
     assert not events and len(dead_letters) == 1 and dead_letters[0].record_index is None
+
+
+TENANT = "72f988bf-0000-4000-8000-000000000001"
+# Each shape and each field-level fix of issue 15, pinned on the sample written in that shape:
+# (sample, record index, the fields that must hold). The golden files hold the rest.
+SHAPE_STORIES = [
+    ("log-analytics/azure-activity.json", 0, {
+        "source": "activity", "category": "Administrative", "result": "Success", "actor": "alice@contoso.example",
+        "actor_type": "User", "source_ip": "203.0.113.24", "tenant_id": TENANT,
+        "resource_type": "Microsoft.Network/networkSecurityGroups/securityRules", "common_event": "Object Created"}),
+    ("log-analytics/azure-activity.json", 1, {
+        "result": "Failure", "common_event": "Operation Failed", "actor_id": "b0b00000-0000-4000-8000-0000000000b2"}),
+    ("log-analytics/signin-tables.json", 0, {
+        "source": "signin", "category": "SignInLogs", "actor": "bob@contoso.example", "result": "Success",
+        "risk_level": "low", "mfa_method": "Mobile app notification", "tenant_id": TENANT}),
+    ("log-analytics/signin-tables.json", 1, {"category": "NonInteractiveUserSignInLogs", "result": "Interrupted"}),
+    ("log-analytics/signin-tables.json", 2, {
+        "category": "ServicePrincipalSignInLogs", "actor": "deploy-pipeline", "actor_type": "ServicePrincipal",
+        "result": "Failure", "source_ip": "2001:db8:4d2::17"}),
+    ("log-analytics/signin-tables.json", 3, {"category": "ManagedIdentitySignInLogs", "actor_type": "ManagedIdentity"}),
+    ("log-analytics/audit-logs.json", 0, {
+        "source": "audit", "operation": "ADD MEMBER TO ROLE", "actor": "carol@contoso.example", "result": "Success",
+        "common_event": "Role Assigned"}),
+    ("log-analytics/security-alert.json", 0, {
+        "source": "defender", "alert_name": "Access from a TOR exit node to a key vault", "severity": "Critical",
+        "result": "Active", "source_ip": "198.51.100.250", "resource_name": "kv-prod-secrets"}),
+    ("log-analytics/other-table.json", 0, {
+        "source": "resource", "category": "AuditEvent", "operation": "SECRETGET", "tenant_id": None}),
+    ("graph/signins.json", 0, {"source": "signin", "actor": "dave@contoso.example", "risk_level": "medium",
+                               "source_ip": "198.51.100.143", "result": "Success"}),
+    ("graph/signins.json", 1, {"result": "Failure", "common_event": "Authentication Failure"}),
+    ("graph/directory-audits.json", 0, {"source": "audit", "operation": "UPDATE CONDITIONAL ACCESS POLICY",
+                                        "actor": "carol@contoso.example", "result": "Success"}),
+    ("graph/directory-audits.json", 1, {"actor": "Microsoft Teams Services", "actor_type": "ServicePrincipal",
+                                        "result": "Failure", "common_event": "Operation Failed"}),
+    ("graph/risk-detections.json", 0, {"category": "UserRiskEvents", "action": "alert", "risk_level": "medium",
+                                       "actor": "dave@contoso.example", "alert_name": "unfamiliarFeatures"}),
+    ("signin/user-risk-event.json", 0, {
+        "source": "signin", "category": "UserRiskEvents", "result": None, "risk_event_types": ["unfamiliarFeatures"],
+        "actor": "dave@contoso.example", "tenant_id": TENANT, "time": "2026-11-22T02:14:09Z"}),
+    ("graph/security-alerts.json", 0, {"source": "defender", "result": "Active", "severity": "Critical",
+                                       "source_ip": "198.51.100.250", "resource_name": "vm-dev-build-01"}),
+    ("rest/activity-log-list.json", 0, {
+        "category": "Administrative", "result": "Success", "source_ip": "203.0.113.24",
+        "actor_id": "a11ce000-0000-4000-8000-0000000000a1", "operation": "MICROSOFT.SQL/SERVERS/FIREWALLRULES/WRITE"}),
+    ("rest/activity-log-list.json", 1, {"result": "Failure", "common_event": "Operation Failed"}),
+    ("rest/activity-log-list.json", 2, {"category": "Alert", "actor": "Microsoft.Insights/alertRules",
+                                        "actor_type": "System", "result": "Active"}),
+    ("rest/activity-log-list.json", 3, {
+        "source": "defender", "alert_name": "Suspicious double extension file executed", "region": "eastus",
+        "resource_group": "rg-prod-web", "severity": "Critical"}),
+    ("event-grid/policy-state-cloudevents.json", 0, {
+        "source": "policy", "result": "NonCompliant", "common_event": "Policy Violation",
+        "policy_definition": "/providers/Microsoft.Authorization/policyDefinitions/"
+                             "fe83a0eb-a853-422d-aac2-1bffd182c5d0"}),
+    ("activity/pim-activation.json", 1, {
+        "actor": "dave@contoso.example", "action": "create_or_update", "tenant_id": TENANT}),
+    ("activity/vendor-spellings.json", 0, {"result": "Success", "actor_type": "User"}),
+    ("activity/vendor-spellings.json", 1, {
+        "result": "Failure", "actor_type": "User", "common_event": "Operation Failed"}),
+    ("audit/legacy-categories.json", 0, {
+        "source": "audit", "result": "Success", "actor": "Microsoft Azure AD Internal - Jit Provisioning"}),
+    ("audit/legacy-categories.json", 1, {"source": "audit", "actor": "carol@contoso.example", "result": "Success"}),
+    ("audit/legacy-categories.json", 2, {"source": "audit", "operation": "UPDATE CONDITIONAL ACCESS POLICY"}),
+    ("activity/autoscale.json", 0, {"actor": "Microsoft.Insights/autoscaleSettings", "actor_type": "System"}),
+    ("activity/security.json", 0, {"region": "eastus", "alert_description": (
+        "Suspicious PowerShell Activity Detected. Analysis of host data detected a PowerShell script running on"
+        " vm-web-01 that has features in common with known suspicious scripts.")}),
+]
+
+
+@pytest.mark.parametrize(("relative", "index", "expected"), SHAPE_STORIES,
+                         ids=[f"{relative}[{index}]" for relative, index, _ in SHAPE_STORIES])
+def test_every_shape_maps_to_the_contract_with_the_fields_it_carries(
+        relative: str, index: int, expected: dict[str, Any]) -> None:
+    event = normalize_file(relative)[0][index]
+    assert {field: event[field] for field in expected} == expected
+
+
+def test_vendor_spellings_become_the_one_result_vocabulary_and_are_kept_in_details() -> None:
+    events = normalize_file("activity/vendor-spellings.json")[0]
+    assert [(event["result"], event["details"]["vendor_result"]) for event in events] == [
+        ("Success", "Succeeded."), ("Failure", "Failed")]
+    assert events[1]["result_reason"].startswith("OperationNotAllowed: ")
+    assert normalize_file("audit/legacy-categories.json")[0][0]["details"]["vendor_result"] == "0"
+    rest = normalize_file("rest/activity-log-list.json")[0]
+    assert [event["details"].get("vendor_result") for event in rest] == ["Succeeded", "Failed", "Activated", None]
+
+
+def test_event_properties_stay_in_details() -> None:
+    alert = normalize_file("rest/activity-log-list.json")[0][2]
+    assert alert["details"]["event_properties"]["RuleName"] == "cpu-high-vm-web-02"
+
+
+def test_new_shapes_say_which_shape_they_were_read_from() -> None:
+    shapes = {relative.split("/")[0]: {(event["details"] or {}).get("shape") for event in normalize_file(relative)[0]}
+              for relative in ("log-analytics/azure-activity.json", "graph/signins.json",
+                               "rest/activity-log-list.json", "event-grid/policy-state-cloudevents.json")}
+    assert shapes == {"log-analytics": {"log_analytics"}, "graph": {"graph"}, "rest": {"activity_log_rest"},
+                      "event-grid": {"cloudevents"}}
+
+
+def test_unsupported_shapes_are_dead_lettered_naming_the_shape_and_where_their_time_is() -> None:
+    events, dead_letters = normalize_file("bad/unsupported-shapes.json")
+    assert not events
+    reasons = [letter.reason for letter in dead_letters]
+    assert all(reason.startswith("unsupported shape: ") and "record has no time" not in reason for reason in reasons)
+    assert "Microsoft Graph object (#microsoft.graph.user)" in reasons[0] and "'createdDateTime'" in reasons[0]
+    assert "CloudEvents event of type 'Microsoft.Storage.BlobCreated'" in reasons[1]
+    assert "'CreationTime'" in reasons[2]

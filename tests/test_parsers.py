@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.normalize.mappers import MappingError, map_record, split_body
+from shared.normalize.mappers.common import result_word, vendor_result
 from shared.normalize.mappers.resource_id import parse_resource_id
 from shared.values import format_time, parse_time, severity, utc_text, valid_ip
 from tests.conftest import SAMPLES
@@ -242,3 +243,76 @@ def test_the_category_is_recognised_however_it_is_written(written: str) -> None:
     assert isinstance(properties, dict)
     event = map_record({**record, "category": "Write", "properties": {**properties, "eventCategory": written}})
     assert (event["source"], event["category"]) == ("activity", "Administrative")
+
+
+def test_a_rest_page_is_split_into_its_items_and_other_objects_with_value_stay_whole() -> None:
+    page = {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns",
+            "value": [{"id": "a"}, {"id": "b"}], "@odata.nextLink": "https://graph.microsoft.com/next"}
+    assert split_body(orjson.dumps(page)) == [{"id": "a"}, {"id": "b"}]
+    assert split_body(orjson.dumps({"value": [], "nextLink": None})) == []
+    record = {"value": [1], "time": "2026-11-24T13:00:00Z"}
+    assert split_body(orjson.dumps(record)) == [record]
+
+
+@pytest.mark.parametrize(("written", "result"), [
+    ("Succeeded", "Success"), ("Succeeded.", "Success"), ("succeeded", "Success"), ("Failed", "Failure"),
+    ("failure", "Failure"), ("Started", "Start"), ("Accepted", "Accept"), ("inProgress", "In Progress"),
+    ("Activated", "Active"), ("new", "Active"), ("Success", "Success"), ("Start", "Start"),
+    ("Updated", "Updated"), ("custom", "Custom"), ("None", None), ("", None), (None, None),
+])
+def test_results_in_one_vocabulary(written: str | None, result: str | None) -> None:
+    assert result_word(written) == result
+
+
+def test_the_vendor_spelling_is_kept_only_when_more_than_its_casing_changed() -> None:
+    assert vendor_result("Succeeded.", "Success") == "Succeeded."
+    assert vendor_result("success", "Success") is None
+    assert vendor_result("Success", "Success") is None
+
+
+def test_an_audit_record_under_the_policy_category_is_an_audit_event() -> None:
+    record = {"time": "2026-11-24T12:09:47Z", "category": "Policy",
+              "properties": {"activityDisplayName": "Update conditional access policy", "result": "success"}}
+    assert map_record(record)["source"] == "audit"
+    policy = {"time": "2026-11-24T12:09:47Z", "category": "Policy", "resultType": "Success",
+              "operationName": "Microsoft.Authorization/policies/audit/action", "properties": {"policies": "[]"}}
+    assert map_record(policy)["source"] == "policy"
+
+
+def test_a_user_token_names_the_actor_type_whatever_the_role_evidence_says() -> None:
+    record = {"time": "2026-11-24T12:09:47Z", "category": "Administrative", "resultType": "Success",
+              "identity": {"authorization": {"evidence": {"principalType": "ServicePrincipal"}},
+                           "claims": {"upn": "bob@contoso.example"}}}
+    assert map_record(record)["actor_type"] == "User"
+    app_token = {**record, "identity": {"authorization": {"evidence": {"principalType": "Group"}},
+                                        "claims": {"appid": "de910e00-0000-4000-8000-00000000a991", "idtyp": "app"}}}
+    assert map_record(app_token)["actor_type"] == "ServicePrincipal"
+
+
+@pytest.mark.parametrize(("during", "aggregated", "level"), [
+    ("none", "low", "low"), ("medium", "low", "medium"), ("none", None, "none"), ("hidden", None, "hidden"),
+    (None, None, None),
+])
+def test_the_higher_of_the_sign_in_and_aggregated_risk(during: str | None, aggregated: str | None,
+                                                      level: str | None) -> None:
+    record = {"time": "2026-11-24T12:09:47Z", "category": "SignInLogs",
+              "properties": {"riskLevelDuringSignIn": during, "riskLevelAggregated": aggregated}}
+    assert map_record(record)["risk_level"] == level
+
+
+@pytest.mark.parametrize(("record", "reason"), [
+    ({"category": "StorageRead", "operationName": "GetBlob", "requestDate": "2026-11-24"},
+     "unsupported shape: looks like an Azure Monitor diagnostic record without `time`; "
+     "its time is under 'requestDate'"),
+    ({"Operation": "FileAccessed"},
+     "unsupported shape: not a known Azure log shape (Event Hub export, Log Analytics, Graph, Activity Log REST, "
+     "Event Grid); it has no time"),
+    ({"eventType": "Microsoft.Resources.ResourceWriteSuccess", "eventTime": "2026-11-24T13:00:00Z", "data": {}},
+     "unsupported shape: an Event Grid event of type 'Microsoft.Resources.ResourceWriteSuccess'; only Azure Policy "
+     "state events (Microsoft.PolicyInsights.*) are mapped"),
+])
+def test_records_of_no_supported_shape_are_refused_with_the_shape_they_look_like(record: dict[str, object],
+                                                                                 reason: str) -> None:
+    with pytest.raises(MappingError) as refused:
+        map_record(record)
+    assert str(refused.value) == reason

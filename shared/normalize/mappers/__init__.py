@@ -9,11 +9,15 @@ from typing import Any
 import orjson
 
 from shared.normalize.mappers.activity import CATEGORIES, OPERATION_TYPE_CATEGORIES, map_activity
+from shared.normalize.mappers.activity_rest import is_activity_rest, map_activity_rest
+from shared.normalize.mappers.cloudevents import is_cloud_event, map_event_grid
 from shared.normalize.mappers.common import content_id
 from shared.normalize.mappers.defender import is_defender, map_defender
+from shared.normalize.mappers.graph import graph_kind, map_graph, map_user_risk_event
 from shared.normalize.mappers.identity import AUDIT_CATEGORIES, SIGNIN_CATEGORIES, map_audit, map_signin
-from shared.normalize.mappers.resource import POLICY_EVENT_PREFIX, map_policy_state, map_resource_log
-from shared.values import MappingError, Record, spelled_fields, text
+from shared.normalize.mappers.log_analytics import is_log_analytics, map_log_analytics
+from shared.normalize.mappers.resource import POLICY_EVENT_PREFIX, map_resource_log
+from shared.values import MappingError, Record, first, spelled_fields, text
 
 __all__ = ["MappingError", "map_record", "split_body"]
 
@@ -21,7 +25,8 @@ _BOM = b"\xef\xbb\xbf"
 
 
 def split_body(body: bytes) -> list[Any]:
-    """The records of one Event Hub body: an envelope `{"records": [...]}`, an array, or one object.
+    """The records of one Event Hub body: an envelope `{"records": [...]}`, a REST page `{"value": [...]}`,
+    an array, or one object.
 
     Raises MappingError (the whole body becomes one dead letter) when the body is not usable JSON.
     Items are returned as they are: the caller dead-letters those that are not objects.
@@ -38,12 +43,24 @@ def split_body(body: bytes) -> list[Any]:
         records_key = "records" if "records" in document else next(
             (key for key in document if key.lower() == "records"), None)
         if records_key is None:
-            return [document]
+            return _page_items(document)
         records = document[records_key]
         if not isinstance(records, list):
             raise MappingError(f"'records' is not a list but {_json_type(records)}")
         return records
     raise MappingError(f"body is neither an object nor an array but {_json_type(document)}")
+
+
+# A page of Graph or ARM REST results: `{"@odata.context": ..., "value": [...], "@odata.nextLink": ...}`.
+_PAGE_KEYS = frozenset({"value", "@odata.context", "@odata.nextLink", "@odata.count", "nextLink"})
+
+
+def _page_items(document: dict[str, Any]) -> list[Any]:
+    """The items of a REST page (`az rest` on Graph, the Activity Log API), else the object itself."""
+    items = document.get("value")
+    if isinstance(items, list) and document.keys() <= _PAGE_KEYS:
+        return items
+    return [document]
 
 
 def _json_type(value: Any) -> str:
@@ -73,8 +90,13 @@ Mapper = Callable[[Record, Record], Record]
 
 
 def _choose_mapper(fields: Record) -> Mapper:
-    """By the real category as written (`Administrative`, `SignInLogs`: one lookup), else normalized,
-    else by the record's shape."""
+    """Event Hub exports (they all carry `time`) by the real category as written (`Administrative`,
+    `SignInLogs`: one lookup), else normalized; the other shapes, and records without a known category,
+    by the record's shape."""
+    if "time" not in fields:
+        shaped = _other_shape(fields)
+        if shaped is not None:
+            return shaped
     properties = fields.get("properties")
     written = properties.get("eventCategory") if type(properties) is dict else None
     if not written:
@@ -107,22 +129,73 @@ def _by_category() -> dict[str, Mapper]:
         mappers[key] = partial(map_signin, key)
     for key in AUDIT_CATEGORIES:
         mappers[key] = partial(map_audit, key)
+    mappers["policy"] = _policy_or_audit
+    mappers["userriskevents"] = map_user_risk_event
     # The spellings Azure writes, so most records find their mapper without lower-casing.
     spelled = {name: key for key, name in CATEGORIES.items()}
     spelled |= {key.capitalize(): key for key in OPERATION_TYPE_CATEGORIES}
     spelled |= {name: key for key, (name, _) in SIGNIN_CATEGORIES.items()}
     spelled |= {name: key for key, name in AUDIT_CATEGORIES.items()}
+    spelled["UserRiskEvents"] = "userriskevents"
     return mappers | {name: mappers[key] for name, key in spelled.items()}
+
+
+def _policy_or_audit(record: Record, fields: Record) -> Record:
+    """`Policy` is an Activity Log category and also the Entra audit sub-category that some exports
+    write as the record's category: an audit activity says which."""
+    properties = fields.get("properties")
+    if type(properties) is dict and "activityDisplayName" in properties:
+        return map_audit("auditlogs", record, fields)
+    return map_activity("Policy", record, fields)
 
 
 _BY_CATEGORY = _by_category()
 
 
+def _other_shape(fields: Record) -> Mapper | None:
+    """The shapes other than the Event Hub export: Log Analytics rows (data export rules), Graph
+    objects, the Activity Log REST shape and Event Grid events; None for none of them."""
+    if is_log_analytics(fields):
+        return map_log_analytics
+    kind = graph_kind(fields)
+    if kind is not None:
+        return partial(map_graph, kind)
+    if is_activity_rest(fields):
+        return map_activity_rest
+    if is_cloud_event(fields):
+        return map_event_grid
+    return None
+
+
 def _mapper_by_shape(fields: Record) -> Mapper:
-    """Records without a known category: Defender objects, policy state events, other resource logs."""
+    """Records without a known category: Defender objects, Entra audit records under a legacy or
+    sub-category, Event Grid events, other resource logs."""
     if is_defender(fields):
         return map_defender
+    properties = fields.get("properties")
+    if type(properties) is dict and "activityDisplayName" in properties:
+        return partial(map_audit, "auditlogs")
     event_type = text(fields.get("eventType"))
-    if event_type and event_type.lower().startswith(POLICY_EVENT_PREFIX):
-        return map_policy_state
+    if is_cloud_event(fields) or (event_type and event_type.lower().startswith(POLICY_EVENT_PREFIX)):
+        return map_event_grid
+    if first(fields, "time", "timestamp", "timeGenerated") is None:
+        raise MappingError(_unsupported(fields))
     return map_resource_log
+
+
+_GRAPH_KEYS = ("createdDateTime", "activityDateTime", "detectedDateTime", "lastUpdateDateTime")
+
+
+def _unsupported(fields: Record) -> str:
+    """Why a record without a time any mapper reads cannot be mapped: the shape it looks like, what it lacks."""
+    timed = [key for key in fields if key.lower().endswith(("time", "timestamp", "datetime", "timeutc", "date"))]
+    if any(key.startswith("@odata") for key in fields) or any(key in fields for key in _GRAPH_KEYS):
+        kind = text(fields.get("@odata.type")) or "unknown type"
+        looks = (f"looks like a Microsoft Graph object ({kind}); mapped are signIn, directoryAudit, riskDetection and "
+                 "security alert")
+    elif "category" in fields or "operationName" in fields or "resourceId" in fields:
+        looks = "looks like an Azure Monitor diagnostic record without `time`"
+    else:
+        looks = "not a known Azure log shape (Event Hub export, Log Analytics, Graph, Activity Log REST, Event Grid)"
+    where = f"; its time is under {', '.join(repr(key) for key in timed[:3])}" if timed else "; it has no time"
+    return f"unsupported shape: {looks}{where}"

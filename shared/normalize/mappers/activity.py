@@ -10,12 +10,16 @@ from typing import Any
 
 from shared.normalize.mappers.common import (
     CLAIM_TENANT,
+    CLAIM_UPN,
     finish,
     new_event,
+    result_word,
     set_claims,
     set_envelope,
     set_resource,
+    vendor_result,
 )
+from shared.normalize.mappers.resource_id import region_of
 from shared.values import (
     Record,
     as_dict,
@@ -24,7 +28,6 @@ from shared.values import (
     parse_json_text,
     severity,
     text,
-    title,
     valid_ip,
 )
 
@@ -59,14 +62,17 @@ def map_activity(category: str, record: Record, fields: Record) -> Record:
     source = _SOURCES.get(category, "activity")
     event = new_event(source, category, get("time") or get("eventTimestamp"))
     set_envelope(event, fields)
-    result = event["result"] = title(get("resultType") or get("status"))
+    written_result = get("resultType") or get("status")
+    result = event["result"] = result_word(written_result)
     event["event_id"] = text(prop("eventDataId")) or text(get("eventDataId"))
     set_resource(event, get("resourceId") or prop("entity"))
-    _set_caller(event, fields, category)
+    _set_caller(event, fields, properties, category)
     status_code = text(prop("statusCode"))
     if result == "Failure":
         event["result_reason"] = _failure_reason(fields, properties)
     event["details"] = _details(fields, properties, status_code)
+    if result is not written_result and (written := vendor_result(written_result, result)):
+        event["details"] = {**(event["details"] or {}), "vendor_result": written}
     if source == "defender":
         _set_security_alert(event, properties, fields)
     elif source == "policy":
@@ -95,10 +101,14 @@ def _details(fields: Record, properties: Record, status_code: str | None) -> Rec
     hierarchy = prop("hierarchy")
     if hierarchy is not None and (hierarchy := text(hierarchy)):
         details["hierarchy"] = hierarchy
+    event_properties = prop("eventProperties")
+    if event_properties is not None and (event_properties := parse_json_text(event_properties)):
+        # Alert, ResourceHealth and ServiceHealth records (REST shape) keep their content here.
+        details["event_properties"] = event_properties
     return details or None
 
 
-def _set_caller(event: Record, fields: Record, category: str) -> None:
+def _set_caller(event: Record, fields: Record, properties: Record, category: str) -> None:
     """Who: token claims (users), the caller (service principals), or the system for Azure's own events."""
     get = fields.get
     identity = get("identity")
@@ -107,25 +117,37 @@ def _set_caller(event: Record, fields: Record, category: str) -> None:
         written_claims = identity.get("claims")
         if type(written_claims) is dict:
             claims = written_claims
-        authorization = identity.get("authorization")
-        evidence = authorization.get("evidence") if type(authorization) is dict else None
-        written = evidence.get("principalType") if type(evidence) is dict else None
-        # Azure writes `User`, `ServicePrincipal`...: one lookup; other spellings go through `text` and lower().
-        actor_type = _PRINCIPAL_TYPES_AS_WRITTEN.get(written) if type(written) is str else None
-        if actor_type is None:
-            principal_type = text(written) or text(claims.get("idtyp"))
-            if principal_type:
-                actor_type = _PRINCIPAL_TYPES.get(principal_type.lower())
-        event["actor_type"] = actor_type
+        event["actor_type"] = _actor_type(identity, claims)
         set_claims(event, claims)
-    # Service principals have no UPN: the caller (their object id) or the app id names them.
+    # Service principals have no UPN: the caller (their object id) or the app id names them; PIM writes
+    # the caller only in `properties.CallerInfo`.
     event["actor"] = (event["actor"] or text(get("caller"))
                       or (text(identity) if isinstance(identity, str) else None)
-                      or event["actor_app_id"])
-    event["tenant_id"] = text(get("tenantId")) or text(claims.get(CLAIM_TENANT))
+                      or event["actor_app_id"] or text(properties.get("CallerInfo")))
+    event["tenant_id"] = (text(get("tenantId")) or text(claims.get(CLAIM_TENANT))
+                          or text(properties.get("TenantID")))
     event["source_ip"] = valid_ip(get("callerIpAddress")) or valid_ip(claims.get("ipaddr"))
-    if event["actor_type"] is None and event["actor"] is None and category in _SYSTEM_CATEGORIES:
+    if event["actor_type"] is None and category in _SYSTEM_CATEGORIES and (
+            event["actor"] is None or event["actor"].lower().startswith("microsoft.")):
         event["actor_type"] = "System"
+
+
+def _actor_type(identity: Record, claims: Record) -> str | None:
+    """The caller's kind from its token: a UPN or `idtyp` says it; only without them the role
+    assignment's `authorization.evidence.principalType` (which names the assignee, e.g. a group)."""
+    if claims.get(CLAIM_UPN) or claims.get("upn"):
+        return "User"
+    token_type = claims.get("idtyp")
+    if token_type is not None and (token_type := text(token_type)):
+        return _PRINCIPAL_TYPES.get(token_type.lower())
+    authorization = identity.get("authorization")
+    evidence = authorization.get("evidence") if type(authorization) is dict else None
+    written = evidence.get("principalType") if type(evidence) is dict else None
+    # Azure writes `User`, `ServicePrincipal`...: one lookup; other spellings go through `text` and lower().
+    actor_type = _PRINCIPAL_TYPES_AS_WRITTEN.get(written) if type(written) is str else None
+    if actor_type is None and (principal_type := text(written)):
+        actor_type = _PRINCIPAL_TYPES.get(principal_type.lower())
+    return actor_type
 
 
 def _failure_reason(fields: Record, properties: Record) -> str | None:
@@ -152,9 +174,17 @@ def _set_security_alert(event: Record, properties: Record, fields: Record) -> No
     event["action"] = "alert"
     event["alert_id"] = (text(first(properties, "alertId", "systemAlertId", "AlertId", "operationId"))
                          or event["event_id"])
-    event["alert_name"] = text(first(properties, "alertDisplayName", "eventName", "AlertDisplayName",
-                                     "alertType")) or text(fields.get("operationName"))
-    event["alert_description"] = text(first(properties, "alertDescription", "description"))
+    event["alert_name"] = (text(first(properties, "alertDisplayName", "alert_name", "eventName", "AlertDisplayName",
+                                      "alertType")) or text(fields.get("eventName"))
+                           or text(fields.get("operationName")))
+    event["alert_description"] = (text(first(properties, "alertDescription", "alert_description", "description"))
+                                  or text(first(fields, "description", "resultDescription")))
+    if event["resource_group"] is None:
+        group = text(first(fields, "resourceGroupName") or properties.get("resourceGroupName"))
+        event["resource_group"] = group if group and group.lower() != "unknown" else None
+    if event["region"] in (None, "global"):
+        # The alert's own id says where it was raised: `.../providers/Microsoft.Security/locations/<region>/alerts/...`
+        event["region"] = region_of(event["resource_id"]) or event["region"]
     event["severity"] = severity(first(properties, "severity", "Severity")) or event["severity"]
     event["app"] = text(properties.get("productName")) or "Microsoft Defender for Cloud"
     compromised = text(first(properties, "compromisedEntity", "CompromisedEntity"))

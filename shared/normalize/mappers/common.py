@@ -53,14 +53,16 @@ def resource_fields(resource_id: str) -> dict[str, str | None] | None:
     return {**parsed._asdict(), "resource_id": resource}
 
 
-_CLAIM_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
+CLAIM_UPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn"
 _CLAIM_NAME = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"
 _CLAIM_OBJECT_ID = "http://schemas.microsoft.com/identity/claims/objectidentifier"
+_CLAIM_SPN = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/spn"
 CLAIM_TENANT = "http://schemas.microsoft.com/identity/claims/tenantid"
 
 
 # Claims naming who, best first: long (v1 token) and short names.
-_ACTOR_CLAIMS = (_CLAIM_UPN, "upn", _CLAIM_NAME, "name", "unique_name")
+# Azure's own callers (Alert, Autoscale) are named only by their service principal name, `spn`.
+_ACTOR_CLAIMS = (CLAIM_UPN, "upn", _CLAIM_NAME, "name", "unique_name", _CLAIM_SPN, "spn")
 _ACTOR_ID_CLAIMS = (_CLAIM_OBJECT_ID, "oid")
 
 
@@ -71,17 +73,37 @@ def set_claims(event: Record, claims: Record) -> None:
     event["actor"] = first_text(claims, _ACTOR_CLAIMS)
     event["actor_id"] = first_text(claims, _ACTOR_ID_CLAIMS)
     event["actor_app_id"] = text(claims.get("appid"))
-    if event["actor_type"] is None and (claims.get(_CLAIM_UPN) or claims.get("upn")):
+    if event["actor_type"] is None and (claims.get(CLAIM_UPN) or claims.get("upn")):
         event["actor_type"] = "User"
 
 
 @lru_cache(maxsize=16384)
 def action_from_operation(operation: str | None) -> str:
-    """The verb of an ARM operation id: `.../WRITE` → create_or_update, `.../DELETE` → delete."""
+    """The verb of an ARM operation id: `.../WRITE` → create_or_update, `.../DELETE` → delete; readable
+    names without a `/` (Entra audit activities, PIM's "Add member to role completed") by their first word."""
     if not operation:
         return "other"
+    if "/" not in operation:
+        return action_from_words(operation)
     verb = operation.rsplit("/", 1)[-1].upper()
     return _VERBS.get(verb, "other")
+
+
+_WORD_VERBS = (
+    (("add", "create", "register", "invite", "assign"), "create_or_update"),
+    (("update", "set", "change", "reset", "enable", "disable", "restore", "consent", "upload"),
+     "create_or_update"),
+    (("delete", "remove", "hard delete", "revoke"), "delete"),
+)
+
+
+def action_from_words(operation: str | None) -> str:
+    """The action of a readable operation name ("Add member to group") by its first word."""
+    word = (operation or "").lower()
+    for verbs, action in _WORD_VERBS:
+        if word.startswith(verbs):
+            return action
+    return "other"
 
 
 @lru_cache(maxsize=16384)
@@ -118,6 +140,53 @@ def finish(event: Record, status_code: str | None = None) -> Record:
     event["operation_description"] = operation_description(operation)
     event["common_event"] = common_event(event["source"], operation, event["action"], event["result"],
                                          event["category"], status_code)
+    return event
+
+
+# The one result vocabulary every mapper writes; vendors' spellings (`Succeeded`, `Failed`, `succeeded.`,
+# Graph's `inProgress`) are looked up lower-cased without a trailing period. Others pass through title-cased.
+_RESULT_WORDS = {
+    "start": "Start", "started": "Start",
+    "accept": "Accept", "accepted": "Accept",
+    "success": "Success", "succeeded": "Success", "successful": "Success",
+    "failure": "Failure", "failed": "Failure", "fail": "Failure", "timeout": "Failure",
+    "interrupted": "Interrupted",
+    "in progress": "In Progress", "inprogress": "In Progress",
+    "canceled": "Canceled", "cancelled": "Canceled",
+    "active": "Active", "activated": "Active", "new": "Active", "resolved": "Resolved", "dismissed": "Dismissed",
+    "updated": "Updated", "compliant": "Compliant", "noncompliant": "NonCompliant", "non-compliant": "NonCompliant",
+}
+RESULTS: frozenset[str] = frozenset(_RESULT_WORDS.values())
+
+
+def result_word(value: Any) -> str | None:
+    """A vendor's result in the one vocabulary (`Succeeded.` → `Success`, `Failed` → `Failure`)."""
+    if type(value) is str and value in RESULTS:  # already in the vocabulary: most records
+        return value
+    word = text(value)
+    if word is None:
+        return None
+    lowered = word.lower().rstrip(".")
+    known = _RESULT_WORDS.get(lowered)
+    if known is not None:
+        return known
+    if lowered == "none":  # Entra's placeholder `resultSignature`: no result at all
+        return None
+    return word[:1].upper() + word[1:]
+
+
+def vendor_result(value: Any, result: str | None) -> str | None:
+    """The vendor's spelling when the vocabulary changed more than its casing, kept in
+    `details.vendor_result` (`Succeeded`, `0`; not `success`)."""
+    if result is None or (type(value) is str and value == result):
+        return None
+    written = text(value)
+    return written if written is not None and written.lower() != result.lower() else None
+
+
+def note_shape(event: Record, shape: str) -> Record:
+    """Say in `details.shape` which shape other than the Event Hub export the event was read from."""
+    event["details"] = {**(event["details"] or {}), "shape": shape}
     return event
 
 

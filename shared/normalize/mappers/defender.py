@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from shared.normalize.mappers.common import compact, content_id, finish, new_event, set_resource
-from shared.values import Record, as_dict, first, lower_keys, severity, text, title, valid_ip
+from shared.normalize.mappers.common import compact, content_id, finish, new_event, result_word, set_resource
+from shared.normalize.mappers.resource_id import region_of
+from shared.values import Record, as_dict, first, lower_keys, severity, text, valid_ip
 
 
 def is_defender(fields: Record) -> bool:
@@ -40,7 +41,7 @@ def _alert(record: Record, alert: Record) -> Record:
     event["alert_description"] = text(alert.get("description"))
     event["operation"] = text(alert.get("alerttype"))
     event["action"] = "alert"
-    event["result"] = title(alert.get("status"))
+    event["result"] = result_word(alert.get("status"))
     event["severity"] = severity(alert.get("severity"))
     event["app"] = text(first(alert, "productname", "productcomponentname")) or "Microsoft Defender for Cloud"
     event["tenant_id"] = text(alert.get("tenantid"))
@@ -54,7 +55,7 @@ def _alert(record: Record, alert: Record) -> Record:
     set_resource(event, first(alert, "azureresourceid", "compromisedentityid") or _resource_of(alert))
     if event["resource_id"] is None and arm_id:
         set_resource(event, arm_id)
-    event["region"] = _location(arm_id) or text(alert.get("location"))
+    event["region"] = region_of(arm_id) or text(alert.get("location"))
     event["details"] = compact({
         "alert_severity": text(alert.get("severity")),
         "compromised_entity": text(alert.get("compromisedentity")),
@@ -87,18 +88,6 @@ def _entity_value(entities: list[Record], kind: str, read: Callable[[Record], st
     return None
 
 
-def _location(arm_id: str | None) -> str | None:
-    if not arm_id:
-        return None
-    parts = arm_id.split("/")
-    lowered = [part.lower() for part in parts]
-    if "locations" in lowered:
-        index = lowered.index("locations")
-        if index + 1 < len(parts):
-            return parts[index + 1]
-    return None
-
-
 def _security_object(record: Record, lowered: Record, properties: Record, kind: str) -> Record:
     """Assessments and compliance results: the state of a control, mapped for completeness."""
     enrichment = lower_keys(as_dict(first(lowered, "securityeventdataenrichment",
@@ -111,7 +100,7 @@ def _security_object(record: Record, lowered: Record, properties: Record, kind: 
     event["operation"] = kind.upper() if kind else None
     verb = text(enrichment.get("action"))
     event["action"] = {"write": "create_or_update", "delete": "delete"}.get((verb or "").lower(), "other")
-    event["result"] = title(first(status, "code") or properties.get("state"))
+    event["result"] = result_word(first(status, "code") or properties.get("state"))
     event["tenant_id"] = text(lowered.get("tenantid"))
     event["app"] = "Microsoft Defender for Cloud"
     resource = first(lower_keys(as_dict(properties.get("resourcedetails"))), "id", "resourceid")

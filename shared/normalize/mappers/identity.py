@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.normalize.mappers.common import compact, content_id, finish, new_event, set_resource
+from shared.normalize.mappers.common import (
+    action_from_words,
+    compact,
+    content_id,
+    finish,
+    new_event,
+    result_word,
+    set_resource,
+    vendor_result,
+)
 from shared.values import (
     Record,
     as_dict,
@@ -14,7 +23,6 @@ from shared.values import (
     nested,
     severity,
     text,
-    title,
     valid_ip,
 )
 
@@ -70,7 +78,7 @@ def map_signin(category_key: str, record: Record, fields: Record) -> Record:
     event["correlation_id"] = text(field("correlationId") or get("correlationId"))
     event["mfa_method"] = _mfa_method(signin)
     event["conditional_access"] = _conditional_access(field("appliedConditionalAccessPolicies"))
-    event["risk_level"] = text(field("riskLevelDuringSignIn") or field("riskLevelAggregated"))
+    event["risk_level"] = _risk_level(field("riskLevelDuringSignIn"), field("riskLevelAggregated"))
     risk_types = field("riskEventTypes_v2") or field("riskEventTypes")
     if isinstance(risk_types, list):
         event["risk_event_types"] = [str(item) for item in risk_types if item is not None]
@@ -112,6 +120,21 @@ def _int(value: Any) -> int | None:
         return None
 
 
+_RISK_ORDER = {"none": 0, "low": 1, "medium": 2, "high": 3}
+
+
+def _risk_level(during: Any, aggregated: Any) -> str | None:
+    """The higher of the sign-in's and the aggregated risk: `none` during sign-in must not hide an
+    aggregated `low`; `hidden` and unknown values only when nothing ranked is present."""
+    if aggregated is None or aggregated == during:  # most sign-ins: one value, or both the same
+        return text(during)
+    written = [level for level in (text(during), text(aggregated)) if level]
+    ranked = [level for level in written if level.lower() in _RISK_ORDER]
+    if ranked:
+        return max(ranked, key=lambda level: _RISK_ORDER[level.lower()])
+    return written[0] if written else None
+
+
 def _mfa_method(signin: Record) -> str | None:
     for step in signin.get("authenticationDetails") or ():
         if isinstance(step, dict) and step.get("succeeded"):
@@ -136,31 +159,24 @@ def map_audit(category_key: str, record: Record, fields: Record) -> Record:
     event["event_id"] = text(audit.get("id")) or content_id(record)
     operation = text(audit.get("activityDisplayName")) or text(fields.get("operationName"))
     event["operation"] = operation.upper() if operation else None
-    event["action"] = _audit_action(operation)
-    event["result"] = title(audit.get("result")) or title(fields.get("resultSignature"))
+    event["action"] = action_from_words(operation)
+    written_result = audit.get("result")
+    if written_result is None or written_result == "":
+        written_result = fields.get("resultSignature")
+    code_name = _AUDIT_RESULT_CODES.get(text(written_result) or "")
+    result = event["result"] = result_word(code_name if code_name is not None else written_result)
     reason = text(audit.get("resultReason"))
-    if event["result"] != "Success":
+    if result != "Success":
         reason = reason or text(fields.get("resultDescription"))
     event["result_reason"] = reason
     event["severity"] = severity(fields.get("level"))
-    user = as_dict(nested(audit, "initiatedBy", "user"))
-    app = as_dict(nested(audit, "initiatedBy", "app"))
-    if user:
-        event["actor"] = text(first(user, "userPrincipalName", "displayName"))
-        event["actor_id"] = text(user.get("id"))
-        event["actor_type"] = "User"
-        event["source_ip"] = valid_ip(user.get("ipAddress"))
-    elif app:
-        event["actor"] = text(first(app, "displayName", "servicePrincipalName"))
-        event["actor_id"] = text(app.get("servicePrincipalId"))
-        event["actor_app_id"] = text(app.get("appId"))
-        event["actor_type"] = "ServicePrincipal"
-    event["source_ip"] = event["source_ip"] or valid_ip(fields.get("callerIpAddress"))
+    _set_initiator(event, audit, fields)
     event["tenant_id"] = text(fields.get("tenantId"))
     event["correlation_id"] = text(first(audit, "correlationId") or fields.get("correlationId"))
     event["targets"] = _targets(audit.get("targetResources"))
     set_resource(event, fields.get("resourceId"))
     event["details"] = compact({
+        "vendor_result": vendor_result(written_result, result),
         "audit_category": text(audit.get("category")),
         "logged_by_service": text(audit.get("loggedByService")),
         "operation_type": text(audit.get("operationType")),
@@ -168,20 +184,27 @@ def map_audit(category_key: str, record: Record, fields: Record) -> Record:
     return finish(event)
 
 
-_AUDIT_VERBS = (
-    (("add", "create", "register", "invite", "assign"), "create_or_update"),
-    (("update", "set", "change", "reset", "enable", "disable", "restore", "consent", "upload"),
-     "create_or_update"),
-    (("delete", "remove", "hard delete", "revoke"), "delete"),
-)
+# Graph's operationResult enum as numbers, which older exports write.
+_AUDIT_RESULT_CODES = {"0": "success", "1": "failure", "2": "timeout"}
 
 
-def _audit_action(operation: str | None) -> str:
-    word = (operation or "").lower()
-    for verbs, action in _AUDIT_VERBS:
-        if word.startswith(verbs):
-            return action
-    return "other"
+def _set_initiator(event: Record, audit: Record, fields: Record) -> None:
+    """Who: `initiatedBy.user`, else `initiatedBy.app`, else (an empty `initiatedBy`) the record's `identity`."""
+    user = as_dict(nested(audit, "initiatedBy", "user"))
+    app = as_dict(nested(audit, "initiatedBy", "app"))
+    if first(user, "userPrincipalName", "displayName", "id"):
+        event["actor"] = text(first(user, "userPrincipalName", "displayName"))
+        event["actor_id"] = text(user.get("id"))
+        event["actor_type"] = "User"
+        event["source_ip"] = valid_ip(user.get("ipAddress"))
+    elif first(app, "displayName", "servicePrincipalName", "servicePrincipalId", "appId"):
+        event["actor"] = text(first(app, "displayName", "servicePrincipalName"))
+        event["actor_id"] = text(app.get("servicePrincipalId"))
+        event["actor_app_id"] = text(app.get("appId"))
+        event["actor_type"] = "ServicePrincipal"
+    else:
+        event["actor"] = text(fields.get("identity")) if type(fields.get("identity")) is str else None
+    event["source_ip"] = event["source_ip"] or valid_ip(fields.get("callerIpAddress"))
 
 
 def _targets(resources: Any) -> list[dict[str, str | None]] | None:

@@ -8,11 +8,12 @@ from shared.normalize.mappers.common import (
     content_id,
     finish,
     new_event,
+    result_word,
     set_claims,
     set_envelope,
     set_resource,
 )
-from shared.values import Record, as_dict, first, text, title, valid_ip
+from shared.values import Record, as_dict, first, text, valid_ip
 
 POLICY_EVENT_PREFIX = "microsoft.policyinsights."
 
@@ -25,7 +26,7 @@ def map_policy_state(record: Record, fields: Record) -> Record:
     event["event_id"] = text(fields.get("id")) or content_id(record)
     event["operation"] = (text(fields.get("eventType")) or "").upper() or None
     event["action"] = "policy"
-    event["result"] = title(data.get("complianceState"))
+    event["result"] = result_word(data.get("complianceState"))
     event["result_reason"] = text(data.get("complianceReasonCode"))
     event["policy_assignment"] = text(data.get("policyAssignmentId"))
     event["policy_definition"] = text(data.get("policyDefinitionId"))
@@ -48,7 +49,7 @@ def map_resource_log(record: Record, fields: Record) -> Record:
     event = new_event("resource", category, first(fields, "time", "timestamp", "timeGenerated"))
     event["event_id"] = content_id(record)
     set_envelope(event, fields)
-    event["result"] = title(first(fields, "resultType", "resultSignature"))
+    event["result"] = result_word(first(fields, "resultType", "resultSignature"))
     event["result_reason"] = text(fields.get("resultDescription"))
     event["tenant_id"] = text(fields.get("tenantId"))
     set_resource(event, fields.get("resourceId"))

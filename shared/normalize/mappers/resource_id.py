@@ -57,3 +57,16 @@ def _last_index(items: list[str], wanted: str) -> int | None:
         if items[index] == wanted:
             return index
     return None
+
+
+def region_of(resource_id: str | None) -> str | None:
+    """The region a resource id names (`.../providers/Microsoft.Security/locations/<region>/alerts/...`)."""
+    if not resource_id:
+        return None
+    parts = resource_id.split("/")
+    lowered = [part.lower() for part in parts]
+    if "locations" in lowered:
+        index = lowered.index("locations")
+        if index + 1 < len(parts):
+            return parts[index + 1]
+    return None
