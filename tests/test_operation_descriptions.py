@@ -123,3 +123,9 @@ def test_normalize_describes_an_operation_no_catalog_knows() -> None:
     result = normalize_bodies([(orjson.dumps({"records": [record]}), Position())], include_raw=False)
     [event] = [orjson.loads(output.body) for output in result.events]
     assert event["operation_description"] == "Read management lock (Microsoft.Authorization/locks)"
+
+
+def test_a_huge_operation_name_is_described_without_quadratic_cost() -> None:
+    from shared.normalize.catalog import split_words, vocabulary
+    token = "LIST" * 50_000  # 200,000 letters: the word cover would need tens of GB
+    assert split_words(token, vocabulary().words) == [token.lower()]

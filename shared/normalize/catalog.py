@@ -111,6 +111,9 @@ _WORD = re.compile(r"[A-Za-z]+")
 _CAMEL_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 _LONGEST_WORD = 24
+# Past this a token stays one word: the cover below costs time and memory quadratic in the token's length,
+# and a record may carry an operation name of any size (found by the hostile-body property test: OOM).
+_LONGEST_TOKEN = 96
 _VERBS = {"WRITE": "Create or update", "DELETE": "Delete", "READ": "Read"}
 
 
@@ -149,6 +152,8 @@ def split_words(token: str, words: dict[str, str]) -> list[str]:
     letter, so known words win, and an unknown name stays one lower-case word rather than being cut where a
     short known word happens to sit inside it.
     """
+    if len(token) > _LONGEST_TOKEN:
+        return [token.lower()]
     token = token.upper()
     size = len(token)
     best: list[tuple[float, list[str]] | None] = [(0.0, [])] + [None] * size
