@@ -409,7 +409,7 @@ def test_redelivered_hits_are_skipped_and_their_alert_replayed(burst: Rule) -> N
     first = advance(context(burst), None, batch_hits)
     again = advance(context(burst), first.state, batch_hits)
     assert again.state is None and again.alerts == [] and again.redelivered == 10
-    assert [alert.alert_id for alert in again.replayed] == [first.alerts[0].alert_id]
+    assert [raised.alert.alert_id for raised in again.replayed] == [first.alerts[0].alert_id]
     other_partition = advance(context(burst, partition="1"), first.state, batch_hits)
     assert other_partition.state is not None and other_partition.redelivered == 0
 
@@ -496,7 +496,7 @@ def test_samples_stay_within_the_worst_case_checked_at_load(tmp_path: Path, kind
     stream = [hit._replace(sequence=index) for index, hit in enumerate(
         [item for hit in stream for item in ([hit, hit] if rng.random() < 0.05 else [hit])])]
     buckets = aggregate_buckets(rule.spec.timespan, rule.spec.lateness)
-    bound = sampled_events_bound(kind, rule.spec.condition.gte, buckets)
+    bound = sampled_events_bound(rule.kind, rule.needed.saturation, buckets)
     state: KeyState | None = None
     alerts, most = 0, 0
     while stream:

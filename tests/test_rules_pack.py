@@ -13,7 +13,7 @@ import pytest
 
 from shared.cli.local_storage import local_settings
 from shared.cli.replay import detect_published, partition_for, replay_bodies
-from shared.cli.rule_tests import run_cases
+from shared.cli.rule_tests import run_cases, with_inputs
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher
@@ -29,15 +29,15 @@ __all__ = ["tables"]  # the fixture, used by name
 
 PACK = load_rules(RULES_DIR)
 BY_ID = {rule.id: rule for rule in PACK.rules}
-AGGREGATING = {rule.id for rule in PACK.rules if rule.kind in ("threshold", "distinct")}
+AGGREGATING = {rule.id for rule in PACK.rules if rule.kind in ("event_count", "value_count")}
 
 # What issue 3 asks the default pack to cover, by rule id.
 EXPECTED = {
     "activity-log-profile-changed": "match", "diagnostic-settings-deleted": "match", "sql-tde-changed": "match",
     "security-policy-changed": "match", "policy-assignment-changed": "match", "defender-alert": "match",
-    "policy-violation": "match", "delete-spike-per-caller": "threshold",
-    "error-spike-per-subscription": "threshold", "signin-failures-per-user": "threshold",
-    "password-spray": "distinct", "signin-new-country": "first_seen",
+    "policy-violation": "match", "delete-spike-per-caller": "event_count",
+    "error-spike-per-subscription": "event_count", "signin-failures-per-user": "event_count",
+    "password-spray": "value_count", "signin-new-country": "first_seen",
     "region-new-for-subscription": "first_seen", "role-assignment-added": "match",
     "group-member-removed": "match", "user-created": "match",
 }
@@ -58,7 +58,7 @@ def test_every_rule_carries_a_positive_and_a_negative_case(rule: Rule) -> None:
 def test_every_rules_embedded_cases_pass_against_table_storage(rule: Rule, tables: Tables) -> None:
     def fresh_detector(for_rule: Rule) -> Detector:
         suffix = uuid.uuid4().hex[:12]  # empty state for every case
-        return Tables(tables.connection_string, f"case{suffix}", f"casealerts{suffix}").detector([for_rule])
+        return Tables(tables.connection_string, f"case{suffix}", f"casealerts{suffix}").detector(with_inputs(for_rule))
 
     results = run_cases(rule, fresh_detector)
     assert results and [result.describe() for result in results if not result.passed] == []

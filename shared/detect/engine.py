@@ -154,18 +154,26 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
     rule_errors = 0
     routed = route(detector.rules, events, lambda decoded: decoded.event)  # by Sigma log source
     for rule in detector.rules:
+        if rule.silent and not rule.members:
+            continue  # only counted by correlations, which hold its selection
         for decoded in routed[rule.service]:
             try:
-                if rule.selects(decoded.event):
+                members = rule.matching(decoded.event)
+                if members:
                     matched[rule.id] += 1
-                    _select(rule, decoded, partition or "", candidates, touched)
+                    # an event counts once, except towards each rule of a temporal correlation
+                    for member in members if rule.kind.startswith("temporal") else members[:1]:
+                        sequence = decoded.position.sequence_number
+                        hit = Hit(decoded.time_us, decoded.event["event_id"], -1 if sequence is None else sequence,
+                                  decoded.event, member)
+                        _select(rule, hit, partition or "", candidates, touched)
             except Exception:  # a rule must never sink the batch: the others still run
                 rule_errors += 1
                 log.exception("rule %s failed on event %s", rule.id, for_log(decoded.event.get("event_id")))
-    applied, refused = _apply(detector, touched.values(), partition or "")
-    for result in applied:
-        candidates.extend(result.transition.alerts)
-        candidates.extend(result.transition.replayed)
+    applied, refused = _apply_levels(detector, touched, partition or "")
+    for entry, result in applied:
+        if not entry.rule.silent:
+            candidates.extend(raised.alert for raised in result.transition.emitted)
     candidates.sort(key=lambda alert: (alert.time, alert.alert_id))
     emitted = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub)
     rejected = _rejected_letters(refused, emitted, partition)
@@ -177,14 +185,15 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
     report = DetectReport(
         partition=partition, events_in=len(bodies), dead_letters=len(letters), matched=dict(matched),
         keys_touched=len(touched), alerts=new, alerts_repeated=len({a.alert_id for a in candidates}) - len(new),
-        redelivered=sum(result.transition.redelivered for result in applied),
-        too_late=sum(result.transition.too_late for result in applied),
+        redelivered=sum(result.transition.redelivered for _, result in applied),
+        too_late=sum(result.transition.too_late for _, result in applied),
         future_dated=sum(decoded.future_dated for decoded in events),
-        duplicates=sum(result.transition.duplicates for result in applied),
-        rule_errors=rule_errors + sum(result.failed for result in applied),
-        state_reads=sum(result.reads for result in applied), state_writes=sum(result.writes for result in applied),
-        state_conflicts=sum(result.conflicts for result in applied),
-        table_transactions=sum(result.reads + result.writes for result in applied)
+        duplicates=sum(result.transition.duplicates for _, result in applied),
+        rule_errors=rule_errors + sum(result.failed for _, result in applied),
+        state_reads=sum(result.reads for _, result in applied),
+        state_writes=sum(result.writes for _, result in applied),
+        state_conflicts=sum(result.conflicts for _, result in applied),
+        table_transactions=sum(result.reads + result.writes for _, result in applied)
         + len({alert.alert_id for alert in candidates}) + 2 * len(new),
         duration_ms=round((time.perf_counter() - started) * 1000, 3), lag_ms=batch_lag_ms(bodies),
     )
@@ -192,14 +201,12 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
     return report
 
 
-def _select(rule: Rule, decoded: Decoded, partition: str, candidates: list[Alert],
+def _select(rule: Rule, hit: Hit, partition: str, candidates: list[Alert],
             touched: dict[StateKey, _KeyHits]) -> None:
-    event = decoded.event
-    sequence = decoded.position.sequence_number
-    hit = Hit(decoded.time_us, event["event_id"], -1 if sequence is None else sequence, event)
-    group_values = rule.group_of(event)
-    group = dict(zip(rule.spec.group_by, group_values, strict=True))
+    event = hit.event
+    group_values = rule.group_of(event, hit.member)
     if not rule.stateful:
+        group = dict(zip(rule.group_by, group_values, strict=True))
         candidates.append(match_alert(KeyContext(rule, state_key(group_values), group, partition), hit))
         return
     values: tuple[str, ...] = ()
@@ -208,12 +215,47 @@ def _select(rule: Rule, decoded: Decoded, partition: str, candidates: list[Alert
         if new_values is None:
             return  # nothing to call new
         values = new_values
+    _touch(rule, hit, group_values, values, touched)
+
+
+def _touch(rule: Rule, hit: Hit, group_values: tuple[str | None, ...], values: tuple[str, ...],
+           touched: dict[StateKey, _KeyHits]) -> None:
+    """Add a hit to its key's work for this batch (one read-modify-write per key)."""
+    group = dict(zip(rule.group_by, group_values, strict=True))
+    if values:
         group = {**group, **dict(zip(rule.spec.fields, values, strict=True))}
     key = StateKey.of(rule.id, state_key(group_values, values))
     entry = touched.get(key)
     if entry is None:
         entry = touched[key] = _KeyHits(rule, key, group)
     entry.hits.append(hit)
+
+
+def _apply_levels(detector: Detector, touched: dict[StateKey, _KeyHits],
+                  partition: str) -> tuple[list[tuple[_KeyHits, Applied]], list[tuple[_KeyHits, str]]]:
+    """Apply the keys level by level: a correlation's alerts become hits of the correlations that count
+    them, applied in the next round. On a redelivery the alerts come back replayed, the same hits, which
+    the next level's watermarks skip."""
+    parents: dict[str, list[tuple[Rule, int]]] = {}
+    for rule in detector.rules:
+        for index, member in enumerate(rule.members):
+            if member.rule is not None:
+                parents.setdefault(member.rule.id, []).append((rule, index))
+    applied: list[tuple[_KeyHits, Applied]] = []
+    refused: list[tuple[_KeyHits, str]] = []
+    for level in range(max((rule.level for rule in detector.rules), default=0) + 1):
+        work = [entry for entry in touched.values() if entry.rule.level == level]
+        results, rejected = _apply(detector, work, partition)
+        refused.extend(rejected)
+        for entry, result in zip(work, results, strict=True):
+            applied.append((entry, result))
+            for raised in result.transition.emitted:
+                alert = raised.alert
+                event = alert.model_dump(mode="json")  # the alert is the hit: its group and event ids
+                for parent, index in parents.get(entry.rule.id, []):
+                    hit = Hit(to_us(alert.time), alert.alert_id, raised.sequence, event, index)
+                    _touch(parent, hit, parent.group_of(event, index), (), touched)
+    return applied, refused
 
 
 def _apply(detector: Detector, touched: Iterable[_KeyHits],

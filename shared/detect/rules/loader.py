@@ -12,8 +12,8 @@ are bounded before anything recurses over them, and any other exception is that 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,10 +21,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from shared.detect.rules.correlation import compile_correlation, silence_inputs
 from shared.detect.rules.errors import LoadError, RuleError
 from shared.detect.rules.fields import Service, field_map
 from shared.detect.rules.model import DEFAULT_STATUSES, ListFilter, RuleFile, RuleTest, ValueList, parse_duration
-from shared.detect.rules.rule import BUCKETS_PER_WINDOW, Rule, RuleCase, distinct_state_chars
+from shared.detect.rules.rule import BUCKETS_PER_WINDOW, MAX_DISTINCT_STATE_CHARS, Rule, RuleCase, distinct_state_chars
 from shared.detect.rules.sigma import Getter, Predicate, Resolve, as_text, compile_detection
 from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, environment_lists
 from shared.normalized_event import FIELD_NAMES, NormalizedEvent
@@ -32,10 +33,6 @@ from shared.values import MappingError, format_time, parse_time
 
 LISTS_FOLDER = "lists"
 RULE_SUFFIXES = (".yaml", ".yml")
-# The buckets of a distinct key (value hashes, capped at the threshold, and evidence samples;
-# `distinct_state_chars`): keep their worst case inside one entity (1 MiB, strings counted as UTF-16),
-# with room for the rest of the document.
-MAX_DISTINCT_STATE_CHARS = 300_000
 # Test events without a time get one from here, a second apart.
 TEST_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 # Bounds on one file (the shipped rules are under 3 KB, 8 levels deep, conditions under 100 characters).
@@ -85,32 +82,58 @@ class RulePack:
     skipped: list[LoadError] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class _Document:
+    """One YAML document of a rule file, validated: a rule or a correlation (a file may hold several)."""
+
+    path: Path
+    spec: RuleFile
+    node: yaml.Node
+
+
 def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES) -> RulePack:
-    """Every rule file under `directory`; Sigma rules whose `status` is not in `statuses` are skipped."""
+    """Every rule file under `directory`; Sigma rules whose `status` is not in `statuses` are skipped.
+
+    Rules load first, then correlations, which name the rules they count (by `name` or `id`, in any
+    file). A rule only a correlation counts raises no alert of its own unless the correlation says
+    `generate: true`."""
     pack = RulePack()
     if not directory.is_dir():
         pack.errors.append(LoadError(directory, None, "rules folder not found"))
         return pack
     lists = _load_lists(directory / LISTS_FOLDER, pack.errors)
-    seen: dict[str, Path] = {}
+    documents: list[_Document] = []
     for path in rule_files(directory):
         try:
-            rule = load_rule_file(path, lists)
+            documents.extend(_documents(path))
+        except _FileError as error:
+            pack.errors.append(error.report)
+        except Exception as error:  # whatever else one file causes, the other rules still load
+            pack.errors.append(_unexpected(path, error))
+    seen: dict[str, Path] = {}
+    by_reference: dict[str, Rule] = {}
+    for document in [item for item in documents if item.spec.correlation is None] + [
+            item for item in documents if item.spec.correlation is not None]:
+        try:
+            rule = _compiled(document, lambda spec, path: _compile(spec, path, lists, by_reference))
         except _FileError as error:
             pack.errors.append(error.report)
             continue
-        except Exception as error:  # whatever else one file causes, the other rules still load
-            pack.errors.append(_unexpected(path, error))
+        except Exception as error:
+            pack.errors.append(_unexpected(document.path, error))
             continue
         if rule.id in seen:
-            pack.errors.append(LoadError(path, 1, f"rule id {rule.id!r} is already used by {seen[rule.id]}"))
+            pack.errors.append(LoadError(document.path, document.node.start_mark.line + 1,
+                                         f"rule id {rule.id!r} is already used by {seen[rule.id]}"))
             continue
         if rule.spec.status is not None and rule.spec.status not in statuses:
-            pack.skipped.append(LoadError(path, None, f"status {rule.spec.status} is not run (running: "
-                                                      f"{', '.join(statuses)})"))
+            pack.skipped.append(LoadError(document.path, None, f"status {rule.spec.status} is not run (running: "
+                                                               f"{', '.join(statuses)})"))
             continue
-        seen[rule.id] = path
+        seen[rule.id] = document.path
+        by_reference.update({rule.id: rule, **({rule.spec.name: rule} if rule.spec.name else {})})
         pack.rules.append(rule)
+    pack.rules = silence_inputs(pack.rules)
     return pack
 
 
@@ -131,6 +154,15 @@ def _unexpected(path: Path, error: Exception) -> LoadError:
 
 
 def _read_yaml(path: Path) -> tuple[Any, yaml.Node]:
+    """A file of one YAML document (a list)."""
+    documents = _read_yaml_documents(path)
+    if len(documents) > 1:
+        raise _FileError(LoadError(path, documents[1][1].start_mark.line + 1, "holds more than one YAML document"))
+    return documents[0]
+
+
+def _read_yaml_documents(path: Path) -> list[tuple[Any, yaml.Node]]:
+    """Every document of the file (`---` separates a rule from its correlation); each one bounded."""
     try:
         with path.open("rb") as file:
             data = file.read(MAX_FILE_BYTES + 1)
@@ -141,12 +173,19 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node]:
         raise _FileError(LoadError(path, None, f"cannot read: {error}")) from None
     loader = _RuleYamlLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
+        documents: list[tuple[Any, yaml.Node]] = []
+        budget = MAX_YAML_NODES
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            budget -= _expanded_size(node, {})
+            if budget < 0:
+                raise _FileError(LoadError(path, None, f"more than {MAX_YAML_NODES:,} values with anchors expanded"))
+            documents.append((loader.construct_document(node), node))
+        if not documents:
             raise _FileError(LoadError(path, 1, "the file is empty"))
-        if _expanded_size(node, {}) > MAX_YAML_NODES:
-            raise _FileError(LoadError(path, None, f"more than {MAX_YAML_NODES:,} values with anchors expanded"))
-        return loader.construct_document(node), node
+        return documents
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else None
@@ -229,21 +268,44 @@ def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[st
     return lists
 
 
-def load_rule_file(path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
-    data, node = _read_yaml(path)
+def _documents(path: Path) -> list[_Document]:
+    """The file's documents, each validated (a file is loaded whole or reported whole)."""
+    documents = []
+    for data, node in _read_yaml_documents(path):
+        try:
+            documents.append(_Document(path, RuleFile.model_validate(data), node))
+        except ValidationError as error:
+            raise _FileError(_validation_report(path, node, error)) from None
+    return documents
+
+
+def _compiled(document: _Document, compile_spec: Callable[[RuleFile, Path], Rule]) -> Rule:
     try:
-        spec = RuleFile.model_validate(data)
-    except ValidationError as error:
-        raise _FileError(_validation_report(path, node, error)) from None
-    try:
-        return _compile(spec, path, lists)
+        return compile_spec(document.spec, document.path)
     except RuleError as error:
         where = _describe(error.loc)
-        raise _FileError(LoadError(path, line_of(node, error.loc),
+        raise _FileError(LoadError(document.path, line_of(document.node, error.loc),
                                    f"{where}: {error.message}" if where else error.message)) from None
 
 
-def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
+def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]],
+             loaded: Mapping[str, Rule]) -> Rule:
+    if spec.correlation is not None:
+        return _with_cases(compile_correlation(spec, path, loaded))
+    return _with_cases(_compile_detection(spec, path, lists))
+
+
+def _with_cases(rule: Rule) -> Rule:
+    spec = rule.spec
+    _check_summary(spec.summary)
+    planned = sum(item["repeat"] if isinstance(item.get("repeat"), int) else 1
+                  for test in spec.tests for item in test.events)
+    if planned > MAX_TEST_EVENTS:
+        raise RuleError(f"the tests hold {planned:,} events, more than {MAX_TEST_EVENTS:,}", ("tests",))
+    return replace(rule, cases=tuple(_case(spec.id, test, ("tests", index)) for index, test in enumerate(spec.tests)))
+
+
+def _compile_detection(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
     _check_kind(spec)
     _check_condition(spec.detection.get("condition") if isinstance(spec.detection, Mapping) else None)
     service = field_map().service(spec.logsource.model_dump() if spec.logsource else None)
@@ -252,7 +314,7 @@ def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) ->
         return field_map().getter(name, service)
 
     try:
-        detection = compile_detection(spec.detection, resolve)
+        detection = compile_detection(spec.detection or {}, resolve)
     except RuleError as error:
         raise error.within("detection") from None
     filters = [_compile_filter(item, lists, ("filters", index), resolve) for index, item in enumerate(spec.filters)]
@@ -262,17 +324,10 @@ def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) ->
         value_getters = tuple(_path(resolve, name, ("fields", index)) for index, name in enumerate(spec.fields))
     if spec.kind == "distinct" and spec.condition and spec.condition.field:
         value_getters = (_path(resolve, spec.condition.field, ("condition", "field")),)
-    _check_summary(spec.summary)
-    planned = sum(item["repeat"] if isinstance(item.get("repeat"), int) else 1
-                  for test in spec.tests for item in test.events)
-    if planned > MAX_TEST_EVENTS:
-        raise RuleError(f"the tests hold {planned:,} events, more than {MAX_TEST_EVENTS:,}", ("tests",))
     return Rule(
         spec=spec, path=path, selects=_routed(service, selects),
         group_getters=tuple(_path(resolve, name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
-        value_getters=value_getters,
-        cases=tuple(_case(spec.id, test, ("tests", index)) for index, test in enumerate(spec.tests)),
-        service=None if service is None else service.name,
+        value_getters=value_getters, service=None if service is None else service.name,
     )
 
 
@@ -304,8 +359,8 @@ def _check_kind(spec: RuleFile) -> None:
     if spec.kind == "distinct" and spec.condition and not spec.condition.field:
         raise RuleError("a distinct rule counts the values of condition.field", ("condition",))
     if spec.kind == "distinct" and spec.condition and spec.timespan and distinct_state_chars(
-            spec.condition.gte, spec.timespan, spec.lateness) > MAX_DISTINCT_STATE_CHARS:
-        raise RuleError(f"condition.gte {spec.condition.gte} with this timespan and lateness would not fit in one "
+            spec.condition.saturation, spec.timespan, spec.lateness) > MAX_DISTINCT_STATE_CHARS:
+        raise RuleError(f"condition {spec.condition.saturation} with this timespan and lateness would not fit in one "
                         "state entity: lower it or the lateness", ("condition", "gte"))
     if spec.kind == "first_seen" and not spec.fields:
         raise RuleError("a first_seen rule names the fields whose values must be new", ("kind",))

@@ -31,6 +31,10 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Severity = Literal["informational", "low", "medium", "high", "critical"]
 Kind = Literal["match", "threshold", "distinct", "first_seen"]
+# What a loaded rule does: Sigma's correlation types, plus match and first_seen (our extension).
+RuleKind = Literal["match", "first_seen", "event_count", "value_count", "temporal", "temporal_ordered"]
+LEGACY_KINDS: dict[str, RuleKind] = {"match": "match", "threshold": "event_count", "distinct": "value_count",
+                                     "first_seen": "first_seen"}
 Status = Literal["stable", "test", "experimental", "deprecated", "unsupported"]
 # A rule without a status is ours (always runs); Sigma rules run when their status is in the setting.
 DEFAULT_STATUSES: tuple[str, ...] = ("stable", "test")
@@ -54,11 +58,55 @@ class ListFilter(_Strict):
         return self
 
 
-class Condition(_Strict):
-    """Sigma correlation condition: at least `gte` events (threshold) or distinct `field` values."""
+_COUNT = Field(None, ge=0, le=100_000)
 
-    gte: int = Field(ge=1, le=100_000)
+
+class Condition(_Strict):
+    """Sigma correlation condition: how many events (event_count), distinct `field` values (value_count)
+    or referenced rules (temporal) a window must hold. Several operators are a range (all must hold)."""
+
+    gt: int | None = _COUNT
+    gte: int | None = _COUNT
+    lt: int | None = _COUNT
+    lte: int | None = _COUNT
+    eq: int | None = _COUNT
     field: str | None = None
+
+    @model_validator(mode="after")
+    def _some_operator(self) -> Condition:
+        if all(bound is None for bound in (self.gt, self.gte, self.lt, self.lte, self.eq)):
+            raise ValueError("a condition names at least one of gt, gte, lt, lte, eq")
+        if not any(self.holds(value) for value in range(self.saturation + 1)):
+            raise ValueError("no count satisfies this condition")
+        return self
+
+    def holds(self, value: int) -> bool:
+        return ((self.gt is None or value > self.gt) and (self.gte is None or value >= self.gte)
+                and (self.lt is None or value < self.lt) and (self.lte is None or value <= self.lte)
+                and (self.eq is None or value == self.eq))
+
+    @property
+    def saturation(self) -> int:
+        """The count past which the answer no longer changes: counting further is not needed."""
+        bounds = [self.gte or 0, (self.gt or 0) + 1, *(value + 1 for value in (self.lt, self.lte, self.eq)
+                                                      if value is not None)]
+        return max(1, *bounds)
+
+
+CorrelationType = Literal["event_count", "value_count", "temporal", "temporal_ordered"]
+
+
+class Correlation(_Strict):
+    """Sigma's `correlation` section: which rules (by name or id), per which fields, within what time."""
+
+    type: CorrelationType
+    rules: list[str] = Field(min_length=1, max_length=20)
+    group_by: list[str] = Field(default_factory=list, alias="group-by")
+    timespan: Duration
+    condition: Condition | None = None
+    generate: bool = Field(False, description="The referenced rules also raise their own alerts")
+    aliases: dict[str, dict[str, str]] = Field(default_factory=dict,
+                                               description="group-by name → {rule name: its field}")
 
 
 class RuleTest(_Strict):
@@ -105,7 +153,8 @@ class RuleFile(_Strict):
     status: Status | None = None
     kind: Kind = "match"
     logsource: LogSource | None = None
-    detection: dict[str, Any]
+    detection: dict[str, Any] | None = None
+    correlation: Correlation | None = None
     # Sigma's metadata: carried into alerts (author, tags, references, falsepositives) or kept as written.
     name: str | None = None
     author: TextList = Field(default_factory=list)
@@ -130,6 +179,12 @@ class RuleFile(_Strict):
     references: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     tests: list[RuleTest] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _detection_or_correlation(self) -> RuleFile:
+        if (self.detection is None) == (self.correlation is None):
+            raise ValueError("a rule has either a detection or a correlation section")
+        return self
 
 
 class ValueList(_Strict):
