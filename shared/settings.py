@@ -44,6 +44,7 @@ _ENV_NAMES: dict[str, str] = {
     # detect_fn
     "rules_dir": "STORMWATCH_RULES_DIR",
     "rule_statuses": "STORMWATCH_RULE_STATUSES",
+    "unknown_subscriptions": "STORMWATCH_UNKNOWN_SUBSCRIPTIONS",
     "state_table": "STORMWATCH_STATE_TABLE",
     "alerts_table": "STORMWATCH_ALERTS_TABLE",
     "inventory_table": "STORMWATCH_INVENTORY_TABLE",
@@ -88,6 +89,9 @@ class Settings(BaseModel):
     rules_dir: str | None = None
     # Which Sigma `status` values run (comma-separated in the app setting); rules without a status always do.
     rule_statuses: list[str] = Field(default_factory=lambda: ["stable", "test"])
+    # The environment a subscription the catalog does not list counts as (`none`: no environment), so a fresh
+    # deployment's production-scoped rules see its real subscriptions before anyone edits the catalog.
+    unknown_subscriptions: Literal["production", "staging", "development", "none"] = "production"
     state_table: str = "detectionstate"
     alerts_table: str = "alerts"
     # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
@@ -155,6 +159,7 @@ LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTIO
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_RULE_STATUSES",
+    "STORMWATCH_UNKNOWN_SUBSCRIPTIONS",
     "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
 })

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from shared.clients.eventhubs import Position, bodies_with_positions, trigger_ba
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
 from shared.clients.storage import emulator_connection_string
 from shared.detect.alerts import TableAlertStore
-from shared.detect.engine import Detector, detect_batch
+from shared.detect.engine import Detector, detect_batch, housekeep
 from shared.detect.rules import Rule
 from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, Transition, advance
 from shared.detect.state import StateTable, StateTooLargeError, Stored, TableEntityStore
@@ -251,6 +251,31 @@ def test_first_seen_learns_for_two_days_of_event_time_then_alerts_once(tables: T
     assert sorted(alert.summary for alert in after.alerts) == ["dave@contoso.example from NG",
                                                                 "erin@contoso.example from NG"]
     assert run(detector, [signin(6, 5, "NG")], partition="2").alerts == []
+
+
+def test_first_seen_alerts_again_when_a_value_returns_after_forget(tables: Tables, tmp_path: Path) -> None:
+    """Whether housekeeping deleted the value's entity or not yet, its return after `forget` is a new alert,
+    with its own id (the first-seen time is part of it): the alerts table keeps the first one forever."""
+    rule = rule_from(tmp_path, FIRST_SEEN.replace("learning: 2d", "learning: 1d\nforget: 30d"))
+
+    def signin(number: int, days: float, country: str = "NG") -> dict[str, Any]:  # days before T0: not future
+        return event(number, T0 + timedelta(days=days), action="sign_in", actor="dave@contoso.example",
+                     details={"country": country})
+
+    run(tables.detector([rule]), [signin(0, -100, "US")], first_sequence=0)  # learning starts
+    first = run(tables.detector([rule]), [signin(1, -98)], first_sequence=1)
+    within = run(tables.detector([rule]), [signin(2, -80)], first_sequence=2)
+    back = run(tables.detector([rule]), [signin(3, -40)], first_sequence=3)  # 40 days unseen, entity still there
+    assert [len(report.alerts) for report in (first, within, back)] == [1, 0, 1]
+    assert first.alerts[0].alert_id != back.alerts[0].alert_id
+    redelivered = run(tables.detector([rule]), [signin(3, -40)], first_sequence=3)
+    assert redelivered.alerts == [] and redelivered.alerts_repeated == 1
+    detector = tables.detector([rule])
+    deleted = housekeep(detector, datetime.now(UTC) + timedelta(days=31))  # nothing written for 30 days
+    assert deleted == {"country": 2}  # both values' entities (the learning marker stays)
+    again = run(detector, [signin(4, 0)], first_sequence=4)
+    assert len(again.alerts) == 1 and again.alerts[0].alert_id not in {first.alerts[0].alert_id,
+                                                                       back.alerts[0].alert_id}
 
 
 def test_a_body_that_is_not_a_normalized_event_is_dead_lettered_and_the_batch_goes_on(

@@ -9,6 +9,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
 from shared.cli.local_storage import local_settings
@@ -17,10 +18,11 @@ from shared.cli.rule_tests import run_cases, with_inputs
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher
-from shared.detect.engine import RULES_DIR, Detector
+from shared.detect.engine import RULES_DIR, Detector, detect_batch
 from shared.detect.rules import Rule, load_rules
 from shared.detect.subscriptions import environment_lists, load_catalog
 from shared.normalize.batch import process_batch
+from shared.normalized_event import FIELD_NAMES
 from shared.settings import Settings
 from tests.conftest import REPO, SAMPLES
 from tests.detect_fixtures import Tables, tables
@@ -68,6 +70,24 @@ def test_the_production_list_names_the_production_subscription() -> None:
     lists = environment_lists(load_catalog(RULES_DIR))
     assert lists["production_subscriptions"] == {"a1b2c3d4-1111-4111-8111-000000000001"}
     assert lists["development_subscriptions"] == {"d4c3b2a1-2222-4222-8222-000000000002"}
+
+
+UNLISTED = "0badc0de-9999-4999-8999-000000000009"  # a real subscription the shipped catalog does not name
+
+
+@pytest.mark.parametrize(("unknown", "alerts"), [("production", 1), ("none", 0), ("development", 0)])
+def test_a_subscription_the_catalog_does_not_list_counts_as_the_chosen_environment(
+        tables: Tables, unknown: str, alerts: int) -> None:
+    """A fresh deployment's real subscriptions are not in the shipped catalog: by default they count as
+    production, so the production-scoped delete spike fires on them."""
+    rules = [rule for rule in load_rules(RULES_DIR, unknown_subscriptions=unknown).rules
+             if rule.id == "delete-spike-per-caller"]
+    events = [{**dict.fromkeys(FIELD_NAMES), "event_id": f"e{n}", "source": "activity", "common_event": "Other",
+               "time": f"2026-11-27T02:10:{n:02d}Z", "action": "delete", "result": "Success", "actor": "mallory",
+               "subscription_id": UNLISTED.upper()} for n in range(12)]
+    report = detect_batch(bodies_with_positions(trigger_batch([orjson.dumps(item) for item in events], "0")),
+                          tables.detector(rules))
+    assert len(report.alerts) == alerts
 
 
 def replay_samples(tables: Tables, files: list[Path]) -> dict[str, int]:

@@ -112,7 +112,9 @@ def _start_fresh(local: LocalDetector, settings: Settings) -> None:
 
 
 def _load(rules_dir: str | None) -> RulePack:
-    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, get_settings().rule_statuses)
+    settings = get_settings()
+    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, settings.rule_statuses,
+                      settings.unknown_subscriptions)
     for error in pack.errors:
         _say(f"rule file not loaded: {error}")
     for skipped in pack.skipped:

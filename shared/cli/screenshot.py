@@ -34,7 +34,8 @@ def sample_inventory(settings: Settings) -> tuple[int, list[Alert]]:
     for partition, path in enumerate(sample_files()):
         batch = trigger_batch([path.read_bytes()], partition=str(partition))
         process_batch(bodies_with_positions(batch), publisher, InMemoryDeadLetterStore(), settings)
-    local = local_detector(load_pack(settings.rules_dir).rules, table_service(settings), settings)
+    pack = load_pack(settings.rules_dir, settings.rule_statuses, settings.unknown_subscriptions)
+    local = local_detector(pack.rules, table_service(settings), settings)
     local.start_fresh()
     events = publisher.hubs.get(settings.normalized_hub, [])
     return len(events), detect_published(events, local.detector)

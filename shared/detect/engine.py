@@ -41,7 +41,7 @@ from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, em
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
 from shared.detect.rules.fields import route
-from shared.detect.rules.loader import RulePack, load_rules
+from shared.detect.rules.loader import UNKNOWN_SUBSCRIPTIONS, RulePack, load_rules
 from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
 from shared.detect.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
@@ -309,9 +309,10 @@ def housekeep(detector: Detector, now: datetime) -> dict[str, int]:
     return deleted
 
 
-def load_pack(rules_dir: str | Path | None, statuses: Sequence[str] = DEFAULT_STATUSES) -> RulePack:
+def load_pack(rules_dir: str | Path | None, statuses: Sequence[str] = DEFAULT_STATUSES,
+              unknown_subscriptions: str = UNKNOWN_SUBSCRIPTIONS) -> RulePack:
     """Load the rules, logging each file that failed: one bad file never disables the others."""
-    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, statuses)
+    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, statuses, unknown_subscriptions)
     for error in pack.errors:
         log.error("rule file not loaded: %s", error)
     for skipped in pack.skipped:
@@ -336,7 +337,8 @@ def detector() -> Detector:
     """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`)."""
     settings = get_settings()
     publisher, dead_letters = wiring.publisher(), wiring.dead_letter_store()
-    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.state_table, settings.alerts_table,
+    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.unknown_subscriptions,
+                 settings.state_table, settings.alerts_table,
                  settings.inventory_table,
                  settings.alerts_hub,
                  settings.storage_connection_string, settings.table_endpoint, id(publisher), id(dead_letters))
@@ -344,7 +346,8 @@ def detector() -> Detector:
         built = _built.get("current")
         if built is None or built[0] != signature:
             built = signature, build_detector(
-                load_pack(settings.rules_dir, settings.rule_statuses).rules, table_service(settings),
+                load_pack(settings.rules_dir, settings.rule_statuses, settings.unknown_subscriptions).rules,
+                table_service(settings),
                 state_table=settings.state_table,
                 alerts_table=settings.alerts_table, publisher=publisher, alerts_hub=settings.alerts_hub,
                 dead_letters=dead_letters, inventory=settings.inventory_table)

@@ -12,7 +12,7 @@ are bounded before anything recurses over them, and any other exception is that 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,11 +27,12 @@ from shared.detect.rules.fields import Service, field_map
 from shared.detect.rules.model import DEFAULT_STATUSES, ListFilter, RuleFile, RuleTest, ValueList, parse_duration
 from shared.detect.rules.rule import BUCKETS_PER_WINDOW, MAX_DISTINCT_STATE_CHARS, Rule, RuleCase, distinct_state_chars
 from shared.detect.rules.sigma import Getter, Predicate, Resolve, as_text, compile_detection
-from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, environment_lists
+from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, filter_lists
 from shared.normalized_event import FIELD_NAMES, NormalizedEvent
 from shared.values import MappingError, format_time, parse_time
 
 LISTS_FOLDER = "lists"
+UNKNOWN_SUBSCRIPTIONS = "production"  # the environment of a subscription the catalog does not list
 RULE_SUFFIXES = (".yaml", ".yml")
 # Test events without a time get one from here, a second apart.
 TEST_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -91,8 +92,10 @@ class _Document:
     node: yaml.Node
 
 
-def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES) -> RulePack:
+def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES,
+               unknown_subscriptions: str = UNKNOWN_SUBSCRIPTIONS) -> RulePack:
     """Every rule file under `directory`; Sigma rules whose `status` is not in `statuses` are skipped.
+    A subscription the catalog does not list counts as one of `unknown_subscriptions` (an environment).
 
     Rules load first, then correlations, which name the rules they count (by `name` or `id`, in any
     file). A rule only a correlation counts raises no alert of its own unless the correlation says
@@ -101,7 +104,7 @@ def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES) ->
     if not directory.is_dir():
         pack.errors.append(LoadError(directory, None, "rules folder not found"))
         return pack
-    lists = _load_lists(directory / LISTS_FOLDER, pack.errors)
+    lists = _load_lists(directory / LISTS_FOLDER, pack.errors, unknown_subscriptions)
     documents: list[_Document] = []
     for path in rule_files(directory):
         try:
@@ -242,8 +245,8 @@ def _validation_report(path: Path, node: yaml.Node, error: ValidationError) -> L
     return LoadError(path, line_of(node, loc), f"{where}: {message}{more}" if where else message + more)
 
 
-def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[str]]:
-    lists: dict[str, frozenset[str]] = {}
+def _load_lists(folder: Path, errors: list[LoadError], unknown_subscriptions: str) -> dict[str, Container[str]]:
+    lists: dict[str, Container[str]] = {}
     if not folder.is_dir():
         return lists
     for path in sorted(folder.glob("*")):
@@ -253,7 +256,7 @@ def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[st
             data, node = _read_yaml(path)
             try:
                 if path.stem == CATALOG_LIST:  # one list per environment (shared/detect/subscriptions.py)
-                    lists.update(environment_lists(SubscriptionCatalog.model_validate(data)))
+                    lists.update(filter_lists(SubscriptionCatalog.model_validate(data), unknown_subscriptions))
                     continue
                 value_list = ValueList.model_validate(data)
             except ValidationError as error:
@@ -288,7 +291,7 @@ def _compiled(document: _Document, compile_spec: Callable[[RuleFile, Path], Rule
                                    f"{where}: {error.message}" if where else error.message)) from None
 
 
-def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]],
+def _compile(spec: RuleFile, path: Path, lists: Mapping[str, Container[str]],
              loaded: Mapping[str, Rule]) -> Rule:
     if spec.correlation is not None:
         return _with_cases(compile_correlation(spec, path, loaded))
@@ -305,7 +308,7 @@ def _with_cases(rule: Rule) -> Rule:
     return replace(rule, cases=tuple(_case(spec.id, test, ("tests", index)) for index, test in enumerate(spec.tests)))
 
 
-def _compile_detection(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
+def _compile_detection(spec: RuleFile, path: Path, lists: Mapping[str, Container[str]]) -> Rule:
     _check_kind(spec)
     _check_condition(spec.detection.get("condition") if isinstance(spec.detection, Mapping) else None)
     service = field_map().service(spec.logsource.model_dump() if spec.logsource else None)
@@ -392,7 +395,7 @@ def _path(resolve: Resolve, name: str, loc: tuple[str | int, ...]) -> Getter:
         raise RuleError(error.message, loc) from None
 
 
-def _compile_filter(item: ListFilter, lists: Mapping[str, frozenset[str]],
+def _compile_filter(item: ListFilter, lists: Mapping[str, Container[str]],
                     loc: tuple[str | int, ...], resolve: Resolve) -> Predicate:
     name = item.in_list or item.not_in or ""
     if name not in lists:
