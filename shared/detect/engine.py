@@ -223,7 +223,7 @@ def _touch(rule: Rule, hit: Hit, group_values: tuple[str | None, ...], values: t
     """Add a hit to its key's work for this batch (one read-modify-write per key)."""
     group = dict(zip(rule.group_by, group_values, strict=True))
     if values:
-        group = {**group, **dict(zip(rule.spec.fields, values, strict=True))}
+        group = {**group, **dict(zip(rule.new_value_names, values, strict=True))}
     key = StateKey.of(rule.id, state_key(group_values, values))
     entry = touched.get(key)
     if entry is None:

@@ -54,9 +54,9 @@ def compile_correlation(spec: RuleFile, path: Path, loaded: Mapping[str, Rule]) 
 
 
 def _check(spec: RuleFile, correlation: Correlation) -> None:
-    if spec.kind != "match" or spec.group_by or spec.timespan or spec.condition or spec.fields or spec.filters:
-        raise RuleError("a correlation says group-by, timespan and condition in its correlation section; "
-                        "kind, fields and filters belong to the rules it counts", ("correlation",))
+    if spec.group_by or spec.first_seen or spec.filters:
+        raise RuleError("a correlation says its group-by in its correlation section; first_seen and filters "
+                        "belong to the rules it counts", ("correlation",))
     kind, condition = correlation.type, correlation.condition
     if kind in ("event_count", "value_count"):
         seconds = correlation.timespan.total_seconds()
@@ -112,17 +112,12 @@ def _any(predicates: Sequence[Predicate]) -> Predicate:
     return lambda event: any(selects(event) for selects in predicates)
 
 
-def silence_inputs(rules: list[Rule]) -> list[Rule]:
-    """Rules a correlation counts raise no alert of their own, unless it says `generate: true`."""
-    quiet = {member_rule.id for rule in rules if rule.spec.correlation is not None
-             and not rule.spec.correlation.generate
-             for member_rule in _referenced(rule, rules)}
-    return [replace(rule, silent=True) if rule.id in quiet else rule for rule in rules]
-
-
-def _referenced(correlation: Rule, rules: list[Rule]) -> list[Rule]:
-    names = set(correlation.spec.correlation.rules) if correlation.spec.correlation else set()
-    return [rule for rule in rules if rule.id in names or (rule.spec.name is not None and rule.spec.name in names)]
+def silence_inputs(rules: list[Rule], specs: Sequence[RuleFile]) -> list[Rule]:
+    """Rules a correlation counts raise no alert of their own, unless it says `generate: true`. That holds
+    even when the correlation failed to load: its inputs alone would raise an alert per event."""
+    quiet = {name for spec in specs if spec.correlation is not None and not spec.correlation.generate
+             for name in spec.correlation.rules}
+    return [replace(rule, silent=True) if quiet & {rule.id, rule.spec.id} else rule for rule in rules]
 
 
 def inputs_of(rule: Rule) -> list[Rule]:

@@ -25,7 +25,7 @@ from shared.detect.rules.correlation import compile_correlation, silence_inputs
 from shared.detect.rules.errors import LoadError, RuleError
 from shared.detect.rules.fields import Service, field_map
 from shared.detect.rules.model import DEFAULT_STATUSES, ListFilter, RuleFile, RuleTest, ValueList, parse_duration
-from shared.detect.rules.rule import BUCKETS_PER_WINDOW, MAX_DISTINCT_STATE_CHARS, Rule, RuleCase, distinct_state_chars
+from shared.detect.rules.rule import Rule, RuleCase
 from shared.detect.rules.sigma import Getter, Predicate, Resolve, as_text, compile_detection
 from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, filter_lists
 from shared.normalized_event import FIELD_NAMES, NormalizedEvent
@@ -134,9 +134,9 @@ def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES,
                                                                f"{', '.join(statuses)})"))
             continue
         seen[rule.id] = document.path
-        by_reference.update({rule.id: rule, **({rule.spec.name: rule} if rule.spec.name else {})})
+        by_reference.update({rule.spec.id: rule, rule.id: rule})  # Sigma refers by name or by id
         pack.rules.append(rule)
-    pack.rules = silence_inputs(pack.rules)
+    pack.rules = silence_inputs(pack.rules, [document.spec for document in documents])
     return pack
 
 
@@ -144,6 +144,14 @@ def rule_files(directory: Path) -> list[Path]:
     lists = directory / LISTS_FOLDER
     return sorted(path for path in directory.rglob("*") if path.suffix in RULE_SUFFIXES
                   and path.is_file() and lists not in path.parents)
+
+
+def read_documents(path: Path) -> tuple[list[Any], LoadError | None]:
+    """A rule file's YAML documents, read with the same bounds as loading (`rules convert` reads old files)."""
+    try:
+        return [data for data, _ in _read_yaml_documents(path)], None
+    except _FileError as error:
+        return [], error.report
 
 
 class _FileError(Exception):
@@ -305,11 +313,13 @@ def _with_cases(rule: Rule) -> Rule:
                   for test in spec.tests for item in test.events)
     if planned > MAX_TEST_EVENTS:
         raise RuleError(f"the tests hold {planned:,} events, more than {MAX_TEST_EVENTS:,}", ("tests",))
-    return replace(rule, cases=tuple(_case(spec.id, test, ("tests", index)) for index, test in enumerate(spec.tests)))
+    return replace(rule, cases=tuple(_case(spec.rule_id, test, ("tests", index))
+                                     for index, test in enumerate(spec.tests)))
 
 
 def _compile_detection(spec: RuleFile, path: Path, lists: Mapping[str, Container[str]]) -> Rule:
-    _check_kind(spec)
+    if spec.first_seen is not None and spec.suppress is not None:
+        raise RuleError("a first_seen rule raises once per new value: suppress does not apply", ("suppress",))
     _check_condition(spec.detection.get("condition") if isinstance(spec.detection, Mapping) else None)
     service = field_map().service(spec.logsource.model_dump() if spec.logsource else None)
 
@@ -323,10 +333,9 @@ def _compile_detection(spec: RuleFile, path: Path, lists: Mapping[str, Container
     filters = [_compile_filter(item, lists, ("filters", index), resolve) for index, item in enumerate(spec.filters)]
     selects = detection if not filters else _both(detection, filters)
     value_getters: tuple[Getter, ...] = ()
-    if spec.kind == "first_seen":
-        value_getters = tuple(_path(resolve, name, ("fields", index)) for index, name in enumerate(spec.fields))
-    if spec.kind == "distinct" and spec.condition and spec.condition.field:
-        value_getters = (_path(resolve, spec.condition.field, ("condition", "field")),)
+    if spec.first_seen is not None:
+        value_getters = tuple(_path(resolve, name, ("first_seen", "fields", index))
+                              for index, name in enumerate(spec.first_seen.fields))
     return Rule(
         spec=spec, path=path, selects=_routed(service, selects),
         group_getters=tuple(_path(resolve, name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
@@ -340,35 +349,6 @@ def _routed(service: Service | None, selects: Predicate) -> Predicate:
         return selects
     routes = service.routes
     return lambda event: routes(event) and selects(event)
-
-
-def _check_kind(spec: RuleFile) -> None:
-    aggregates = spec.kind in ("threshold", "distinct")
-    if aggregates:
-        if spec.timespan is None:
-            raise RuleError(f"a {spec.kind} rule needs a timespan (e.g. 10m)", ("kind",))
-        seconds = spec.timespan.total_seconds()
-        if seconds < BUCKETS_PER_WINDOW or seconds % BUCKETS_PER_WINDOW:
-            raise RuleError(f"timespan must be a multiple of {BUCKETS_PER_WINDOW}s (it is cut into "
-                            f"{BUCKETS_PER_WINDOW} buckets)", ("timespan",))
-        if spec.condition is None:
-            raise RuleError(f"a {spec.kind} rule needs a condition, e.g. {{gte: 10}}", ("kind",))
-    elif spec.timespan is not None or spec.condition is not None:
-        raise RuleError(f"timespan and condition belong to threshold and distinct rules, not {spec.kind}",
-                        ("timespan",) if spec.timespan is not None else ("condition",))
-    if spec.kind == "threshold" and spec.condition and spec.condition.field:
-        raise RuleError("a threshold counts events: use kind distinct to count values of a field",
-                        ("condition", "field"))
-    if spec.kind == "distinct" and spec.condition and not spec.condition.field:
-        raise RuleError("a distinct rule counts the values of condition.field", ("condition",))
-    if spec.kind == "distinct" and spec.condition and spec.timespan and distinct_state_chars(
-            spec.condition.saturation, spec.timespan, spec.lateness) > MAX_DISTINCT_STATE_CHARS:
-        raise RuleError(f"condition {spec.condition.saturation} with this timespan and lateness would not fit in one "
-                        "state entity: lower it or the lateness", ("condition", "gte"))
-    if spec.kind == "first_seen" and not spec.fields:
-        raise RuleError("a first_seen rule names the fields whose values must be new", ("kind",))
-    if spec.kind == "first_seen" and spec.suppress is not None:
-        raise RuleError("a first_seen rule raises once per new value: suppress does not apply", ("suppress",))
 
 
 def _check_condition(condition: Any) -> None:

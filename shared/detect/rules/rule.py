@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from shared.detect.rules.model import LEGACY_KINDS, Condition, RuleFile, RuleKind
+from shared.detect.rules.model import Condition, RuleFile, RuleKind
 from shared.detect.rules.sigma import Getter, Predicate, as_text
 
 # A window of W is kept as buckets of W/10 on event time: a sliding window at 10% resolution.
@@ -66,25 +66,31 @@ class Rule:
 
     @property
     def id(self) -> str:
-        return self.spec.id
+        """Its Sigma name if it has one (our rules: a readable slug), else its id: state and alerts use it."""
+        return self.spec.rule_id
 
     @property
     def kind(self) -> RuleKind:
         if self.spec.correlation is not None:
             return self.spec.correlation.type
-        return LEGACY_KINDS[self.spec.kind]
+        return "first_seen" if self.spec.first_seen is not None else "match"
 
     @property
     def group_by(self) -> list[str]:
         return self.spec.correlation.group_by if self.spec.correlation is not None else self.spec.group_by
 
     @property
+    def new_value_names(self) -> list[str]:
+        """first_seen: the fields whose values must be new."""
+        return self.spec.first_seen.fields if self.spec.first_seen is not None else []
+
+    @property
     def timespan(self) -> timedelta | None:
-        return self.spec.correlation.timespan if self.spec.correlation is not None else self.spec.timespan
+        return self.spec.correlation.timespan if self.spec.correlation is not None else None
 
     @property
     def condition(self) -> Condition | None:
-        return self.spec.correlation.condition if self.spec.correlation is not None else self.spec.condition
+        return self.spec.correlation.condition if self.spec.correlation is not None else None
 
     @property
     def needed(self) -> Condition:
@@ -117,17 +123,17 @@ class Rule:
 
     @property
     def forget_us(self) -> int:
-        return _us(self.spec.forget)
+        return _us(self.spec.first_seen.forget if self.spec.first_seen else None)
 
     @property
     def learning_us(self) -> int:
-        return _us(self.spec.learning)
+        return _us(self.spec.first_seen.learning if self.spec.first_seen else None)
 
     @property
     def horizon(self) -> timedelta:
         """How long after its last write a state entity can still matter (housekeeping deletes it then)."""
-        if self.kind == "first_seen":
-            return self.spec.forget
+        if self.spec.first_seen is not None:
+            return self.spec.first_seen.forget
         if self.kind == "match":
             return (self.spec.suppress or timedelta(0)) + self.spec.lateness
         timespan = self.timespan or timedelta(0)
