@@ -95,7 +95,7 @@ def test_every_shipped_rule_is_valid_sigma_for_pysigma() -> None:
                name in ("tag_format", "duplicate_tag", "namespace_tag", "detection_tag")]
     kept = [validator for validator in offline if validator is not validators["escaped_wildcard"]]
     detections = [rule for rule in collection.rules if isinstance(rule, SigmaRule)]  # what validators read
-    assert [str(issue) for issue in SigmaValidator(kept).validate_rules(detections)] == []
+    assert [str(issue) for issue in SigmaValidator(kept).validate_rules(iter(detections))] == []
 
 
 @pytest.mark.parametrize("rule", ALERTING, ids=lambda rule: rule.id)
