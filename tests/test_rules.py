@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, advance, to
 from shared.detect.rules.rule import Rule, aggregate_buckets, sampled_events_bound, state_key
 from shared.detect.rules.sigma import compile_detection
 from shared.values import parse_time
-from tests.detect_fixtures import BURST_RULE, T0, deletes, event, rule_from
+from tests.conftest import REPO
+from tests.detect_fixtures import BURST_RULE, PRODUCTION, T0, deletes, event, rule_from
 from tests.test_rules_pack import rules_test
 
 SIGNIN: dict[str, Any] = {
@@ -580,3 +583,76 @@ def test_summary_placeholders_fall_back_and_say_unknown() -> None:
     assert text == "bob x3 /r NO (unknown)"
     assert render_summary(None, "Title", {}, {"actor": "a", "operation": "OP", "resource_name": "r",
                                               "subscription_id": "s"}) == "Title: a — OP — r (s)"
+
+
+OLD_THRESHOLD = """# A comment that travels with the rule.
+id: old-burst
+title: Burst of deletes
+severity: high
+kind: threshold
+detection:
+  deleted: {action: delete}
+  condition: deleted
+filters: [{field: subscription_id, in: production_subscriptions}]
+group-by: [actor]
+timespan: 10m
+condition: {gte: 10}
+suppress: 1h
+summary: "{actor} deleted {count}"
+tests:
+  - name: ten deletes
+    alerts: 1
+    events: [{repeat: 10, event: &delete {action: delete, actor: mallory, subscription_id: SUB}}]
+  - name: nine deletes
+    alerts: 0
+    events: [{repeat: 9, event: *delete}]
+"""
+OLD_FIRST_SEEN = """id: old-country
+title: New country
+severity: medium
+kind: first_seen
+detection: {signed_in: {action: sign_in}, condition: signed_in}
+group-by: [actor]
+fields: [details.country]
+learning: 1d
+tests:
+  - name: learning only
+    alerts: 0
+    events: [{action: sign_in, actor: dave, details: {country: US}}]
+"""
+
+
+def convert_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared", "rules", "convert", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_rules_convert_turns_the_old_format_into_sigma_that_keeps_ids_and_passes_its_tests(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "lists").mkdir(parents=True)
+    (old / "lists" / "subscriptions.yaml").write_text(
+        f"subscriptions:\n  {PRODUCTION}: {{name: P, environment: production}}\n")
+    (old / "burst.yaml").write_text(OLD_THRESHOLD.replace("SUB", PRODUCTION))
+    (old / "country.yaml").write_text(OLD_FIRST_SEEN)
+    assert "`kind` belongs to the old rule format" in str(load_rules(old).errors[0])
+    done = convert_cli(str(old), str(new))
+    assert done.returncode == 0 and "2 files converted" in done.stderr, done.stderr
+    text = (new / "burst.yaml").read_text()
+    assert text.startswith("# A comment that travels with the rule.\n") and "\n---\n" in text
+    pack = load_rules(new)
+    assert pack.errors == []
+    kinds = {rule.id: (rule.kind, rule.silent) for rule in pack.rules}
+    assert kinds == {"old-burst-events": ("match", True), "old-burst": ("event_count", False),
+                     "old-country": ("first_seen", False)}
+    assert rules_test(str(new)).returncode == 0
+    again = convert_cli(str(new), str(tmp_path / "again"))  # Sigma already: copied, same ids
+    assert "0 files converted" in again.stderr and (tmp_path / "again" / "burst.yaml").read_text() == text
+
+
+def test_rules_convert_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "mine.yaml").write_text("keep me")
+    done = convert_cli(str(tmp_path / "old"), str(tmp_path / "new"))
+    assert done.returncode == 2 and "exists and is not an empty folder" in done.stderr
+    assert (tmp_path / "new" / "mine.yaml").read_text() == "keep me"
