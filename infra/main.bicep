@@ -127,6 +127,8 @@ var deadletterContainerName = 'deadletters'
 // Written by catalog_refresh, read by normalize and enrich: the identity's Blob Data Owner on the account
 // covers it. ARM's providerOperations list it reads is tenant metadata any signed-in identity may read.
 var catalogContainerName = 'catalog'
+// Rules and lists uploaded without a republish, read by detect_fn (STORMWATCH_RULES_CONTAINER's default)
+var rulesContainerName = 'rules'
 var stateTableName = 'detectionstate'
 var alertsTableName = 'alerts'
 var enrichCacheTableName = 'enrichcache'
@@ -180,6 +182,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     deadletterContainerName: deadletterContainerName
     catalogContainerName: catalogContainerName
+    rulesContainerName: rulesContainerName
     tableNames: [
       stateTableName
       alertsTableName

@@ -45,6 +45,8 @@ _ENV_NAMES: dict[str, str] = {
     "rules_dir": "STORMWATCH_RULES_DIR",
     "rule_statuses": "STORMWATCH_RULE_STATUSES",
     "unknown_subscriptions": "STORMWATCH_UNKNOWN_SUBSCRIPTIONS",
+    "rules_container": "STORMWATCH_RULES_CONTAINER",
+    "rules_refresh_seconds": "STORMWATCH_RULES_REFRESH_SECONDS",
     "state_table": "STORMWATCH_STATE_TABLE",
     "alerts_table": "STORMWATCH_ALERTS_TABLE",
     "inventory_table": "STORMWATCH_INVENTORY_TABLE",
@@ -92,6 +94,10 @@ class Settings(BaseModel):
     # The environment a subscription the catalog does not list counts as (`none`: no environment), so a fresh
     # deployment's production-scoped rules see its real subscriptions before anyone edits the catalog.
     unknown_subscriptions: Literal["production", "staging", "development", "none"] = "production"
+    # Rules and lists uploaded here override or extend the packaged ones; detect_fn looks for changes at most
+    # this often (a listing of the container: one request).
+    rules_container: str = "rules"
+    rules_refresh_seconds: int = Field(120, ge=0, le=86_400)
     state_table: str = "detectionstate"
     alerts_table: str = "alerts"
     # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
@@ -159,7 +165,7 @@ LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTIO
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_RULE_STATUSES",
-    "STORMWATCH_UNKNOWN_SUBSCRIPTIONS",
+    "STORMWATCH_UNKNOWN_SUBSCRIPTIONS", "STORMWATCH_RULES_CONTAINER", "STORMWATCH_RULES_REFRESH_SECONDS",
     "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
 })

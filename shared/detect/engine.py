@@ -36,17 +36,19 @@ from shared.clients import wiring
 from shared.clients.dead_letters import DeadLetterStore
 from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
-from shared.clients.storage import is_outage, table_service
+from shared.clients.storage import blob_service, is_outage, table_service
 from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts
 from shared.detect.inventory_table import InventoryTable, inventory_table
+from shared.detect.rule_source import BlobRules, RuleSource
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
+from shared.detect.rules.errors import LoadError
 from shared.detect.rules.fields import route
 from shared.detect.rules.loader import UNKNOWN_SUBSCRIPTIONS, RulePack, load_rules
 from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
 from shared.detect.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
 from shared.normalized_event import DeadLetter
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.values import for_log, parse_time
 
 log = logging.getLogger("stormwatch.detect")
@@ -329,27 +331,47 @@ def build_detector(rules: list[Rule], service: TableServiceClient, *, state_tabl
                     inventory=None if inventory is None else inventory_table(service, inventory))
 
 
-_built: dict[str, tuple[tuple[object, ...], Detector]] = {}
+_built: dict[str, tuple[tuple[object, ...], Detector, RuleSource]] = {}
 _building = threading.Lock()
 
 
 def detector() -> Detector:
-    """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`)."""
+    """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`); its
+    rules swapped when the rules container changed (`shared.detect.rule_source`)."""
     settings = get_settings()
     publisher, dead_letters = wiring.publisher(), wiring.dead_letter_store()
     signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.unknown_subscriptions,
+                 settings.rules_container, settings.rules_refresh_seconds,
                  settings.state_table, settings.alerts_table,
                  settings.inventory_table,
-                 settings.alerts_hub,
-                 settings.storage_connection_string, settings.table_endpoint, id(publisher), id(dead_letters))
+                 settings.alerts_hub, settings.storage_connection_string, settings.table_endpoint,
+                 settings.blob_endpoint, id(publisher), id(dead_letters))
     with _building:
         built = _built.get("current")
         if built is None or built[0] != signature:
+            source = rule_source(settings, dead_letters)
             built = signature, build_detector(
-                load_pack(settings.rules_dir, settings.rule_statuses, settings.unknown_subscriptions).rules,
-                table_service(settings),
+                source.refresh() or [], table_service(settings),
                 state_table=settings.state_table,
                 alerts_table=settings.alerts_table, publisher=publisher, alerts_hub=settings.alerts_hub,
-                dead_letters=dead_letters, inventory=settings.inventory_table)
+                dead_letters=dead_letters, inventory=settings.inventory_table), source
             _built["current"] = built
+        else:
+            fresh = built[2].refresh()
+            if fresh is not None:
+                built[1].rules = fresh
         return built[1]
+
+
+def rule_source(settings: Settings, dead_letters: DeadLetterStore) -> RuleSource:
+    """The packaged rules (or STORMWATCH_RULES_DIR) overlaid with the rules container."""
+    packaged = Path(settings.rules_dir) if settings.rules_dir else RULES_DIR
+
+    def report(broken: Sequence[tuple[LoadError, bytes]]) -> None:
+        dead_letters.write([DeadLetter(reason=f"uploaded rule file not loaded: {error}"[:1000],
+                                       original=base64.b64encode(data).decode("ascii"))
+                            for error, data in broken])
+
+    return RuleSource(packaged, BlobRules(blob_service(settings).get_container_client(settings.rules_container)),
+                      report, settings.rule_statuses, settings.unknown_subscriptions,
+                      settings.rules_refresh_seconds)
