@@ -101,9 +101,9 @@ def failures(count: int, start: float = 0, first: int = 0, actor: str = "dave@co
 def test_a_file_holds_rules_and_their_correlations_and_counted_rules_are_silent(tmp_path: Path) -> None:
     rules = loaded(tmp_path, BRUTE_FORCE)
     assert {rule.id: (rule.kind, rule.level, rule.silent) for rule in rules.values()} == {
-        "0b9d5a4e-0000-4000-8000-000000000001": ("match", 0, True),
-        "0b9d5a4e-0000-4000-8000-000000000002": ("match", 0, True),
-        "0b9d5a4e-0000-4000-8000-000000000003": ("event_count", 0, True),
+        "signin-failed": ("match", 0, True),  # a rule with a name is known by it
+        "signin-succeeded": ("match", 0, True),
+        "signin-failures": ("event_count", 0, True),
         "brute-force-success": ("temporal_ordered", 1, False)}
 
 
@@ -157,7 +157,7 @@ def test_a_crash_between_the_count_and_the_sequence_is_exact_after_redelivery(ta
     with pytest.raises(ServiceRequestError):
         run(crashing, events)
     counted = list(store.written_before(None, T0 + timedelta(days=3650)))
-    assert [partition.split(".")[0] for partition, _, _ in counted] == ["0b9d5a4e-0000-4000-8000-000000000003"]
+    assert [partition.split(".")[0] for partition, _, _ in counted] == ["signin-failures"]
     retried = run(tables.detector(rules), events)
     fresh_tables = Tables(tables.connection_string, f"s{uuid.uuid4().hex[:12]}", f"a{uuid.uuid4().hex[:12]}")
     clean = run(fresh_tables.detector(rules), events)

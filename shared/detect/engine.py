@@ -42,7 +42,7 @@ from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rule_source import BlobRules, RuleSource
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
 from shared.detect.rules.errors import LoadError
-from shared.detect.rules.fields import route
+from shared.detect.rules.index import RuleIndex
 from shared.detect.rules.loader import UNKNOWN_SUBSCRIPTIONS, RulePack, load_rules
 from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
@@ -71,6 +71,14 @@ class Detector:
     alerts_hub: str
     dead_letters: DeadLetterStore
     inventory: InventoryTable | None = None  # per-subscription, per-day aggregates (docs/dashboard.md)
+    _index: RuleIndex | None = None
+
+    @property
+    def index(self) -> RuleIndex:
+        """The rules indexed by the values they require, rebuilt when the rules were swapped."""
+        if self._index is None or self._index.rules != tuple(self.rules):
+            self._index = RuleIndex.of([rule for rule in self.rules if not (rule.silent and not rule.members)])
+        return self._index
 
 
 class Decoded(NamedTuple):
@@ -154,11 +162,9 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
     candidates: list[Alert] = []
     touched: dict[StateKey, _KeyHits] = {}
     rule_errors = 0
-    routed = route(detector.rules, events, lambda decoded: decoded.event)  # by Sigma log source
-    for rule in detector.rules:
-        if rule.silent and not rule.members:
-            continue  # only counted by correlations, which hold its selection
-        for decoded in routed[rule.service]:
+    index = detector.index  # silent inputs are left out: the correlations counting them hold their selection
+    for decoded in events:
+        for rule in index.candidates(decoded.event):  # by log source and the values rules require
             try:
                 members = rule.matching(decoded.event)
                 if members:

@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.detect.rules.errors import RuleError
 from shared.detect.rules.fields import field_map
+from shared.detect.rules.index import merged
 from shared.detect.rules.model import Correlation, RuleFile
 from shared.detect.rules.rule import BUCKETS_PER_WINDOW, MAX_DISTINCT_STATE_CHARS, Member, Rule, distinct_state_chars
 from shared.detect.rules.sigma import Getter, Predicate
@@ -50,7 +51,8 @@ def compile_correlation(spec: RuleFile, path: Path, loaded: Mapping[str, Rule]) 
     direct = [member.selects for member in members if member.selects is not None]
     return Rule(spec=spec, path=path, selects=_any(direct), group_getters=(), value_getters=(),
                 service=services.pop() if len(services) == 1 and level == 0 else None,
-                members=tuple(members), level=level)
+                members=tuple(members), level=level,
+                requirements=merged([member.requirements for member in members if member.selects is not None]))
 
 
 def _check(spec: RuleFile, correlation: Correlation) -> None:
@@ -97,7 +99,7 @@ def _member(correlation: Correlation, reference: str, target: Rule) -> Member:
 
     group = tuple(resolve(name, ("correlation", "group-by", index)) for index, name in enumerate(names))
     values = (resolve(counted, ("correlation", "condition", "field")),) if counted else ()
-    return Member(reference, target.selects, group, values)
+    return Member(reference, target.selects, group, values, requirements=target.requirements)
 
 
 def _alert_group(name: str) -> Getter:

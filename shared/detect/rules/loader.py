@@ -24,9 +24,10 @@ from pydantic import ValidationError
 from shared.detect.rules.correlation import compile_correlation, silence_inputs
 from shared.detect.rules.errors import LoadError, RuleError
 from shared.detect.rules.fields import Service, field_map
+from shared.detect.rules.index import requirement_of
 from shared.detect.rules.model import DEFAULT_STATUSES, ListFilter, RuleFile, RuleTest, ValueList, parse_duration
 from shared.detect.rules.rule import Rule, RuleCase
-from shared.detect.rules.sigma import Getter, Predicate, Resolve, as_text, compile_detection
+from shared.detect.rules.sigma import Getter, Predicate, Resolve, as_text, compile_detection, required_values
 from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, filter_lists
 from shared.normalized_event import FIELD_NAMES, NormalizedEvent
 from shared.values import MappingError, format_time, parse_time
@@ -333,14 +334,28 @@ def _compile_detection(spec: RuleFile, path: Path, lists: Mapping[str, Container
     filters = [_compile_filter(item, lists, ("filters", index), resolve) for index, item in enumerate(spec.filters)]
     selects = detection if not filters else _both(detection, filters)
     value_getters: tuple[Getter, ...] = ()
+    requirements = requirement_of((field_map().paths(name, service), required_values(spec.detection or {}, name))
+                                 for name in _plain_fields(spec.detection or {}))
     if spec.first_seen is not None:
         value_getters = tuple(_path(resolve, name, ("first_seen", "fields", index))
                               for index, name in enumerate(spec.first_seen.fields))
     return Rule(
         spec=spec, path=path, selects=_routed(service, selects),
         group_getters=tuple(_path(resolve, name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
-        value_getters=value_getters, service=None if service is None else service.name,
+        value_getters=value_getters, service=None if service is None else service.name, requirements=requirements,
     )
+
+
+def _plain_fields(detection: Mapping[str, Any]) -> set[str]:
+    """Field names a selection compares without a modifier: the candidates of the rule index."""
+    names: set[str] = set()
+    for name, body in detection.items():
+        if name in ("condition", "timeframe"):
+            continue
+        for selection in body if isinstance(body, list) else [body]:
+            if isinstance(selection, Mapping):
+                names.update(key for key in selection if isinstance(key, str) and "|" not in key)
+    return names
 
 
 def _routed(service: Service | None, selects: Predicate) -> Predicate:

@@ -37,6 +37,14 @@ class RuleCase:
     events: tuple[dict[str, Any], ...]
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """A rule matches only events whose `paths` hold one of `values` (case-folded): the rule index's key."""
+
+    paths: tuple[str, ...]
+    values: frozenset[str]
+
+
 @dataclass(frozen=True, eq=False)
 class Member:
     """One rule a correlation counts, read with its own log source's field names.
@@ -49,6 +57,7 @@ class Member:
     group_getters: tuple[Getter, ...]
     value_getters: tuple[Getter, ...] = ()
     rule: Rule | None = None
+    requirements: tuple[Requirement, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +72,8 @@ class Rule:
     members: tuple[Member, ...] = ()  # a correlation's rules, in the order it names them
     level: int = 0  # 0: reads events; n: counts alerts of correlations of level n - 1
     silent: bool = False  # only a correlation's input: raises no alert of its own
+    # The rule matches only events meeting one of these (the rule index); None: any event of its log source.
+    requirements: tuple[Requirement, ...] | None = None
 
     @property
     def id(self) -> str:
