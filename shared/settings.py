@@ -97,7 +97,7 @@ class Settings(BaseModel):
     # Rules and lists uploaded here override or extend the packaged ones; detect_fn looks for changes at most
     # this often (a listing of the container: one request).
     rules_container: str = "rules"
-    rules_refresh_seconds: int = Field(120, ge=0, le=86_400)
+    rules_refresh_seconds: int = Field(default=120, ge=0, le=86_400)
     state_table: str = "detectionstate"
     alerts_table: str = "alerts"
     # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
