@@ -27,23 +27,15 @@ from tests.test_detect import FailingStore
 
 __all__ = ["tables"]  # the fixture, used by name
 
-BRUTE_FORCE = """
-title: Sign-in failed
-name: signin-failed
-id: 0b9d5a4e-0000-4000-8000-000000000001
-level: low
-detection:
-  failed: {action: sign_in, result: Failure}
-  condition: failed
----
-title: Sign-in succeeded
-name: signin-succeeded
-id: 0b9d5a4e-0000-4000-8000-000000000002
-level: low
-detection:
-  ok: {action: sign_in, result: Success}
-  condition: ok
----
+
+
+def signin_rule(name: str, number: int, result: str) -> str:
+    """A plain rule selecting sign-ins of one result (a document of a multi-document file)."""
+    return (f"title: {name}\nname: {name}\nid: 0b9d5a4e-0000-4000-8000-00000000000{number}\nlevel: low\n"
+            f"detection:\n  selected: {{action: sign_in, result: {result}}}\n  condition: selected\n---\n")
+
+
+BRUTE_FORCE = signin_rule("signin-failed", 1, "Failure") + signin_rule("signin-succeeded", 2, "Success") + """
 title: Many failed sign-ins
 name: signin-failures
 id: 0b9d5a4e-0000-4000-8000-000000000003
