@@ -143,7 +143,21 @@ def _dead_letter(reason: str, body: bytes, position: Position) -> DeadLetter:
 
 
 def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -> DetectReport:
-    """Evaluate a batch; raise only on an outage of the state, alert or dead-letter store or the hub."""
+    """Evaluate a batch; raise only on an outage of the state, alert or dead-letter store or the hub.
+
+    Before an outage propagates (and the retry policy redelivers the batch) one structured line says so:
+    the `detect-retry-loop` health alert counts these per partition to spot a stalled one.
+    """
+    try:
+        return _evaluate_batch(bodies, detector)
+    except Exception as error:
+        log.warning(orjson.dumps({"function": "detect", "outcome": "retry",
+                                  "partition": bodies[0][1].partition if bodies else None,
+                                  "error": type(error).__name__}).decode())
+        raise
+
+
+def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -> DetectReport:
     started = time.perf_counter()
     partition = bodies[0][1].partition if bodies else None
     events, letters = decode_events(bodies)
