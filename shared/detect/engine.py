@@ -40,7 +40,7 @@ from shared.clients.rule_store import BlobRuleStore
 from shared.clients.storage import blob_service, is_outage, table_service
 from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts
 from shared.detect.inventory_table import InventoryTable, inventory_table
-from shared.detect.rule_source import LayeredRules
+from shared.detect.rule_source import LayeredRules, RuleSet
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
 from shared.detect.rules.fields import route
 from shared.detect.rules.loader import RulePack, load_rules
@@ -48,7 +48,7 @@ from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
 from shared.detect.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
 from shared.normalized_event import DeadLetter
-from shared.settings import Settings, get_settings
+from shared.settings import get_settings
 from shared.values import for_log, parse_time
 
 log = logging.getLogger("stormwatch.detect")
@@ -303,8 +303,9 @@ def build_detector(rules: list[Rule], service: TableServiceClient, *, state_tabl
 
 
 _built: dict[str, tuple[tuple[object, ...], Detector]] = {}
-_layers: dict[str, tuple[tuple[object, ...], LayeredRules]] = {}
 _building = threading.Lock()
+_layers: dict[str, tuple[tuple[object, ...], LayeredRules]] = {}
+_layering = threading.Lock()
 
 
 def detector() -> Detector:
@@ -314,8 +315,8 @@ def detector() -> Detector:
     publisher, dead_letters = wiring.publisher(), wiring.dead_letter_store()
     signature = (settings.state_table, settings.alerts_table, settings.inventory_table, settings.alerts_hub,
                  settings.storage_connection_string, settings.table_endpoint, id(publisher), id(dead_letters))
+    rules = current_rules().pack.rules
     with _building:
-        rules = _layered_rules(settings).current().pack.rules
         built = _built.get("current")
         if built is None or built[0] != signature:
             built = signature, build_detector(
@@ -327,16 +328,19 @@ def detector() -> Detector:
         return built[1]
 
 
-def _layered_rules(settings: Settings) -> LayeredRules:
-    """The process's packaged-plus-container rules for these settings (the caller holds `_building`)."""
+def current_rules() -> RuleSet:
+    """This process's rules and lists: the packaged folder with the rules container laid over it, checked
+    again when due (README "Rules without a republish")."""
+    settings = get_settings()
     signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.rules_container,
                  settings.rules_refresh_seconds, settings.storage_connection_string, settings.blob_endpoint)
-    layered = _layers.get("current")
-    if layered is None or layered[0] != signature:
-        statuses = tuple(settings.rule_statuses)
-        layered = signature, LayeredRules(
-            Path(settings.rules_dir) if settings.rules_dir else RULES_DIR,
-            BlobRuleStore(blob_service(settings), settings.rules_container),
-            lambda folder: load_pack(folder, statuses), every=settings.rules_refresh_seconds)
-        _layers["current"] = layered
-    return layered[1]
+    with _layering:
+        layered = _layers.get("current")
+        if layered is None or layered[0] != signature:
+            statuses = tuple(settings.rule_statuses)
+            layered = signature, LayeredRules(
+                Path(settings.rules_dir) if settings.rules_dir else RULES_DIR,
+                BlobRuleStore(blob_service(settings), settings.rules_container),
+                lambda folder: load_pack(folder, statuses), every=settings.rules_refresh_seconds)
+            _layers["current"] = layered
+        return layered[1].current()

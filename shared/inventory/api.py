@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -23,7 +22,7 @@ from azure.core.exceptions import AzureError
 
 from shared.caller import READER, authorize
 from shared.clients.storage import table_service
-from shared.detect.engine import RULES_DIR
+from shared.detect.engine import current_rules
 from shared.detect.inventory_aggregates import DIMENSIONS, TENANT, TOTALS, summarize
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.subscriptions import SubscriptionCatalog, load_catalog
@@ -112,15 +111,14 @@ _building = threading.Lock()
 
 
 def _reader() -> tuple[InventoryTable, SubscriptionCatalog]:
-    """The table client and catalog of this process, rebuilt when the settings change."""
+    """The table client and catalog of this process, rebuilt when the settings or the rules in use change."""
     settings = get_settings()
-    signature = (settings.storage_connection_string, settings.table_endpoint, settings.inventory_table,
-                 settings.rules_dir)
+    folder = current_rules().folder  # the catalog may come from the rules container
+    signature = (settings.storage_connection_string, settings.table_endpoint, settings.inventory_table, folder)
     with _building:
         built = _readers.get("current")
         if built is None or built[0] != signature:
-            rules = Path(settings.rules_dir) if settings.rules_dir else RULES_DIR
-            built = signature, inventory_table(table_service(settings), settings.inventory_table), load_catalog(rules)
+            built = signature, inventory_table(table_service(settings), settings.inventory_table), load_catalog(folder)
             _readers["current"] = built
         return built[1], built[2]
 
