@@ -35,7 +35,7 @@ from shared.delivery.outbox import Claimed, Delivery, Outbox, backoff
 from shared.delivery.routes import Route, RouteTable, load_routes
 from shared.detect.alerts import Alert
 from shared.detect.engine import RULES_DIR
-from shared.settings import get_settings
+from shared.settings import Settings, get_settings
 from shared.values import for_log
 
 log = logging.getLogger("stormwatch.delivery")
@@ -195,6 +195,16 @@ def routes_dir(rules_dir: str | None) -> Path:
     return Path(rules_dir) if rules_dir else RULES_DIR
 
 
+def deliverer_for(settings: Settings) -> Deliverer:
+    """A deliverer over the settings' tables and routes.yaml (load errors logged, never raised)."""
+    routes = load_routes(routes_dir(settings.rules_dir))
+    for error in routes.errors:
+        log.error("routes.yaml: %s", error)
+    return build_deliverer(table_service(settings), alerts_table=settings.alerts_table,
+                           deliveries_table=settings.deliveries_table, routes=routes,
+                           send=Destinations(os.environ, default_credential))
+
+
 _built: dict[str, tuple[tuple[object, ...], Deliverer]] = {}
 _building = threading.Lock()
 
@@ -207,12 +217,6 @@ def deliverer() -> Deliverer:
     with _building:
         built = _built.get("current")
         if built is None or built[0] != signature:
-            routes = load_routes(routes_dir(settings.rules_dir))
-            for error in routes.errors:
-                log.error("routes.yaml: %s", error)
-            built = signature, build_deliverer(
-                table_service(settings), alerts_table=settings.alerts_table,
-                deliveries_table=settings.deliveries_table, routes=routes,
-                send=Destinations(os.environ, default_credential))
+            built = signature, deliverer_for(settings)
             _built["current"] = built
         return built[1]

@@ -46,8 +46,8 @@ class StatusChange(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     status: AlertStatus
-    owner: str | None = Field(None, min_length=1, max_length=200)
-    reason: str | None = Field(None, min_length=1, max_length=1000)
+    owner: str | None = Field(default=None, min_length=1, max_length=200)
+    reason: str | None = Field(default=None, min_length=1, max_length=1000)
 
     @model_validator(mode="after")
     def _closing_says_why(self) -> StatusChange:
