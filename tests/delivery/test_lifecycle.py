@@ -14,6 +14,8 @@ from shared.caller import PRINCIPAL_HEADER
 from shared.cli.main import main as cli_main
 from shared.clients import wiring
 from shared.delivery.engine import deliverer, run_delivery
+from shared.inventory.api import with_lifecycle
+from shared.inventory.dashboard import render_dashboard
 from tests.delivery.conftest import DeliveryTables, make_alert
 from tests.enrich.conftest import call, json_of
 from tests.enrich.fake_arm import SUBSCRIPTION, FakeArm, arm_path, running
@@ -140,3 +142,28 @@ def test_the_cli_lists_shows_acks_closes_and_retries(delivery_tables: DeliveryTa
     assert code == 0 and [row["status"] for row in retried] == ["pending"] and "1 failed deliveries" in err
     assert cli(capsys, "alerts", "show", "nope")[0] == 2
     assert cli(capsys, "alerts", "close", first.alert_id, "--reason", " ")[0] == 2
+
+
+def test_the_dashboard_shows_each_alerts_status_and_the_failed_deliveries(
+        delivery_tables: DeliveryTables) -> None:
+    delivery_tables.routes("""
+        routes:
+          - name: hook
+            destination: {type: webhook, url_setting: HOOK_NEVER_SET}
+            max_attempts: 1
+        """)
+    alert = make_alert(1)
+    delivery_tables.save(alert)
+    run_delivery(deliverer())
+    status(alert.alert_id, "POST", {"status": "acknowledged", "owner": "erin@contoso.example"})
+    answer = json_of(call("inventory"))
+    assert [(row["alert_id"], row["route"], row["attempts"]) for row in answer["failed_deliveries"]] == [
+        (alert.alert_id, "hook", 1)]
+    current = deliverer()
+    latest = {"alert_id": alert.alert_id, "time": "2026-11-27T02:01:00Z", "severity": "high", "rule_id": "r",
+              "subscription_name": "s", "summary": "x"}
+    shown = with_lifecycle({**answer, "latest_alerts": [latest]}, current.alerts, current.outbox)
+    assert shown["latest_alerts"][0] == {**latest, "status": "acknowledged", "owner": "erin@contoso.example"}
+    page = render_dashboard(shown)
+    assert "acknowledged (erin@contoso.example)" in page
+    assert 'id="failed-deliveries"' in page and "app setting HOOK_NEVER_SET is not set" in page
