@@ -49,6 +49,8 @@ _ENV_NAMES: dict[str, str] = {
     "state_table": "STORMWATCH_STATE_TABLE",
     "alerts_table": "STORMWATCH_ALERTS_TABLE",
     "inventory_table": "STORMWATCH_INVENTORY_TABLE",
+    # delivery_fn (routes.yaml names further settings per route: webhook URLs and secrets, the DCR)
+    "deliveries_table": "STORMWATCH_DELIVERIES_TABLE",
     # enrich_fn
     "arm_endpoint": "STORMWATCH_ARM_ENDPOINT",
     "subscription_id": "STORMWATCH_SUBSCRIPTION_ID",
@@ -97,6 +99,8 @@ class Settings(BaseModel):
     alerts_table: str = "alerts"
     # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
     inventory_table: str = "inventory"
+    # delivery_fn's outbox: one row per (alert, route).
+    deliveries_table: str = "deliveries"
     # enrich_fn: ARM base URL (sovereign clouds and the local fake differ), cache, optional actions.
     arm_endpoint: str = "https://management.azure.com"
     subscription_id: str | None = None
@@ -163,6 +167,7 @@ OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_RULES_REFRESH_SECONDS",
     "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
+    "STORMWATCH_DELIVERIES_TABLE",
 })
 # Identity-based connections the Functions host itself reads (not through Settings).
 HOST_CONNECTIONS = (
