@@ -28,7 +28,7 @@ param deadletterContainerName string
 @description('Blob container for the operation catalog the app refreshes daily from ARM (catalog_refresh).')
 param catalogContainerName string
 
-@description('Blob container of detection rules and lists uploaded by the security team; detect_fn overlays them on the packaged rules.')
+@description('Blob container for rules and lists that override or extend the packaged rules/ (read by detect).')
 param rulesContainerName string
 
 @description('Table names: detection state, alerts, enrichment cache.')

@@ -36,19 +36,19 @@ from shared.clients import wiring
 from shared.clients.dead_letters import DeadLetterStore
 from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
+from shared.clients.rule_store import BlobRuleStore
 from shared.clients.storage import blob_service, is_outage, table_service
 from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts
 from shared.detect.inventory_table import InventoryTable, inventory_table
-from shared.detect.rule_source import BlobRules, RuleSource
+from shared.detect.rule_source import LayeredRules, RuleSet
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
-from shared.detect.rules.errors import LoadError
 from shared.detect.rules.index import RuleIndex
 from shared.detect.rules.loader import UNKNOWN_SUBSCRIPTIONS, RulePack, load_rules
 from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
 from shared.detect.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
 from shared.normalized_event import DeadLetter
-from shared.settings import Settings, get_settings
+from shared.settings import get_settings
 from shared.values import for_log, parse_time
 
 log = logging.getLogger("stormwatch.detect")
@@ -71,14 +71,15 @@ class Detector:
     alerts_hub: str
     dead_letters: DeadLetterStore
     inventory: InventoryTable | None = None  # per-subscription, per-day aggregates (docs/dashboard.md)
-    _index: RuleIndex | None = None
+    _index: tuple[list[Rule], RuleIndex] | None = None
 
     @property
     def index(self) -> RuleIndex:
-        """The rules indexed by the values they require, rebuilt when the rules were swapped."""
-        if self._index is None or self._index.rules != tuple(self.rules):
-            self._index = RuleIndex.of([rule for rule in self.rules if not (rule.silent and not rule.members)])
-        return self._index
+        """The rules indexed by the values they require, rebuilt when the rules list was swapped."""
+        if self._index is None or self._index[0] is not self.rules:
+            self._index = self.rules, RuleIndex.of([rule for rule in self.rules
+                                                    if not (rule.silent and not rule.members)])
+        return self._index[1]
 
 
 class Decoded(NamedTuple):
@@ -153,7 +154,21 @@ def _dead_letter(reason: str, body: bytes, position: Position) -> DeadLetter:
 
 
 def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -> DetectReport:
-    """Evaluate a batch; raise only on an outage of the state, alert or dead-letter store or the hub."""
+    """Evaluate a batch; raise only on an outage of the state, alert or dead-letter store or the hub.
+
+    Before an outage propagates (and the retry policy redelivers the batch) one structured line says so:
+    the `detect-retry-loop` health alert counts these per partition to spot a stalled one.
+    """
+    try:
+        return _evaluate_batch(bodies, detector)
+    except Exception as error:
+        log.warning(orjson.dumps({"function": "detect", "outcome": "retry",
+                                  "partition": bodies[0][1].partition if bodies else None,
+                                  "error": type(error).__name__}).decode())
+        raise
+
+
+def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -> DetectReport:
     started = time.perf_counter()
     partition = bodies[0][1].partition if bodies else None
     events, letters = decode_events(bodies)
@@ -337,47 +352,46 @@ def build_detector(rules: list[Rule], service: TableServiceClient, *, state_tabl
                     inventory=None if inventory is None else inventory_table(service, inventory))
 
 
-_built: dict[str, tuple[tuple[object, ...], Detector, RuleSource]] = {}
+_built: dict[str, tuple[tuple[object, ...], Detector]] = {}
 _building = threading.Lock()
+_layers: dict[str, tuple[tuple[object, ...], LayeredRules]] = {}
+_layering = threading.Lock()
 
 
 def detector() -> Detector:
-    """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`); its
-    rules swapped when the rules container changed (`shared.detect.rule_source`)."""
+    """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`),
+    running the rules of the packaged folder and the rules container as of the last check."""
     settings = get_settings()
     publisher, dead_letters = wiring.publisher(), wiring.dead_letter_store()
-    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.unknown_subscriptions,
-                 settings.rules_container, settings.rules_refresh_seconds,
-                 settings.state_table, settings.alerts_table,
-                 settings.inventory_table,
-                 settings.alerts_hub, settings.storage_connection_string, settings.table_endpoint,
-                 settings.blob_endpoint, id(publisher), id(dead_letters))
+    signature = (settings.state_table, settings.alerts_table, settings.inventory_table, settings.alerts_hub,
+                 settings.storage_connection_string, settings.table_endpoint, id(publisher), id(dead_letters))
+    rules = current_rules().pack.rules
     with _building:
         built = _built.get("current")
         if built is None or built[0] != signature:
-            source = rule_source(settings, dead_letters)
             built = signature, build_detector(
-                source.refresh() or [], table_service(settings),
-                state_table=settings.state_table,
+                rules, table_service(settings), state_table=settings.state_table,
                 alerts_table=settings.alerts_table, publisher=publisher, alerts_hub=settings.alerts_hub,
-                dead_letters=dead_letters, inventory=settings.inventory_table), source
+                dead_letters=dead_letters, inventory=settings.inventory_table)
             _built["current"] = built
-        else:
-            fresh = built[2].refresh()
-            if fresh is not None:
-                built[1].rules = fresh
+        built[1].rules = rules
         return built[1]
 
 
-def rule_source(settings: Settings, dead_letters: DeadLetterStore) -> RuleSource:
-    """The packaged rules (or STORMWATCH_RULES_DIR) overlaid with the rules container."""
-    packaged = Path(settings.rules_dir) if settings.rules_dir else RULES_DIR
-
-    def report(broken: Sequence[tuple[LoadError, bytes]]) -> None:
-        dead_letters.write([DeadLetter(reason=f"uploaded rule file not loaded: {error}"[:1000],
-                                       original=base64.b64encode(data).decode("ascii"))
-                            for error, data in broken])
-
-    return RuleSource(packaged, BlobRules(blob_service(settings).get_container_client(settings.rules_container)),
-                      report, settings.rule_statuses, settings.unknown_subscriptions,
-                      settings.rules_refresh_seconds)
+def current_rules() -> RuleSet:
+    """This process's rules and lists: the packaged folder with the rules container laid over it, checked
+    again when due (README "Rules without a republish")."""
+    settings = get_settings()
+    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.unknown_subscriptions,
+                 settings.rules_container, settings.rules_refresh_seconds, settings.storage_connection_string,
+                 settings.blob_endpoint)
+    with _layering:
+        layered = _layers.get("current")
+        if layered is None or layered[0] != signature:
+            statuses, unknown = tuple(settings.rule_statuses), settings.unknown_subscriptions
+            layered = signature, LayeredRules(
+                Path(settings.rules_dir) if settings.rules_dir else RULES_DIR,
+                BlobRuleStore(blob_service(settings), settings.rules_container),
+                lambda folder: load_pack(folder, statuses, unknown), every=settings.rules_refresh_seconds)
+            _layers["current"] = layered
+        return layered[1].current()

@@ -1,166 +1,145 @@
-"""Rules and lists as data in storage: the packaged `rules/` overlaid with a blob container, re-read when
-the container changes, so a team ships detection content without republishing the app.
+"""The rules detect runs: the packaged `rules/` with a deployment's own files from blob storage laid over them.
 
-A blob `x.yaml` overrides the packaged `rules/x.yaml` (same path), any other name extends the pack, and
-`lists/<name>.yaml` replaces or adds a list (the subscription catalog included). `detect_fn` looks at the
-container's listing (names and ETags: one request) at most once per `STORMWATCH_RULES_REFRESH_SECONDS`
-and loads the blobs again only when it changed.
-
-A broken upload (a file that does not load, a name that is not a rule file, a blob too large) is logged
-and written as a dead letter, once per change of the container. A running process then keeps the last
-good set whole; a process that starts with a broken upload runs the packaged rules and every uploaded
-file that loads (one bad file never disables the others). Storage being unreachable keeps the current
-set and is tried again after the next period.
+Detection content changes more often than code. A file uploaded to the `rules` container takes effect on
+every instance within `STORMWATCH_RULES_REFRESH_SECONDS`, without a republish: `lists/subscriptions.yaml`
+replaces the packaged file of that name, a new name adds a rule or a list. An upload that makes any file fail
+to load is refused as a whole and reported; the set in use keeps running, so a typo can never switch
+detection off. Only `.yaml`/`.yml` blobs are read; anything else in the container is left alone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-from azure.core.exceptions import ResourceNotFoundError
-from azure.storage.blob import ContainerClient
+import orjson
+from azure.core.exceptions import AzureError
 
-from shared.clients.storage import is_outage
-from shared.detect.rules.errors import LoadError
-from shared.detect.rules.loader import MAX_FILE_BYTES, RULE_SUFFIXES, RulePack, load_rules
-from shared.detect.rules.rule import Rule
+from shared.clients.rule_store import RuleStore
+from shared.detect.rules.loader import MAX_FILE_BYTES, RULE_SUFFIXES, RulePack
 
 log = logging.getLogger("stormwatch.detect")
 
-# More blobs than this in the container is a mistake (the pack has about a hundred files): refuse it.
+REFRESH_SECONDS = 120
+# A rules folder is tens to a few hundred files; more than this is a mistake (or an attack) to refuse.
 MAX_BLOBS = 2_000
-Listing = dict[str, str]  # blob name → ETag
+# Path segments of letters, digits, `_`, `-` and `.`, none starting with a dot (so never `..`), at most 8 deep.
+_SAFE_NAME = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}/){0,8}[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_REPORTED_PROBLEMS = 20
 
 
-class RuleBlobs(Protocol):
-    """The container, as the rule source reads it."""
+@dataclass(frozen=True)
+class RuleSet:
+    """One loaded set of rules, the folder its files were read from, and the blobs (name → ETag) it holds."""
 
-    def listing(self) -> Listing:
-        """Every blob's name and ETag (empty when the container does not exist)."""
-
-    def read(self, name: str) -> bytes:
-        """One blob's content, at most MAX_FILE_BYTES + 1 bytes (enough to tell it is too large)."""
+    pack: RulePack
+    folder: Path
+    blobs: dict[str, str]
 
 
-class BlobRules:
-    def __init__(self, container: ContainerClient) -> None:
-        self._container = container
+class UploadRefusedError(Exception):
+    """The container's files do not load together; `problems` says which and why."""
 
-    def listing(self) -> Listing:
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems[:_REPORTED_PROBLEMS]))
+        self.problems = problems
+
+
+class LayeredRules:
+    """The packaged rules, overlaid with the rule store's files; re-checked at most every `every` seconds.
+
+    Never raises: an unreachable store, a broken upload or an unsafe blob name leave the set in use running
+    and say why in the log. One listing request per check tells whether anything changed (ETags).
+    """
+
+    def __init__(self, packaged: Path, store: RuleStore | None, load: Callable[[Path], RulePack],
+                 every: float = REFRESH_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self._packaged = packaged
+        self._store = store
+        self._load = load
+        self._every = every
+        self._clock = clock
+        self._due: float | None = None
+        packaged_pack = load(packaged)
+        # Problems the packaged files have on their own are not the upload's fault (and are logged by `load`).
+        self._baseline = {_relative(error, packaged) for error in packaged_pack.errors}
+        self._current = RuleSet(packaged_pack, packaged, {})
+        self._refused: dict[str, str] | None = None
+
+    def current(self) -> RuleSet:
+        """The set to run now, after a check of the store when one is due."""
+        self.refresh_if_due()
+        return self._current
+
+    def refresh_if_due(self) -> None:
+        now = self._clock()
+        if self._store is None or (self._due is not None and now < self._due):
+            return
+        self._due = now + self._every
         try:
-            return {blob.name: str(blob.etag) for blob in self._container.list_blobs()}
-        except ResourceNotFoundError:
-            return {}
+            blobs = self._store.listing()
+            if blobs in (self._current.blobs, self._refused):
+                return
+            loaded = self._layer(self._store, blobs)
+        except AzureError as error:  # an outage: the next check tries again
+            log.warning("rules container not read (%s); the rules in use stay", type(error).__name__)
+            return
+        except Exception as error:  # what the files hold: refused until the container changes
+            self._refused = blobs
+            problems = error.problems if isinstance(error, UploadRefusedError) else [f"{type(error).__name__}: {error}"]
+            # ASCII-escaped: blob names and file contents are an uploader's text (no forged or disguised lines).
+            log.error(json.dumps({"function": "detect", "outcome": "rules_refused", "blobs": len(blobs),
+                                  "problems": problems[:_REPORTED_PROBLEMS]}))
+            return
+        previous, self._current, self._refused = self._current, loaded, None
+        if previous.folder != self._packaged:
+            shutil.rmtree(previous.folder, ignore_errors=True)
+        log.info(orjson.dumps({"function": "detect", "outcome": "rules_loaded", "rules": len(loaded.pack.rules),
+                               "blobs": len(blobs)}).decode())
 
-    def read(self, name: str) -> bytes:
-        return self._container.download_blob(name, offset=0, length=MAX_FILE_BYTES + 1).readall()
-
-
-Report = Callable[[Sequence[tuple[LoadError, bytes]]], None]
-
-
-@dataclass
-class RuleSource:
-    """The rules to run: packaged, overlaid with the container's, refreshed at most once per `refresh_s`."""
-
-    packaged: Path
-    blobs: RuleBlobs
-    report: Report  # broken uploads: (what is wrong, the uploaded bytes)
-    statuses: Sequence[str]
-    unknown_subscriptions: str
-    refresh_s: float
-    clock: Callable[[], float] = time.monotonic
-    _listing: Listing | None = None
-    _rules: list[Rule] | None = None
-    _checked: float | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def refresh(self) -> list[Rule] | None:
-        """The new rules when the container changed since the last look, else None (nothing to swap)."""
-        with self._lock:
-            now = self.clock()
-            if self._checked is not None and now - self._checked < self.refresh_s:
-                return None
-            self._checked = now
-            listing: Listing | None
-            try:
-                listing = self.blobs.listing()
-                if listing == self._listing:
-                    return None
-                contents = self._contents(listing)
-            except Exception as error:
-                if is_outage(error):
-                    log.warning("rules container unreachable (%s); running the rules at hand", error)
-                else:
-                    log.exception("rules container not read; running the rules at hand")
-                if self._rules is not None:
-                    return None
-                listing, contents = None, {}  # starting: the packaged rules, and the container again next time
-            pack, broken = self._load(contents)
-            if broken:
-                listing = self._reported(broken, listing)
-                if self._rules is not None:
-                    self._listing = listing
-                    return None  # the last good set keeps running
-            self._listing = listing
-            self._rules = pack.rules
-            return pack.rules
-
-    def _reported(self, broken: list[tuple[LoadError, bytes]], listing: Listing | None) -> Listing | None:
-        """Log and report a broken upload; the listing to remember (None: report it again next time)."""
-        for error, _ in broken:
-            log.error("uploaded rule file not loaded: %s", error)
+    def _layer(self, store: RuleStore, blobs: dict[str, str]) -> RuleSet:
+        """The packaged files plus the store's, loaded from a fresh folder; UploadRefusedError if they do not load."""
+        if len(blobs) > MAX_BLOBS:
+            raise UploadRefusedError([f"{len(blobs)} blobs in the rules container, more than {MAX_BLOBS}"])
+        folder = Path(tempfile.mkdtemp(prefix="stormwatch-rules-"))
         try:
-            self.report(broken)
-        except Exception:
-            log.exception("broken rule upload not written as a dead letter: reported again next time")
-            return None
-        return listing
-
-    def _contents(self, listing: Listing) -> dict[str, bytes]:
-        if len(listing) > MAX_BLOBS:
-            raise ValueError(f"the rules container holds {len(listing):,} blobs, more than {MAX_BLOBS:,}")
-        return {name: self.blobs.read(name) for name in sorted(listing)}
-
-    def _load(self, contents: dict[str, bytes]) -> tuple[RulePack, list[tuple[LoadError, bytes]]]:
-        """The packaged folder with the uploads written over it, loaded as one pack; the uploads' errors."""
-        broken: list[tuple[LoadError, bytes]] = []
-        with tempfile.TemporaryDirectory(prefix="stormwatch-rules-") as scratch:
-            folder = Path(scratch) / "rules"
-            shutil.copytree(self.packaged, folder)
-            uploaded: dict[Path, str] = {}
-            for name, data in contents.items():
-                problem = _refused(name, data)
-                if problem is not None:
-                    broken.append((LoadError(Path(name), None, problem), data))
-                    continue
-                target = folder.joinpath(*PurePosixPath(name).parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-                uploaded[target] = name
-            pack = load_rules(folder, self.statuses, self.unknown_subscriptions)
-        for error in pack.errors:
-            source = uploaded.get(error.path)
-            if source is not None:
-                broken.append((LoadError(Path(source), error.line, error.message), contents[source]))
-        return pack, broken
+            shutil.copytree(self._packaged, folder, dirs_exist_ok=True)
+            problems = [problem for name in sorted(blobs) if (problem := _copy_blob(store, name, folder))]
+            pack = self._load(folder)
+            problems.extend(sorted({_relative(error, folder) for error in pack.errors} - self._baseline))
+            if problems:
+                raise UploadRefusedError(problems)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return RuleSet(pack, folder, blobs)
 
 
-def _refused(name: str, data: bytes) -> str | None:
-    """Why an uploaded blob cannot be a rule or list file (None: it can)."""
-    path = PurePosixPath(name)
-    if path.is_absolute() or any(part in ("", ".", "..") for part in name.split("/")):
-        return "not a plain relative path (no '.', '..' or empty segments)"
-    if path.suffix not in RULE_SUFFIXES:
-        return f"not a rule or list file (names end in {' or '.join(RULE_SUFFIXES)})"
+def _copy_blob(store: RuleStore, name: str, folder: Path) -> str | None:
+    """Write one rule blob into `folder`; the reason it cannot be used, if any."""
+    if not name.endswith(RULE_SUFFIXES):
+        return None
+    if not _SAFE_NAME.fullmatch(name):
+        return f"{name[:200]!r}: not a usable file name (letters, digits, '_', '-', '.', '/' only)"
+    data = store.read(name)
     if len(data) > MAX_FILE_BYTES:
-        return f"larger than {MAX_FILE_BYTES // 1024} KiB"
+        return f"{name}: {len(data):,} bytes, more than a rule file may hold ({MAX_FILE_BYTES:,})"
+    target = folder / name
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    except OSError as error:  # a name that is also another blob's folder, or a packaged folder
+        return f"{name}: cannot be placed in the rules folder ({type(error).__name__})"
     return None
+
+
+def _relative(error: object, folder: Path) -> str:
+    """A load error with its path relative to the folder, so the same problem reads the same in any folder."""
+    return str(error).replace(f"{folder}/", "")
