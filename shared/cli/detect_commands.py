@@ -22,7 +22,7 @@ from shared.cli.usage import first_line
 from shared.clients.storage import table_service
 from shared.detect.engine import RULES_DIR
 from shared.detect.rules.convert import convert_text, is_old_format
-from shared.detect.rules.loader import LISTS_FOLDER, RulePack, load_rules, read_documents, rule_files
+from shared.detect.rules.loader import LISTS_FOLDER, ROUTES_FILE, RulePack, load_rules, read_documents, rule_files
 from shared.settings import Settings, env_name, get_settings
 
 
@@ -182,6 +182,8 @@ def cmd_rules_convert(args: argparse.Namespace) -> int:
         target.write_text(text, encoding="utf-8")
     if (source / LISTS_FOLDER).is_dir():
         shutil.copytree(source / LISTS_FOLDER, destination / LISTS_FOLDER, dirs_exist_ok=True)
+    if (source / ROUTES_FILE).is_file():  # where alerts go: not a rule, kept as it is
+        shutil.copyfile(source / ROUTES_FILE, destination / ROUTES_FILE)
     _say(f"rules convert: {converted} files converted, {failed} not readable; "
          f"check them with: python -m shared rules test {destination}")
     return 1 if failed else 0
