@@ -324,3 +324,32 @@ def test_embedded_tests_of_a_sequence_run_with_its_counted_correlations(tmp_path
     assert len(with_inputs(rule)) == 2  # the counted correlation runs beside it
     results = run_cases(rule, in_memory_detector)
     assert [result.describe() for result in results if not result.passed] == [] and len(results) == 2
+
+
+def test_a_correlation_may_name_a_correlation_of_a_later_file_and_a_cycle_is_an_error(tmp_path: Path) -> None:
+    counted = """
+        title: Many
+        name: many
+        id: 5e1f0000-0000-4000-8000-0000000000c1
+        level: low
+        correlation: {type: event_count, rules: [base], group-by: [actor], timespan: 1m, condition: {gte: 2}}
+        """
+    sequence = """
+        title: Many then base
+        name: a-sequence
+        id: 5e1f0000-0000-4000-8000-0000000000c2
+        level: high
+        correlation: {type: temporal_ordered, rules: [many, base], group-by: [actor], timespan: 5m}
+        """
+    rules = loaded(tmp_path, BASE.removesuffix("---\n"), **{"a.yaml": sequence, "z.yaml": counted})
+    assert (rules["a-sequence"].level, rules["many"].silent) == (1, True)
+    loop = sequence.replace("rules: [many, base]", "rules: [b-loop, base]").replace(
+        "temporal_ordered", "temporal")
+    pack = pack_from(tmp_path, BASE.removesuffix("---\n"), **{
+        "a.yaml": loop, "b.yaml": loop.replace("a-sequence", "b-loop").replace("b-loop, base", "a-sequence, base")
+        .replace("c2", "c3")})
+    assert sorted(error.message.split(":")[1].strip() for error in pack.errors) == [
+        "rule 'a-sequence' is not loaded (a correlation names rules by name or id; a rule that failed to load or "
+        "whose status is not run cannot be counted)",
+        "rule 'b-loop' is not loaded (a correlation names rules by name or id; a rule that failed to load or "
+        "whose status is not run cannot be counted)"]

@@ -117,8 +117,7 @@ def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES,
             pack.errors.append(_unexpected(path, error))
     seen: dict[str, Path] = {}
     by_reference: dict[str, Rule] = {}
-    for document in [item for item in documents if item.spec.correlation is None] + [
-            item for item in documents if item.spec.correlation is not None]:
+    for document in _in_dependency_order(documents):
         try:
             rule = _compiled(document, lambda spec, path: _compile(spec, path, lists, by_reference))
         except _FileError as error:
@@ -140,6 +139,26 @@ def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES,
         pack.rules.append(rule)
     pack.rules = silence_inputs(pack.rules, [document.spec for document in documents])
     return pack
+
+
+def _in_dependency_order(documents: list[_Document]) -> list[_Document]:
+    """Rules first, then each correlation after the correlations it names (in whatever file); a correlation
+    in a cycle, or naming what no document defines, comes last and reports what is missing."""
+    ordered = [item for item in documents if item.spec.correlation is None]
+    pending = [item for item in documents if item.spec.correlation is not None]
+    names = {name: item for item in pending for name in (item.spec.id, item.spec.rule_id)}
+    placed: set[int] = set()
+    while pending:
+        ready = [item for item in pending if all(names.get(name) is None or id(names[name]) in placed
+                                                 for name in (item.spec.correlation.rules if item.spec.correlation
+                                                              else []))]
+        if not ready:
+            return ordered + pending
+        for item in ready:
+            placed.add(id(item))
+        ordered.extend(ready)
+        pending = [item for item in pending if id(item) not in placed]
+    return ordered
 
 
 def rule_files(directory: Path) -> list[Path]:
