@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ class Rule:
     def condition(self) -> Condition | None:
         return self.spec.correlation.condition if self.spec.correlation is not None else None
 
-    @property
+    @cached_property
     def needed(self) -> Condition:
         """The condition a window must meet (temporal: by default every referenced rule present)."""
         return self.condition or Condition(gte=max(1, len(self.members)))
