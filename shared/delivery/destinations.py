@@ -78,7 +78,8 @@ class Destinations:
         self._environ = environ
         self._credential = credential
         self._session = session or requests.Session()
-        self._ingestion_options = dict(ingestion_options or {})
+        # The SDK waits out 429 and 5xx itself (Retry-After honoured) a few times before it raises.
+        self._ingestion_options = {"retry_total": 3, "retry_backoff_max": 30, **(ingestion_options or {})}
         self._clients: dict[str, Any] = {}
 
     def __call__(self, route: Route, alert: Alert, context: Mapping[str, Any]) -> None:

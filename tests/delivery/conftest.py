@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.credentials import TokenCredential
 from azure.data.tables import TableServiceClient
 
 from shared.cli import azurite
@@ -56,15 +57,18 @@ class DeliveryTables:
         (self.folder / "routes.yaml").write_text(textwrap.dedent(text))
         return self.folder
 
-    def deliverer(self, environ: dict[str, str], enrich: Enrich = no_context, **options: Any) -> Deliverer:
+    def deliverer(self, environ: dict[str, str], enrich: Enrich = no_context,
+                  credential: TokenCredential | None = None, **options: Any) -> Deliverer:
         routes = load_routes(self.folder)
         assert not routes.errors, [str(error) for error in routes.errors]
         return build_deliverer(self.service(), alerts_table=self.alerts, deliveries_table=self.deliveries,
-                               routes=routes, send=Destinations(environ, _no_credential, **options), enrich=enrich)
+                               routes=routes, send=Destinations(environ, lambda: _given(credential), **options),
+                               enrich=enrich)
 
 
-def _no_credential() -> Any:
-    raise AssertionError("webhook routes need no credential")
+def _given(credential: TokenCredential | None) -> TokenCredential:
+    assert credential is not None, "webhook routes need no credential"
+    return credential
 
 
 @pytest.fixture
