@@ -29,23 +29,24 @@ import orjson
 from azure.data.tables import TableServiceClient
 
 from shared.clients.storage import default_credential, is_outage, table_service
+from shared.delivery.context import AlertContext
 from shared.delivery.destinations import DeliveryError, Destinations, Sender
-from shared.delivery.lifecycle import AlertRows
+from shared.delivery.lifecycle import AlertRows, StoredAlert
 from shared.delivery.outbox import Claimed, Delivery, Outbox, backoff
 from shared.delivery.routes import Route, RouteTable, load_routes
-from shared.detect.alerts import Alert
 from shared.detect.engine import RULES_DIR
+from shared.enrich.service import enricher
 from shared.settings import Settings, get_settings
 from shared.values import for_log
 
 log = logging.getLogger("stormwatch.delivery")
-Enrich = Callable[[Alert], dict[str, Any]]
+Enrich = Callable[[StoredAlert], dict[str, Any]]
 MAX_PER_RUN = 500
 RUN_BUDGET = timedelta(minutes=4)  # the timer fires every minute; the host's timeout is longer
 CLAIM_MARGIN = timedelta(seconds=60)
 
 
-def no_context(_alert: Alert) -> dict[str, Any]:
+def no_context(_stored: StoredAlert) -> dict[str, Any]:
     return {}
 
 
@@ -141,7 +142,7 @@ def _attempt(deliverer: Deliverer, route: Route | None, delivery: Delivery,
     if stored is None:
         return "the alert is no longer stored", False, timedelta(0)
     if delivery.alert_id not in contexts:
-        contexts[delivery.alert_id] = deliverer.enrich(stored.alert)
+        contexts[delivery.alert_id] = deliverer.enrich(stored)
     try:
         deliverer.send(route, stored.alert, contexts[delivery.alert_id])
     except DeliveryError as error:
@@ -202,7 +203,7 @@ def deliverer_for(settings: Settings) -> Deliverer:
         log.error("routes.yaml: %s", error)
     return build_deliverer(table_service(settings), alerts_table=settings.alerts_table,
                            deliveries_table=settings.deliveries_table, routes=routes,
-                           send=Destinations(os.environ, default_credential))
+                           send=Destinations(os.environ, default_credential), enrich=AlertContext(enricher))
 
 
 _built: dict[str, tuple[tuple[object, ...], Deliverer]] = {}

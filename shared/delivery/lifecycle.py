@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
+import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from shared.detect.alerts import ALERT_ROW_KEY, ROUTED, Alert, alert_from_entity
+from shared.detect.alerts import ALERT_ROW_KEY, ROUTED, SUBJECT, Alert, alert_from_entity
 from shared.http_errors import InputError
 from shared.values import format_time
 
@@ -60,6 +61,7 @@ class StoredAlert(NamedTuple):
     alert: Alert
     lifecycle: Lifecycle
     routed: bool | None  # None: saved before delivery existed (never routed)
+    subject: dict[str, Any] | None = None  # what raised it (shared.detect.alerts.subject_of)
 
     def as_json(self) -> dict[str, Any]:
         return {**self.alert.model_dump(mode="json"), "lifecycle": self.lifecycle.model_dump(mode="json"),
@@ -82,7 +84,12 @@ def lifecycle_of(entity: Mapping[str, Any]) -> Lifecycle:
 
 def stored_alert(entity: Mapping[str, Any]) -> StoredAlert:
     routed = entity.get(ROUTED)
-    return StoredAlert(alert_from_entity(entity), lifecycle_of(entity), routed if isinstance(routed, bool) else None)
+    subject = None
+    if isinstance(entity.get(SUBJECT), str):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            subject = orjson.loads(entity[SUBJECT])
+    return StoredAlert(alert_from_entity(entity), lifecycle_of(entity), routed if isinstance(routed, bool) else None,
+                       subject if isinstance(subject, dict) else None)
 
 
 class AlertRows:

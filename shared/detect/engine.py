@@ -37,7 +37,7 @@ from shared.clients.dead_letters import DeadLetterStore
 from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
 from shared.clients.storage import is_outage, table_service
-from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts
+from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts, subjects_of
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
 from shared.detect.rules.fields import route
@@ -167,7 +167,8 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
         candidates.extend(result.transition.alerts)
         candidates.extend(result.transition.replayed)
     candidates.sort(key=lambda alert: (alert.time, alert.alert_id))
-    emitted = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub)
+    subjects = subjects_of(candidates, [decoded.event for decoded in events])
+    emitted = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub, subjects)
     rejected = _rejected_letters(refused, emitted, partition)
     detector.dead_letters.write(rejected)
     letters.extend(rejected)

@@ -16,11 +16,13 @@ from azure.core.credentials import TokenCredential
 from azure.data.tables import TableServiceClient
 
 from shared.cli import azurite
+from shared.clients import wiring
 from shared.delivery.destinations import Destinations
 from shared.delivery.engine import Deliverer, Enrich, build_deliverer, no_context
 from shared.delivery.routes import load_routes
 from shared.detect.alerts import Alert, TableAlertStore, alert_id
 from shared.detect.rules.model import Severity
+from tests.enrich.fake_arm import SUBSCRIPTION, FakeArm, running
 
 T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
@@ -83,3 +85,14 @@ def delivery_tables(app_env: pytest.MonkeyPatch, azurite_instance: azurite.Azuri
     service = tables.service()
     service.delete_table(tables.alerts)
     service.delete_table(tables.deliveries)
+
+
+@pytest.fixture
+def arm(app_env: pytest.MonkeyPatch) -> Iterator[FakeArm]:
+    for fake in running():
+        app_env.setenv("STORMWATCH_ARM_ENDPOINT", fake.url)
+        app_env.setenv("STORMWATCH_SUBSCRIPTION_ID", SUBSCRIPTION)
+        app_env.setenv("STORMWATCH_SERVICE_TAGS_REGION", "eastus")  # the fake ARM's tags
+        app_env.setenv("STORMWATCH_ENRICH_CACHE_TABLE", f"enrich{uuid.uuid4().hex[:10]}")  # no hits from other tests
+        wiring.reset()
+        yield fake
