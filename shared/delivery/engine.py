@@ -141,10 +141,13 @@ def _attempt(deliverer: Deliverer, route: Route | None, delivery: Delivery,
     stored = deliverer.alerts.get(delivery.alert_id)
     if stored is None:
         return "the alert is no longer stored", False, timedelta(0)
-    if delivery.alert_id not in contexts:
-        contexts[delivery.alert_id] = deliverer.enrich(stored)
+    def context() -> dict[str, Any]:
+        if delivery.alert_id not in contexts:
+            contexts[delivery.alert_id] = deliverer.enrich(stored)
+        return contexts[delivery.alert_id]
+
     try:
-        deliverer.send(route, stored.alert, contexts[delivery.alert_id])
+        deliverer.send(route, stored.alert, context)
     except DeliveryError as error:
         return error.message, error.retryable, timedelta(seconds=error.retry_after or 0)
     except Exception as error:
