@@ -3,6 +3,8 @@
 `sample_inventory` runs every sample through normalize and detect (the demo's path) into the tables
 the settings name; `capture` loads a URL in Debian's `chromium` with a fresh profile and no network
 beyond what the page asks for (and the dashboard asks for nothing), writes a PNG and returns the DOM.
+`card_page` is a Teams Workflows message drawn by the Adaptive Cards renderer (npm `adaptivecards`,
+installed by `make setup`), for the picture of the card delivery sends.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from shared.cli.demo import sample_files
 from shared.cli.replay import detect_published, local_detector
@@ -23,6 +28,14 @@ from shared.detect.engine import load_pack
 from shared.normalize.batch import process_batch
 from shared.settings import Settings
 
+REPO = Path(__file__).resolve().parents[2]
+CARD_RENDERER = REPO / "node_modules" / "adaptivecards" / "dist" / "adaptivecards.min.js"
+# Close to Teams' light theme: its font, text colours and spacing.
+TEAMS_HOST = {"fontFamily": "'Segoe UI', system-ui, sans-serif", "supportsInteractivity": False,
+              "containerStyles": {"default": {"backgroundColor": "#FFFFFF", "foregroundColors": {
+                  "default": {"default": "#242424", "subtle": "#616161"}, "attention": {"default": "#C4314B"},
+                  "warning": {"default": "#835B00"}, "accent": {"default": "#5B5FC7"}}}},
+              "factSet": {"title": {"weight": "Bolder", "maxWidth": 160}, "spacing": 8}}
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
 WINDOW = "1280,2600"  # tall enough for the latest alerts
@@ -57,11 +70,11 @@ def install_chromium() -> str:
     raise RuntimeError("apt-get installed chromium but no chromium binary is on PATH")
 
 
-def capture(chromium: str, url: str, png: Path) -> str:
+def capture(chromium: str, url: str, png: Path, window: str = WINDOW) -> str:
     """Screenshot `url` into `png` and return its DOM as Chromium built it (two runs, fresh profiles)."""
     def run(*arguments: str) -> str:
         with tempfile.TemporaryDirectory(prefix="stormwatch-chromium-") as profile:
-            done = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", f"--window-size={WINDOW}",  # noqa: S603
+            done = subprocess.run([chromium, *FLAGS, f"--user-data-dir={profile}", f"--window-size={window}",  # noqa: S603
                                    *arguments, url], capture_output=True, text=True, timeout=90, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"chromium exited with {done.returncode}: {done.stderr.strip()[-500:]}")
@@ -69,3 +82,18 @@ def capture(chromium: str, url: str, png: Path) -> str:
 
     run(f"--screenshot={png}")
     return run("--dump-dom")
+
+
+def card_page(message: dict[str, Any]) -> str:
+    """An HTML page drawing the message's Adaptive Card as a Teams channel post would hold it."""
+    card = message["attachments"][0]["content"]
+    script = CARD_RENDERER.read_text(encoding="utf-8")
+    return ("<!doctype html><html><head><meta charset='utf-8'><style>body{margin:0;background:#f5f5f5;"
+            "font-family:'Segoe UI',system-ui,sans-serif}.post{margin:16px;width:560px;background:#fff;"
+            "border-radius:4px;box-shadow:0 1px 3px rgba(0,0,0,.2);padding:12px 16px}.who{font-size:13px;"
+            "color:#616161;margin-bottom:6px}</style></head><body><div class='post'><div class='who'>"
+            "Workflows · Stormwatch alerts</div><div id='card'></div></div>"
+            f"<script>{script}</script><script>const card=new AdaptiveCards.AdaptiveCard();"
+            f"card.hostConfig=new AdaptiveCards.HostConfig({orjson.dumps(TEAMS_HOST).decode()});"
+            f"card.parse({orjson.dumps(card).decode()});"
+            "document.getElementById('card').appendChild(card.render());</script></body></html>")
