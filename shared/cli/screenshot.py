@@ -19,13 +19,19 @@ import orjson
 
 from shared.cli.demo import sample_files
 from shared.cli.replay import detect_published, local_detector
+from shared.cli.rule_tests import in_memory_detector
 from shared.clients.dead_letters import InMemoryDeadLetterStore
-from shared.clients.eventhubs import bodies_with_positions, trigger_batch
+from shared.clients.eventhubs import Position, bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher
 from shared.clients.storage import table_service
-from shared.detect.alerts import Alert
-from shared.detect.engine import load_pack
-from shared.normalize.batch import process_batch
+from shared.delivery.context import AlertContext
+from shared.delivery.formats import teams_message
+from shared.delivery.lifecycle import Lifecycle, StoredAlert
+from shared.detect.alerts import Alert, subjects_of
+from shared.detect.engine import detect_batch, load_pack
+from shared.detect.rules.loader import load_rules
+from shared.enrich.service import build_enricher
+from shared.normalize.batch import normalize_bodies, process_batch
 from shared.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,6 +42,21 @@ TEAMS_HOST = {"fontFamily": "'Segoe UI', system-ui, sans-serif", "supportsIntera
                   "default": {"default": "#242424", "subtle": "#616161"}, "attention": {"default": "#C4314B"},
                   "warning": {"default": "#835B00"}, "accent": {"default": "#5B5FC7"}}}},
               "factSet": {"title": {"weight": "Bolder", "maxWidth": 160}, "spacing": 8}}
+DEMO_NSG_RULE = """
+id: nsg-rule-written
+title: NSG rule written
+description: A network security group rule was created or changed.
+severity: high
+kind: match
+detection:
+  write:
+    operation: MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/SECURITYRULES/WRITE
+    result: Success
+  condition: write
+group-by: [resource_id]
+summary: "{actor} wrote NSG rule {resource_name} in {resource_group}"
+tags: [attack.defense_evasion, attack.t1562.007]
+"""
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
 WINDOW = "1280,2600"  # tall enough for the latest alerts
@@ -97,3 +118,20 @@ def card_page(message: dict[str, Any]) -> str:
             f"card.hostConfig=new AdaptiveCards.HostConfig({orjson.dumps(TEAMS_HOST).decode()});"
             f"card.parse({orjson.dumps(card).decode()});"
             "document.getElementById('card').appendChild(card.render());</script></body></html>")
+
+
+def demo_message() -> dict[str, Any]:
+    """The Teams message delivery sends for the sample NSG rule write raised by DEMO_NSG_RULE; its context
+    (the rule's verdict from the Start stage's request body, the operation's description, the address
+    class) computed offline, as delivery_fn computes it."""
+    with tempfile.TemporaryDirectory(prefix="stormwatch-card-") as folder:
+        (Path(folder) / "rule.yaml").write_text(DEMO_NSG_RULE)
+        (rule,) = load_rules(Path(folder)).rules
+    sample = REPO / "samples" / "activity" / "nsg-rule-write.json"
+    normalized = normalize_bodies([(sample.read_bytes(), Position("sample", 0))], include_raw=True)
+    bodies = [event.body for event in normalized.events]
+    (alert,) = detect_batch(bodies_with_positions(trigger_batch(bodies, "0")), in_memory_detector(rule)).alerts
+    subject = subjects_of([alert], [orjson.loads(body) for body in bodies])[alert.alert_id]
+    enricher = build_enricher(Settings())  # no storage, no ARM call: the request body holds the rule
+    context = AlertContext(lambda: enricher)(StoredAlert(alert, Lifecycle(), False, subject))
+    return teams_message(alert, context)

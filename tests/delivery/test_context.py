@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from shared.cli.screenshot import DEMO_NSG_RULE, demo_message
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import Position, bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher
@@ -22,20 +23,6 @@ from tests.conftest import sample
 from tests.delivery.conftest import DeliveryTables, make_alert
 from tests.delivery.receiver import receiving
 from tests.enrich.fake_arm import Answer, FakeArm, arm_body, arm_path
-
-NSG_RULE = """
-    id: nsg-rule-written
-    title: NSG rule written
-    description: test rule
-    severity: high
-    kind: match
-    detection:
-      write:
-        operation: MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/SECURITYRULES/WRITE
-        result: Success
-      condition: write
-    group-by: [resource_id]
-"""
 
 
 def detect_sample(tables: DeliveryTables, tmp_path: Path, relative: str, rule: str) -> None:
@@ -56,7 +43,7 @@ def detect_sample(tables: DeliveryTables, tmp_path: Path, relative: str, rule: s
 
 def test_an_nsg_rule_write_arrives_with_the_rule_from_its_start_stage(delivery_tables: DeliveryTables,
                                                                       arm: FakeArm, tmp_path: Path) -> None:
-    detect_sample(delivery_tables, tmp_path, "activity/nsg-rule-write.json", NSG_RULE)
+    detect_sample(delivery_tables, tmp_path, "activity/nsg-rule-write.json", DEMO_NSG_RULE)
     delivery_tables.routes("""
         routes:
           - name: soar
@@ -115,3 +102,12 @@ def test_an_arm_refusal_is_listed_not_raised(arm: FakeArm) -> None:
 def test_an_alert_without_a_subject_goes_out_saying_so() -> None:
     context = AlertContext(enricher)(StoredAlert(make_alert(1), Lifecycle(), False, None))
     assert context == {"missing": ["subject: the alert was raised before its events reached this batch"]}
+
+
+def test_the_readme_card_shows_the_sample_rule_with_its_verdict_computed_offline() -> None:
+    card = demo_message()["attachments"][0]["content"]
+    facts = {fact["title"]: fact["value"] for element in card["body"] if element["type"] == "FactSet"
+             for fact in element["facts"]}
+    assert facts["Risk (medium)"] == "allows inbound TCP 9753 from any source"
+    assert facts["Operation"].startswith("Creates or changes a rule")
+    assert not any("not available" in element.get("text", "") for element in card["body"])
