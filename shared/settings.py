@@ -44,6 +44,8 @@ _ENV_NAMES: dict[str, str] = {
     # detect_fn
     "rules_dir": "STORMWATCH_RULES_DIR",
     "rule_statuses": "STORMWATCH_RULE_STATUSES",
+    "rules_container": "STORMWATCH_RULES_CONTAINER",
+    "rules_refresh_seconds": "STORMWATCH_RULES_REFRESH_SECONDS",
     "state_table": "STORMWATCH_STATE_TABLE",
     "alerts_table": "STORMWATCH_ALERTS_TABLE",
     "inventory_table": "STORMWATCH_INVENTORY_TABLE",
@@ -90,6 +92,9 @@ class Settings(BaseModel):
     rules_dir: str | None = None
     # Which Sigma `status` values run (comma-separated in the app setting); rules without a status always do.
     rule_statuses: list[str] = Field(default_factory=lambda: ["stable", "test"])
+    # A deployment's own rules and lists, laid over `rules_dir` and re-checked this often (README "Writing rules").
+    rules_container: str = "rules"
+    rules_refresh_seconds: int = Field(default=120, ge=10, le=86_400)
     state_table: str = "detectionstate"
     alerts_table: str = "alerts"
     # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
@@ -159,6 +164,7 @@ LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTIO
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_RULE_STATUSES",
+    "STORMWATCH_RULES_REFRESH_SECONDS",
     "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
     "STORMWATCH_DELIVERIES_TABLE",

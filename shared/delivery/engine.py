@@ -34,7 +34,7 @@ from shared.delivery.destinations import DeliveryError, Destinations, Sender
 from shared.delivery.lifecycle import AlertRows, StoredAlert
 from shared.delivery.outbox import Claimed, Delivery, Outbox, backoff
 from shared.delivery.routes import Route, RouteTable, load_routes
-from shared.detect.engine import RULES_DIR
+from shared.detect.engine import RULES_DIR, current_rules
 from shared.enrich.service import enricher
 from shared.settings import Settings, get_settings
 from shared.values import for_log
@@ -199,9 +199,10 @@ def routes_dir(rules_dir: str | None) -> Path:
     return Path(rules_dir) if rules_dir else RULES_DIR
 
 
-def deliverer_for(settings: Settings) -> Deliverer:
-    """A deliverer over the settings' tables and routes.yaml (load errors logged, never raised)."""
-    routes = load_routes(routes_dir(settings.rules_dir))
+def deliverer_for(settings: Settings, rules_folder: Path | None = None) -> Deliverer:
+    """A deliverer over the settings' tables and the routes.yaml of `rules_folder` (default: the settings'
+    rules folder); load errors are logged, never raised."""
+    routes = load_routes(rules_folder or routes_dir(settings.rules_dir))
     for error in routes.errors:
         log.error("routes.yaml: %s", error)
     return build_deliverer(table_service(settings), alerts_table=settings.alerts_table,
@@ -214,13 +215,15 @@ _building = threading.Lock()
 
 
 def deliverer() -> Deliverer:
-    """This process's deliverer (routes read once, like the rules), rebuilt when its settings change."""
+    """This process's deliverer, with routes.yaml from the rules detect runs (the packaged folder with the
+    rules container laid over it), rebuilt when that folder or the settings change."""
     settings = get_settings()
-    signature = (settings.rules_dir, settings.alerts_table, settings.deliveries_table,
-                 settings.storage_connection_string, settings.table_endpoint)
+    folder = current_rules().folder
+    signature = (folder, settings.alerts_table, settings.deliveries_table, settings.storage_connection_string,
+                 settings.table_endpoint)
     with _building:
         built = _built.get("current")
         if built is None or built[0] != signature:
-            built = signature, deliverer_for(settings)
+            built = signature, deliverer_for(settings, folder)
             _built["current"] = built
         return built[1]

@@ -72,6 +72,9 @@ class Alert(BaseModel):
     references: list[str] = Field(default_factory=list)
     falsepositives: list[str] = Field(default_factory=list)
     author: str = ""
+    # Which release raised it: an analyst comparing alerts across an upgrade knows which rules and mappers ran.
+    stormwatch_version: str = Field(default="",
+                                    description="The Stormwatch version that raised it (empty: before 0.2.0)")
 
     @field_serializer("time", "first_seen", "last_seen")
     def _iso(self, moment: datetime) -> str:

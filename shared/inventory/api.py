@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -27,7 +26,7 @@ from shared.caller import READER, authorize
 from shared.clients.storage import table_service
 from shared.delivery.lifecycle import AlertRows, Lifecycle
 from shared.delivery.outbox import Outbox
-from shared.detect.engine import RULES_DIR
+from shared.detect.engine import current_rules
 from shared.detect.inventory_aggregates import DIMENSIONS, TENANT, TOTALS, summarize
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.subscriptions import SubscriptionCatalog, load_catalog
@@ -136,16 +135,16 @@ _building = threading.Lock()
 
 
 def _reader() -> _Reader:
-    """The table clients and catalog of this process, rebuilt when the settings change."""
+    """The table clients and catalog of this process, rebuilt when the settings or the rules in use change."""
     settings = get_settings()
+    folder = current_rules().folder  # the catalog may come from the rules container
     signature = (settings.storage_connection_string, settings.table_endpoint, settings.inventory_table,
-                 settings.rules_dir, settings.alerts_table, settings.deliveries_table)
+                 folder, settings.alerts_table, settings.deliveries_table)
     with _building:
         built = _readers.get("current")
         if built is None or built[0] != signature:
-            rules = Path(settings.rules_dir) if settings.rules_dir else RULES_DIR
             service = table_service(settings)
-            built = signature, _Reader(inventory_table(service, settings.inventory_table), load_catalog(rules),
+            built = signature, _Reader(inventory_table(service, settings.inventory_table), load_catalog(folder),
                                        AlertRows(service.get_table_client(settings.alerts_table)),
                                        Outbox(service.get_table_client(settings.deliveries_table)))
             _readers["current"] = built

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import textwrap
+import uuid
 from datetime import timedelta
 
 import pytest
+from azure.storage.blob import BlobServiceClient
 
+from shared.clients import wiring
 from shared.delivery.destinations import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
-from shared.delivery.engine import run_delivery
+from shared.delivery.engine import deliverer, run_delivery
 from shared.delivery.formats import CARD_CONTENT_TYPE, CARD_SCHEMA
 from shared.detect.rules.errors import LoadError
+from tests.conftest import indexed_functions
 from tests.delivery.conftest import DeliveryTables, make_alert
 from tests.delivery.receiver import Receiver, receiving
 
@@ -208,3 +213,23 @@ def test_a_receiver_killed_mid_run_gets_every_alert_exactly_once_after_it_return
     assert sorted(delivered_keys) == sorted(alert.alert_id for alert in alerts)  # each once, none twice
     rows = [row for alert in alerts for row in deliverer.outbox.of_alert(alert.alert_id)]
     assert {row.status for row in rows} == {"delivered"} and len(rows) == 20
+
+
+def test_the_timer_function_delivers_through_a_routes_file_uploaded_to_the_rules_container(
+        delivery_tables: DeliveryTables, app_env: pytest.MonkeyPatch) -> None:
+    one_route(delivery_tables)  # the packaged folder's routes.yaml: a route named "hook"
+    container = BlobServiceClient.from_connection_string(delivery_tables.connection_string).create_container(
+        f"rules{uuid.uuid4().hex[:10]}")
+    alert = make_alert(1)
+    delivery_tables.save(alert)
+    with receiving() as receiver:
+        container.upload_blob("routes.yaml", textwrap.dedent(f"""
+            routes:
+              - name: uploaded
+                destination: {{type: webhook, format: slack, url: "{receiver.url}"}}
+            """))
+        app_env.setenv("STORMWATCH_RULES_CONTAINER", container.container_name)
+        wiring.reset()
+        indexed_functions()["delivery"].get_user_function()(None)
+    assert len(receiver.received) == 1 and "blocks" in receiver.received[0].json()
+    assert [row.route for row in deliverer().outbox.of_alert(alert.alert_id)] == ["uploaded"]
