@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,15 @@ from tests.delivery.conftest import DeliveryTables
 from tests.delivery.receiver import receiving
 
 RULES = Path(__file__).resolve().parents[2] / "rules"
+
+
+@pytest.fixture(autouse=True)
+def _keep_log_levels() -> Iterator[None]:
+    """replay quiets the `stormwatch` loggers for its terminal; in-process, put them back for other tests."""
+    logger = logging.getLogger("stormwatch")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 def test_replay_delivers_through_the_folders_routes(delivery_tables: DeliveryTables, app_env: pytest.MonkeyPatch,
