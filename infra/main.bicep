@@ -97,7 +97,7 @@ param alertsWorkspaceName string = ''
 @description('Create alertsWorkspaceName instead of using an existing workspace of that name.')
 param createAlertsWorkspace bool = false
 
-@description('Also provision the StormwatchEvents_CL table and stream (normalized events in Log Analytics).')
+@description('Also keep normalized events in Log Analytics: the StormwatchEvents_CL table and stream, and delivery_fn\'s events_export on its own consumer group.')
 param keepEventsInLogAnalytics bool = false
 
 @description('Region whose Azure service tags enrich_fn uses to recognise Azure-owned IP addresses.')
@@ -144,6 +144,8 @@ var alertsTableName = 'alerts'
 var enrichCacheTableName = 'enrichcache'
 var inventoryTableName = 'inventory'
 var deliveriesTableName = 'deliveries'
+var eventsConsumerGroupName = 'loganalytics'
+var eventsStreamName = 'Custom-StormwatchEvents_CL'
 
 // environment().resourceManager ends with '/'; the app expects a base URL without it.
 var armEndpointRaw = environment().resourceManager
@@ -232,6 +234,7 @@ module eventHubs 'modules/eventhubs.bicep' = {
     alertsHubName: alertsHubName
     normalizeConsumerGroup: normalizeConsumerGroup
     detectConsumerGroup: detectConsumerGroup
+    eventsConsumerGroup: keepEventsInLogAnalytics ? eventsConsumerGroupName : ''
     rawPartitionCount: rawPartitionCount
     fanoutPartitionCount: fanoutPartitionCount
     messageRetentionInDays: messageRetentionInDays
@@ -286,6 +289,9 @@ var appSettings = {
   // delivery_fn's log_analytics route (rules/routes.yaml): the Logs Ingestion endpoint and rule.
   STORMWATCH_LOGS_ENDPOINT: logAnalytics.outputs.ingestionEndpoint
   STORMWATCH_LOGS_RULE_ID: logAnalytics.outputs.ruleImmutableId
+  // delivery_fn's events_export runs only when the stream is named (keepEventsInLogAnalytics).
+  STORMWATCH_EVENTS_STREAM: keepEventsInLogAnalytics ? eventsStreamName : ''
+  STORMWATCH_EVENTS_CONSUMER_GROUP: eventsConsumerGroupName
   STORMWATCH_ARM_ENDPOINT: armEndpoint
   STORMWATCH_SUBSCRIPTION_ID: subscription().subscriptionId
   STORMWATCH_SERVICE_TAGS_REGION: serviceTagsRegion

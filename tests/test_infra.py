@@ -340,9 +340,11 @@ def test_hubs_and_consumer_groups_sit_where_the_functions_read(
     for hub in hubs.values():
         assert hub["properties"]["messageRetentionInDays"] == "messageRetentionInDays"
     groups = resources(hubs_template, "Microsoft.EventHub/namespaces/eventhubs/consumergroups")
-    assert {group["parent"]: group["name"] for group in groups.values()} == {
-        "rawHub": "normalizeConsumerGroup", "normalizedHub": "detectConsumerGroup",
+    assert {(group["parent"], group["name"]) for group in groups.values()} == {
+        ("rawHub", "normalizeConsumerGroup"), ("normalizedHub", "detectConsumerGroup"),
+        ("normalizedHub", "eventsConsumerGroup"),  # delivery_fn's events_export, only when events are kept
     }
+    assert "condition" in hubs_template["resources"]["eventsGroup"]["config"]
     from shared.settings import Settings
 
     defaults = Settings()
@@ -766,6 +768,7 @@ def test_log_analytics_gets_the_alert_tables_a_dcr_and_only_the_publisher_role_o
     main: Template, templates: dict[str, Template], app_settings: dict[str, Any]
 ) -> None:
     from shared.delivery.destinations import log_row
+    from shared.delivery.events import COLUMNS as EVENT_COLUMNS
     from shared.delivery.routes import LogAnalytics
     from tests.delivery.conftest import make_alert
 
@@ -775,9 +778,17 @@ def test_log_analytics_gets_the_alert_tables_a_dcr_and_only_the_publisher_role_o
     assert variable(template, "alertsTable") == "StormwatchAlerts_CL"
     assert variable(template, "eventsTable") == "StormwatchEvents_CL"
     assert "condition" in template["resources"]["events"]["config"]  # events only when asked for
-    # The rows the app sends have exactly the columns the table and the stream declare.
+    # The rows the app sends have exactly the columns the tables and the streams declare.
     columns = {column["name"] for column in variable(template, "alertColumns")}
     assert columns == set(log_row(make_alert(1), {}, "sentinel"))
+    assert {column["name"] for column in variable(template, "eventColumns")} == {"TimeGenerated", "Event",
+                                                                                   *EVENT_COLUMNS}
+    from shared.settings import Settings, env_name
+
+    assert app_settings[env_name("events_consumer_group")] == "eventsConsumerGroupName"
+    assert resolve(main, "eventsConsumerGroupName") == Settings().events_consumer_group
+    assert resolve(main, "eventsStreamName") == "Custom-StormwatchEvents_CL"
+    assert module_arguments(main, "eventHubs")["eventsConsumerGroup"]["operator"]["type"] == "conditional"
     assert variable(template, "alertStreams") == {"'Custom-${alertsTable}'": {"columns": "alertColumns"}}
     default_stream = LogAnalytics.model_fields["stream"].default
     assert default_stream == "Custom-StormwatchAlerts_CL"
