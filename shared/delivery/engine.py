@@ -9,6 +9,7 @@
    Once one delivery to a route fails for a reason worth retrying, that route's other rows wait for the
    next run instead of each spending a timeout on a receiver that is down. A run stops after
    `max_per_run` rows or its time budget; the rest are still due next minute.
+3. Housekeeping: delivered rows older than KEEP_DELIVERED are deleted, so each minute's scans stay small.
 
 Only an outage of the tables raises (the timer runs again); nothing a route, alert or receiver holds does.
 """
@@ -44,6 +45,7 @@ Enrich = Callable[[StoredAlert], dict[str, Any]]
 MAX_PER_RUN = 500
 RUN_BUDGET = timedelta(minutes=4)  # the timer fires every minute; the host's timeout is longer
 CLAIM_MARGIN = timedelta(seconds=60)
+KEEP_DELIVERED = timedelta(days=30)  # delivered rows are deleted after this (README "The guarantee")
 
 
 def no_context(_stored: StoredAlert) -> dict[str, Any]:
@@ -73,6 +75,7 @@ class DeliveryReport:
     retrying: int = 0
     failed: int = 0
     waiting: int = 0  # due rows left for the next run (their route is down, or claimed by another run)
+    forgotten: int = 0  # delivered rows past KEEP_DELIVERED, deleted
     route_errors: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
 
@@ -182,6 +185,7 @@ def run_delivery(deliverer: Deliverer) -> DeliveryReport:
     report = DeliveryReport(route_errors=[str(error) for error in deliverer.routes.errors])
     route_pending(deliverer, deliverer.clock(), report)
     drain(deliverer, report)
+    report.forgotten = deliverer.outbox.forget_delivered(deliverer.clock() - KEEP_DELIVERED, deliverer.max_per_run)
     report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     level = logging.WARNING if report.failed or report.route_errors else logging.INFO
     log.log(level, report.as_log())

@@ -131,6 +131,20 @@ class Outbox:
             retried.append(again)
         return retried
 
+    def forget_delivered(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` rows delivered before `before`: the table stays as small as what is still
+        owed (failed rows stay until retried). Their alerts are routed already and stay so."""
+        self.ensure_table()
+        query = f"status eq 'delivered' and delivered_at lt {_time_filter(before)}"
+        rows = self._table.query_entities(query, select=["PartitionKey", "RowKey"], results_per_page=min(limit, 1000))
+        deleted = 0
+        for row in rows:
+            if deleted >= limit:
+                break
+            self._table.delete_entity(row["PartitionKey"], row["RowKey"])
+            deleted += 1
+        return deleted
+
     def clear(self) -> int:
         self.ensure_table()
         rows = list(self._table.list_entities(select=["PartitionKey", "RowKey"]))

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import textwrap
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -233,3 +233,18 @@ def test_the_timer_function_delivers_through_a_routes_file_uploaded_to_the_rules
         indexed_functions()["delivery"].get_user_function()(None)
     assert len(receiver.received) == 1 and "blocks" in receiver.received[0].json()
     assert [row.route for row in deliverer().outbox.of_alert(alert.alert_id)] == ["uploaded"]
+
+
+def test_delivered_rows_are_forgotten_after_thirty_days_failed_ones_stay(delivery_tables: DeliveryTables) -> None:
+    one_route(delivery_tables, max_attempts=1)
+    # Due rows come in PartitionKey (alert id) order: the first is answered 200, the second 400.
+    delivered, failed = sorted((make_alert(1), make_alert(2)), key=lambda alert: alert.alert_id)
+    delivery_tables.save(delivered, failed)
+    with receiving(answers=[200, 400]) as receiver:
+        deliverer = delivery_tables.deliverer({"HOOK": receiver.url})
+        assert run_delivery(deliverer).forgotten == 0
+        deliverer.clock = lambda: datetime.now(UTC) + timedelta(days=31)
+        assert run_delivery(deliverer).forgotten == 1
+    assert [(alert_id, [row.status for row in deliverer.outbox.of_alert(alert_id)])
+            for alert_id in (delivered.alert_id, failed.alert_id)] == [(delivered.alert_id, []),
+                                                                       (failed.alert_id, ["failed"])]
