@@ -33,7 +33,7 @@ from shared.clients.storage import default_credential, is_outage, table_service
 from shared.delivery.context import AlertContext
 from shared.delivery.destinations import DeliveryError, Destinations, Sender
 from shared.delivery.lifecycle import AlertRows, StoredAlert
-from shared.delivery.outbox import Claimed, Delivery, Outbox, backoff
+from shared.delivery.outbox import MAX_ERROR_CHARS, Claimed, Delivery, Outbox, backoff
 from shared.delivery.routes import Route, RouteTable, load_routes
 from shared.detect.engine import RULES_DIR, current_rules
 from shared.enrich.service import enricher
@@ -143,7 +143,7 @@ def _attempt(deliverer: Deliverer, route: Route | None, delivery: Delivery,
         return f"route {delivery.route} is no longer in routes.yaml", False, timedelta(0)
     stored = deliverer.alerts.get(delivery.alert_id)
     if stored is None:
-        return "the alert is no longer stored", False, timedelta(0)
+        return "the alert is no longer stored (or its row is unreadable)", False, timedelta(0)
     def context() -> dict[str, Any]:
         if delivery.alert_id not in contexts:
             contexts[delivery.alert_id] = deliverer.enrich(stored)
@@ -164,7 +164,8 @@ def _attempt(deliverer: Deliverer, route: Route | None, delivery: Delivery,
 def _record(deliverer: Deliverer, held: Claimed, report: DeliveryReport, *, status: str, error: str | None,
             now: datetime, attempts: int | None = None, next_attempt: datetime | None = None) -> None:
     delivery = held.delivery
-    update: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error,
+    update: dict[str, Any] = {"status": status, "updated_at": now,
+                              "last_error": None if error is None else error[:MAX_ERROR_CHARS],
                               "attempts": delivery.attempts + 1 if attempts is None else attempts,
                               "next_attempt": next_attempt or now}
     if status == "delivered":

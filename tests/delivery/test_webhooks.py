@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import textwrap
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -248,3 +249,24 @@ def test_delivered_rows_are_forgotten_after_thirty_days_failed_ones_stay(deliver
     assert [(alert_id, [row.status for row in deliverer.outbox.of_alert(alert_id)])
             for alert_id in (delivered.alert_id, failed.alert_id)] == [(delivered.alert_id, []),
                                                                        (failed.alert_id, ["failed"])]
+
+
+def test_rows_edited_into_garbage_are_skipped_never_raised(delivery_tables: DeliveryTables,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    one_route(delivery_tables)
+    good = make_alert(1)
+    delivery_tables.save(good)
+    service = delivery_tables.service()
+    service.get_table_client(delivery_tables.alerts).upsert_entity(
+        {"PartitionKey": "f" * 32, "RowKey": "alert", "routed": False, "severity": "apocalyptic"})
+    outbox = service.create_table_if_not_exists(delivery_tables.deliveries)
+    outbox.upsert_entity({"PartitionKey": "e" * 32, "RowKey": "hook", "status": "pending", "attempts": "many",
+                          "next_attempt": datetime(2026, 1, 1, tzinfo=UTC)})
+    with receiving() as receiver:
+        deliverer = delivery_tables.deliverer({"HOOK": receiver.url})
+        with caplog.at_level(logging.WARNING, logger="stormwatch.delivery"):
+            report = run_delivery(deliverer)
+    assert (report.alerts_routed, report.delivered) == (1, 1) and len(receiver.received) == 1
+    assert 'alert row "ffffffffffffffffffffffffffffffff" unreadable' in caplog.text
+    assert "unreadable: skipped" in caplog.text
+    assert deliverer.alerts.get("f" * 32) is None and deliverer.outbox.of_alert("e" * 32) == []
