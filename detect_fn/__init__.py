@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from shared import settings as names
-from shared.clients.eventhubs import EVENT_HUB_RETRY, bodies_with_positions
+from shared.clients.eventhubs import EVENT_HUB_RETRY, bodies_with_positions, fanout_trigger
 from shared.detect.engine import detect_batch, detector, housekeep
 
 bp = func.Blueprint()
@@ -25,10 +25,7 @@ HOUSEKEEPING_SCHEDULE = "0 7 * * * *"
 
 @bp.function_name("detect")
 @bp.retry(**EVENT_HUB_RETRY)
-@bp.event_hub_message_trigger(
-    arg_name="events", connection=names.FANOUT_CONNECTION, event_hub_name=f"%{names.NORMALIZED_HUB}%",
-    consumer_group=f"%{names.DETECT_CONSUMER_GROUP}%", cardinality="many", data_type="binary",
-)
+@bp.event_hub_message_trigger(**fanout_trigger(names.NORMALIZED_HUB, names.DETECT_CONSUMER_GROUP))
 def detect(events: typing.List[func.EventHubEvent]) -> None:
     detect_batch(bodies_with_positions(events), detector())
 

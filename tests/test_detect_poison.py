@@ -11,7 +11,7 @@ import http.server
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,7 @@ def test_a_40000_character_caller_raises_one_stored_alert_with_its_values_cut(ta
 class _UnboundedAlertStore(TableAlertStore):
     """An alert row storage refuses (a 40,000-character property): stands for any 4xx on one alert row."""
 
-    def save(self, alert: Alert) -> None:
+    def save(self, alert: Alert, subject: Mapping[str, Any] | None = None) -> None:
         self.ensure_table()
         self._table.upsert_entity({**alert_entity(alert), "padding": "x" * 40_000}, mode=UpdateMode.REPLACE)
 

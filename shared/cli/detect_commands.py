@@ -16,10 +16,18 @@ from pathlib import Path
 from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared.cli.local_storage import I_MEAN_IT, local_settings, refuse_unless_emulator
-from shared.cli.replay import LocalDetector, ReplayResult, local_detector, partition_for, replay_bodies
+from shared.cli.replay import (
+    LocalDetector,
+    ReplayResult,
+    deliver_through_routes,
+    local_detector,
+    partition_for,
+    replay_bodies,
+)
 from shared.cli.rule_tests import in_memory_detector, run_cases
 from shared.cli.usage import first_line
 from shared.clients.storage import table_service
+from shared.delivery.outbox import Outbox
 from shared.detect.engine import RULES_DIR
 from shared.detect.rules.convert import convert_text, is_old_format
 from shared.detect.rules.loader import LISTS_FOLDER, ROUTES_FILE, RulePack, load_rules, read_documents, rule_files
@@ -35,6 +43,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     replay.add_argument("--rules", help="rules folder (default: STORMWATCH_RULES_DIR, else rules/)")
     replay.add_argument("--fresh", action="store_true", help="empty the state, alerts and inventory tables first "
                                                              f"(the local emulator only, unless {I_MEAN_IT})")
+    replay.add_argument("--no-delivery", action="store_true",
+                        help="do not send the new alerts through the rules folder's routes.yaml")
     replay.add_argument(I_MEAN_IT, action="store_true", dest="i_mean_it",
                         help="let --fresh empty the tables of an account that is not the local emulator")
     replay.set_defaults(run=cmd_replay)
@@ -109,13 +119,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _say(f"replay: {len(inputs)} inputs, {total.records_in} records → {total.events} events, "
          f"{total.matched} rule matches, {len(total.alerts)} new alerts ({total.repeated} raised before); "
          f"state in table '{settings.state_table}', alerts in '{settings.alerts_table}' at {service.url}")
+    if not args.no_delivery:
+        _deliver(settings, Path(args.rules or settings.rules_dir or RULES_DIR))
     return 0
 
 
+def _deliver(settings: Settings, rules_dir: Path) -> None:
+    """The routes of the rules folder, as delivery_fn's next run would send (README "Where alerts go")."""
+    report = deliver_through_routes(settings, rules_dir)
+    if report is None:
+        _say(f"replay: no {rules_dir / ROUTES_FILE}: nothing delivered")
+        return
+    for error in report.route_errors:
+        _say(f"replay: routes.yaml: {error}")
+    waiting = report.retrying + report.waiting
+    _say(f"replay: delivery through {rules_dir / ROUTES_FILE}: {report.deliveries_added} deliveries routed, "
+         f"{report.delivered} delivered, {waiting} waiting to retry, {report.failed} failed "
+         f"(python -m shared alerts list --failed; deliveries in table '{settings.deliveries_table}')")
+
+
 def _start_fresh(local: LocalDetector, settings: Settings) -> None:
-    removed = local.start_fresh()
-    _say(f"replay: --fresh: removed {removed} entities from '{settings.state_table}', '{settings.alerts_table}' "
-         f"and '{settings.inventory_table}'")
+    removed = local.start_fresh() + Outbox(table_service(settings).get_table_client(settings.deliveries_table)).clear()
+    _say(f"replay: --fresh: removed {removed} entities from '{settings.state_table}', '{settings.alerts_table}', "
+         f"'{settings.inventory_table}' and '{settings.deliveries_table}'")
 
 
 def _load(rules_dir: str | None) -> RulePack:

@@ -38,7 +38,7 @@ from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
 from shared.clients.rule_store import BlobRuleStore
 from shared.clients.storage import blob_service, is_outage, table_service
-from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts
+from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts, subjects_of
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rule_source import LayeredRules, RuleSet
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
@@ -198,7 +198,8 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
         if not entry.rule.silent:
             candidates.extend(raised.alert for raised in result.transition.emitted)
     candidates.sort(key=lambda alert: (alert.time, alert.alert_id))
-    emitted = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub)
+    subjects = subjects_of(candidates, [decoded.event for decoded in events])
+    emitted = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub, subjects)
     rejected = _rejected_letters(refused, emitted, partition)
     detector.dead_letters.write(rejected)
     letters.extend(rejected)
