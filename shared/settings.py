@@ -47,6 +47,7 @@ _ENV_NAMES: dict[str, str] = {
     # detect_fn
     "rules_dir": "STORMWATCH_RULES_DIR",
     "rule_statuses": "STORMWATCH_RULE_STATUSES",
+    "unknown_subscriptions": "STORMWATCH_UNKNOWN_SUBSCRIPTIONS",
     "rules_container": "STORMWATCH_RULES_CONTAINER",
     "rules_refresh_seconds": "STORMWATCH_RULES_REFRESH_SECONDS",
     "state_table": "STORMWATCH_STATE_TABLE",
@@ -98,6 +99,9 @@ class Settings(BaseModel):
     rules_dir: str | None = None
     # Which Sigma `status` values run (comma-separated in the app setting); rules without a status always do.
     rule_statuses: list[str] = Field(default_factory=lambda: ["stable", "test"])
+    # The environment a subscription the catalog does not list counts as (`none`: no environment), so a fresh
+    # deployment's production-scoped rules see its real subscriptions before anyone edits the catalog.
+    unknown_subscriptions: Literal["production", "staging", "development", "none"] = "production"
     # A deployment's own rules and lists, laid over `rules_dir` and re-checked this often (README "Writing rules").
     rules_container: str = "rules"
     rules_refresh_seconds: int = Field(default=120, ge=10, le=86_400)
@@ -173,7 +177,7 @@ LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTIO
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_RULE_STATUSES",
-    "STORMWATCH_RULES_REFRESH_SECONDS",
+    "STORMWATCH_UNKNOWN_SUBSCRIPTIONS", "STORMWATCH_RULES_REFRESH_SECONDS",
     "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
     "STORMWATCH_DELIVERIES_TABLE", EVENTS_STREAM, EVENTS_CONSUMER_GROUP,

@@ -142,7 +142,8 @@ def print_alerts(alerts: Sequence[Alert], out: TextIO, width: int = 160) -> None
 
 def print_detection(publisher: InProcessPublisher, settings: Settings, out: TextIO) -> None:
     """`make demo`: detect over what normalize published, from empty state every run."""
-    pack = load_rules(Path(settings.rules_dir) if settings.rules_dir else RULES_DIR, settings.rule_statuses)
+    pack = load_rules(Path(settings.rules_dir) if settings.rules_dir else RULES_DIR, settings.rule_statuses,
+                      settings.unknown_subscriptions)
     service = table_service(settings)
     local = local_detector(pack.rules, service, settings)
     local.start_fresh()  # the demo's Azurite keeps its data between runs: show the alerts every time

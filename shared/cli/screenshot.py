@@ -43,19 +43,19 @@ TEAMS_HOST = {"fontFamily": "'Segoe UI', system-ui, sans-serif", "supportsIntera
                   "warning": {"default": "#835B00"}, "accent": {"default": "#5B5FC7"}}}},
               "factSet": {"title": {"weight": "Bolder", "maxWidth": 160}, "spacing": 8}}
 DEMO_NSG_RULE = """
-id: nsg-rule-written
 title: NSG rule written
+id: 664561f8-f579-52c8-b3b8-c77407dce345
+name: nsg-rule-written
 description: A network security group rule was created or changed.
-severity: high
-kind: match
+tags: [attack.defense_evasion, attack.t1562.007]
 detection:
   write:
     operation: MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/SECURITYRULES/WRITE
     result: Success
   condition: write
+level: high
 group-by: [resource_id]
 summary: "{actor} wrote NSG rule {resource_name} in {resource_group}"
-tags: [attack.defense_evasion, attack.t1562.007]
 """
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")
@@ -68,7 +68,8 @@ def sample_inventory(settings: Settings) -> tuple[int, list[Alert]]:
     for partition, path in enumerate(sample_files()):
         batch = trigger_batch([path.read_bytes()], partition=str(partition))
         process_batch(bodies_with_positions(batch), publisher, InMemoryDeadLetterStore(), settings)
-    local = local_detector(load_pack(settings.rules_dir).rules, table_service(settings), settings)
+    pack = load_pack(settings.rules_dir, settings.rule_statuses, settings.unknown_subscriptions)
+    local = local_detector(pack.rules, table_service(settings), settings)
     local.start_fresh()
     events = publisher.hubs.get(settings.normalized_hub, [])
     return len(events), detect_published(events, local.detector)
