@@ -105,7 +105,7 @@ class DetectReport:
     state_reads: int
     state_writes: int
     state_conflicts: int
-    # State reads and writes plus one lookup per distinct alert and one row per new alert (the bill).
+    # State and inventory reads and writes, one lookup per distinct alert, a row and a mark per new alert (the bill).
     table_transactions: int
     duration_ms: float
     lag_ms: float | None  # processing time − oldest enqueued time: how far behind the hub detect is
@@ -172,7 +172,7 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
     detector.dead_letters.write(rejected)
     letters.extend(rejected)
     new = emitted.published
-    if detector.inventory is not None:
+    inventory_requests = 0 if detector.inventory is None else \
         detector.inventory.record(events, candidates, partition or "")
     report = DetectReport(
         partition=partition, events_in=len(bodies), dead_letters=len(letters), matched=dict(matched),
@@ -185,7 +185,7 @@ def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -
         state_reads=sum(result.reads for result in applied), state_writes=sum(result.writes for result in applied),
         state_conflicts=sum(result.conflicts for result in applied),
         table_transactions=sum(result.reads + result.writes for result in applied)
-        + len({alert.alert_id for alert in candidates}) + 2 * len(new),
+        + len({alert.alert_id for alert in candidates}) + 2 * len(new) + inventory_requests,
         duration_ms=round((time.perf_counter() - started) * 1000, 3), lag_ms=batch_lag_ms(bodies),
     )
     log.log(logging.WARNING if letters or rule_errors else logging.INFO, report.as_log())
