@@ -35,8 +35,7 @@ from typing import Any
 import orjson
 from azure.data.tables import TableServiceClient
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from soak import generate
 
@@ -48,6 +47,7 @@ from shared.detect.engine import RULES_DIR, Detector, build_detector, detect_bat
 from shared.detect.rules import Rule, load_rules
 from shared.normalize.batch import normalize_bodies
 
+REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 32
 BATCH = 100
 TENANT = "72f988bf-0000-4000-8000-000000000001"
@@ -184,8 +184,9 @@ def cold_import() -> None:
     def median_ms(code: str) -> float:
         runs = []
         for _ in range(5):
-            out = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); "
-                                  f"{code}; print(time.perf_counter() - t)"], cwd=REPO, capture_output=True,
+            command = [sys.executable, "-c", f"import time; t = time.perf_counter(); {code}; "
+                       "print(time.perf_counter() - t)"]
+            out = subprocess.run(command, cwd=REPO, capture_output=True,  # noqa: S603 - this interpreter
                                  check=True, timeout=120)
             runs.append(float(out.stdout) * 1000)
         return statistics.median(runs)
