@@ -23,7 +23,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -54,6 +54,7 @@ GUESS_NEW_WINDOW = 200
 GUESS_NEW_SHARE = 0.9
 # Transactions of different partitions are independent: overlap their round trips.
 _WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stormwatch-state")
+DELETES_IN_FLIGHT = 4
 # What a transaction answers when one of its writes found the entity changed (412), present (409) or gone (404).
 _CONFLICT_CODES = frozenset({"UpdateConditionNotSatisfied", "EntityAlreadyExists", "ResourceNotFound"})
 CACHE_ENTRIES = 10_000
@@ -539,16 +540,25 @@ class StateTable:
         return removed
 
     def _delete(self, rows: Iterable[tuple[str, str, str]]) -> Iterator[StateKey]:
-        """Delete listed (PartitionKey, RowKey, ETag)s, each partition's run of rows in transactions."""
+        """Delete listed (PartitionKey, RowKey, ETag)s in transactions of one partition's run of rows,
+        several in flight while the listing goes on."""
+        in_flight: deque[Future[tuple[str, list[str]]]] = deque()
+
+        def send(partition_key: str, batch: list[tuple[str, str]]) -> tuple[str, list[str]]:
+            return partition_key, self.store.delete_batch(partition_key, batch)
+
+        def done(future: Future[tuple[str, list[str]]]) -> Iterator[StateKey]:
+            partition_key, deleted = future.result()
+            return (StateKey(partition_key, row) for row in deleted)
+
         for partition_key, run in itertools.groupby(rows, key=lambda row: row[0]):
-            batch: list[tuple[str, str]] = []
-            for _, row_key, etag in run:
-                batch.append((row_key, etag))
-                if len(batch) == MAX_BATCH_WRITES:
-                    yield from (StateKey(partition_key, row) for row in self.store.delete_batch(partition_key, batch))
-                    batch = []
-            if batch:
-                yield from (StateKey(partition_key, row) for row in self.store.delete_batch(partition_key, batch))
+            listed = ((row_key, etag) for _, row_key, etag in run)
+            while batch := list(itertools.islice(listed, MAX_BATCH_WRITES)):
+                in_flight.append(_WRITERS.submit(send, partition_key, batch))
+                if len(in_flight) == DELETES_IN_FLIGHT:
+                    yield from done(in_flight.popleft())
+        while in_flight:
+            yield from done(in_flight.popleft())
 
     def _cached(self, key: StateKey) -> tuple[KeyState, str] | None:
         with self._lock:
