@@ -45,6 +45,7 @@ from shared.cli import azurite
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import Position
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
+from shared.clients.storage import table_service
 from shared.detect.alerts import TableAlertStore
 from shared.detect.engine import RULES_DIR, Detector, detect_batch
 from shared.detect.rules import load_rules
@@ -257,7 +258,7 @@ def detect_partition(bodies: Sequence[bytes], partition: str, plan: Plan, connec
 
     def instance() -> Detector:
         """A fresh function instance (new clients, empty caches), maybe doomed to die during its batch."""
-        service = TableServiceClient.from_connection_string(connection)
+        service = table_service(Settings(storage_connection_string=connection))  # as detect_fn builds it
         doomed = faults.rng.randint(0, 20) if faults.roll(crash) else None
         return Detector(rules=rules, state=StateTable(CrashingStore(service.get_table_client(tables[0]), doomed)),
             alerts=TableAlertStore(service.get_table_client(tables[1])), publisher=publisher,

@@ -127,6 +127,9 @@ var deadletterContainerName = 'deadletters'
 // Written by catalog_refresh, read by normalize and enrich: the identity's Blob Data Owner on the account
 // covers it. ARM's providerOperations list it reads is tenant metadata any signed-in identity may read.
 var catalogContainerName = 'catalog'
+// A deployment's own rules and lists, laid over the packaged rules/ and read by detect every few minutes
+// (README "Writing rules"): upload with `az storage blob upload-batch`, no republish. Read only by the app.
+var rulesContainerName = 'rules'
 var stateTableName = 'detectionstate'
 var alertsTableName = 'alerts'
 var enrichCacheTableName = 'enrichcache'
@@ -180,6 +183,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     deadletterContainerName: deadletterContainerName
     catalogContainerName: catalogContainerName
+    rulesContainerName: rulesContainerName
     tableNames: [
       stateTableName
       alertsTableName
@@ -247,6 +251,7 @@ var appSettings = {
   STORMWATCH_BLOB_ENDPOINT: storage.outputs.blobEndpoint
   STORMWATCH_TABLE_ENDPOINT: storage.outputs.tableEndpoint
   STORMWATCH_DEADLETTER_CONTAINER: deadletterContainerName
+  STORMWATCH_RULES_CONTAINER: rulesContainerName
   STORMWATCH_STATE_TABLE: stateTableName
   STORMWATCH_ALERTS_TABLE: alertsTableName
   STORMWATCH_ENRICH_CACHE_TABLE: enrichCacheTableName

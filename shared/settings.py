@@ -44,9 +44,13 @@ _ENV_NAMES: dict[str, str] = {
     # detect_fn
     "rules_dir": "STORMWATCH_RULES_DIR",
     "rule_statuses": "STORMWATCH_RULE_STATUSES",
+    "rules_container": "STORMWATCH_RULES_CONTAINER",
+    "rules_refresh_seconds": "STORMWATCH_RULES_REFRESH_SECONDS",
     "state_table": "STORMWATCH_STATE_TABLE",
     "alerts_table": "STORMWATCH_ALERTS_TABLE",
     "inventory_table": "STORMWATCH_INVENTORY_TABLE",
+    # delivery_fn (routes.yaml names further settings per route: webhook URLs and secrets, the DCR)
+    "deliveries_table": "STORMWATCH_DELIVERIES_TABLE",
     # enrich_fn
     "arm_endpoint": "STORMWATCH_ARM_ENDPOINT",
     "subscription_id": "STORMWATCH_SUBSCRIPTION_ID",
@@ -88,10 +92,15 @@ class Settings(BaseModel):
     rules_dir: str | None = None
     # Which Sigma `status` values run (comma-separated in the app setting); rules without a status always do.
     rule_statuses: list[str] = Field(default_factory=lambda: ["stable", "test"])
+    # A deployment's own rules and lists, laid over `rules_dir` and re-checked this often (README "Writing rules").
+    rules_container: str = "rules"
+    rules_refresh_seconds: int = Field(default=120, ge=10, le=86_400)
     state_table: str = "detectionstate"
     alerts_table: str = "alerts"
     # detect_fn keeps the per-subscription, per-day inventory here; inventory_fn reads it.
     inventory_table: str = "inventory"
+    # delivery_fn's outbox: one row per (alert, route).
+    deliveries_table: str = "deliveries"
     # enrich_fn: ARM base URL (sovereign clouds and the local fake differ), cache, optional actions.
     arm_endpoint: str = "https://management.azure.com"
     subscription_id: str | None = None
@@ -155,8 +164,10 @@ LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTIO
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_RULE_STATUSES",
+    "STORMWATCH_RULES_REFRESH_SECONDS",
     "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
+    "STORMWATCH_DELIVERIES_TABLE",
 })
 # Identity-based connections the Functions host itself reads (not through Settings).
 HOST_CONNECTIONS = (

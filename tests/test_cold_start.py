@@ -19,7 +19,8 @@ from tests.conftest import REPO, indexed_functions
 
 # What indexing must not import: each is only needed once a function runs (and some never are).
 DEFERRED = ("azure.storage.blob", "azure.identity", "azure.data.tables", "azure.eventhub", "requests",
-            "shared.detect.engine", "shared.normalize.batch", "shared.enrich.service", "shared.inventory.api")
+            "shared.detect.engine", "shared.normalize.batch", "shared.enrich.service", "shared.inventory.api",
+            "shared.delivery.engine")
 
 
 def loaded_after(code: str) -> dict[str, object]:
@@ -32,7 +33,8 @@ def test_indexing_the_app_imports_no_storage_event_hubs_or_arm_client() -> None:
     loaded = loaded_after("import function_app\nnames = function_app.app.get_functions()")
     assert [name for name in DEFERRED if name in loaded] == []
     assert {"normalize", "catalog_refresh", "detect", "detect_housekeeping", "inventory", "dashboard",
-            "enrich_ip", "enrich_openapi"} <= set(indexed_functions()), "every function is still indexed"
+            "enrich_ip", "enrich_openapi", "delivery", "alert_status"} <= set(indexed_functions()), \
+        "every function is still indexed"
 
 
 def test_a_batch_without_dead_letters_never_imports_the_blob_client() -> None:

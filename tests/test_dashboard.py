@@ -17,6 +17,7 @@ from typing import Any
 import azure.functions as func
 import orjson
 import pytest
+from azure.storage.blob import BlobServiceClient
 
 from shared import __version__
 from shared.caller import PRINCIPAL_HEADER
@@ -268,3 +269,16 @@ def test_with_entra_sign_in_the_routes_need_a_signed_in_reader(served_env: Sampl
     signed_in = func.HttpRequest("GET", "http://localhost/api/inventory", params=MONTH, body=b"",
                                  headers={PRINCIPAL_HEADER: READER_ONLY})
     assert handler(signed_in).status_code == 200
+
+
+def test_a_catalog_uploaded_to_the_rules_container_names_the_subscriptions(
+        served_env: Samples, app_env: pytest.MonkeyPatch, azurite_instance: azurite.Azurite) -> None:
+    container = BlobServiceClient.from_connection_string(azurite_instance.connection_string) \
+        .get_container_client(f"rules-{uuid.uuid4().hex[:10]}")
+    container.create_container()
+    container.upload_blob("lists/subscriptions.yaml",
+                          f"subscriptions:\n  {PRODUCTION}: {{name: Payments EU, environment: production}}\n")
+    app_env.setenv("STORMWATCH_RULES_CONTAINER", container.container_name)
+    wiring.reset()
+    answer = orjson.loads(call("inventory", subscription=PRODUCTION, **MONTH).get_body())
+    assert [item["name"] for item in answer["subscriptions"]] == ["Payments EU"]

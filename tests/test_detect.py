@@ -16,6 +16,7 @@ import pytest
 from azure.core.exceptions import ServiceRequestError
 from azure.functions.timer import TimerRequest
 
+from shared import __version__
 from shared.cli import azurite
 from shared.clients import wiring
 from shared.clients.dead_letters import InMemoryDeadLetterStore
@@ -92,7 +93,8 @@ def test_the_registered_handlers_detect_and_keep_house(tables: Tables, rules_dir
     assert alert["rule_id"] == "burst" and alert["count"] == 10
     assert alert["group"] == {"actor": "mallory@contoso.example"}
     assert set(alert) == {"alert_id", "rule_id", "title", "severity", "time", "group", "count", "first_seen",
-                          "last_seen", "event_ids", "summary", "tags", "references", "falsepositives", "author"}
+                          "last_seen", "event_ids", "summary", "tags", "references", "falsepositives", "author",
+                          "stormwatch_version"}
     stored = TableAlertStore(tables.service().get_table_client(tables.alerts)).get(alert["alert_id"])
     assert stored is not None and orjson.loads(stored.to_json()) == alert
     registered("detect_housekeeping").get_user_function()(TimerRequest())
@@ -208,6 +210,16 @@ def test_an_alert_whose_publish_failed_is_published_once_on_redelivery(tables: T
     assert detector.alerts.stage(stored) == "published"
     assert [orjson.loads(item.body)["alert_id"] for item in publisher.hubs["alerts"]] == [retried.alerts[0].alert_id]
     assert run(detector, events).alerts == []
+
+
+def test_every_alert_names_the_release_that_raised_it_and_keeps_it_in_storage(tables: Tables, burst: Rule) -> None:
+    detector = tables.detector([burst])
+    [alert] = run(detector, deletes(10)).alerts
+    assert alert.stormwatch_version == __version__
+    assert orjson.loads(alert.to_json())["stormwatch_version"] == __version__
+    assert isinstance(detector.alerts, TableAlertStore)
+    stored = detector.alerts.get(alert.alert_id)
+    assert stored is not None and stored.stormwatch_version == __version__
 
 
 def test_late_and_out_of_order_batches_count_in_event_time(tables: Tables, burst: Rule) -> None:

@@ -19,6 +19,8 @@ import azure.functions as func
 import orjson
 import pytest
 from azure.core.exceptions import AzureError, ServiceResponseError
+from azure.core.pipeline.transport import RequestsTransport
+from azure.data.tables import TableClient
 from azure.eventhub import EventHubProducerClient
 from azure.eventhub.exceptions import EventHubError
 
@@ -28,6 +30,7 @@ from shared.clients.eventhubs import Position, trigger_batch
 from shared.clients.publisher import EventHubPublisher, InProcessPublisher, OutgoingEvent
 from shared.clients.storage import emulator_connection_string
 from shared.normalize.batch import normalize_bodies
+from shared.settings import Settings
 from tests.conftest import indexed_functions, sample
 from tests.detect_fixtures import BURST_RULE, Tables, deletes, rule_from, tables
 from tests.faultproxy import FaultProxy
@@ -222,3 +225,19 @@ def test_storage_slower_than_the_read_timeout_fails_loudly_instead_of_hanging(
     with pytest.raises(ServiceResponseError):
         handler("detect")(trigger_batch([orjson.dumps(item) for item in EVENTS[:5]], partition="6"))
     assert time.monotonic() - started < 30
+
+
+def test_every_table_client_shares_one_transport_whose_session_exists_before_any_thread_uses_it() -> None:
+    """azure-core makes its session at the first request and re-mounts its adapters meanwhile; detect's 8 state
+    threads making first requests at once could find no adapter for http:// (the soak hit it once in 200,000
+    events). White-box: what matters is that the session is made before the client is handed out."""
+    service = storage.table_service(Settings(storage_connection_string=storage.DEV_CONNECTION_STRING))
+    [transport] = {_transport_of(service.get_table_client(name)) for name in ("detectionstate", "alerts")}
+    assert transport.session is not None
+
+
+def _transport_of(table: TableClient) -> RequestsTransport:
+    transport: object = table._client._client._pipeline._transport
+    while not isinstance(transport, RequestsTransport):
+        transport = transport._transport  # type: ignore[attr-defined]  # azure-data-tables' TransportWrapper
+    return transport

@@ -296,7 +296,8 @@ def test_storage_names_match_what_the_code_reads(main: Template, templates: dict
     storage_template = templates["modules/storage.bicep"]
     containers = resources(storage_template, "Microsoft.Storage/storageAccounts/blobServices/containers")
     container_names = {resolve(main, arguments[container["name"]]) for container in containers.values()}
-    assert container_names == {"app-package", defaults.deadletter_container, CATALOG_CONTAINER}
+    assert container_names == {"app-package", defaults.deadletter_container, CATALOG_CONTAINER,
+                               defaults.rules_container}
     table_loop = storage_template["resources"]["tables"]["config"]
     assert table_loop["loop_type"]["detail"]["array_name"] == "tableNames"
     tables = {resolve(main, name) for name in arguments["tableNames"]}

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO / "shared"
-ENGINES = ("normalize", "detect", "enrich", "inventory")
+ENGINES = ("normalize", "detect", "enrich", "inventory", "delivery")
 MAX_LOOSE_MODULES = 8
 
 

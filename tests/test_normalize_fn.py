@@ -193,3 +193,13 @@ def test_one_structured_log_line_per_batch_with_counts_and_lag(
     assert report["lag_ms"] > 0 and report["duration_ms"] > 0
     assert report["partition"] == "7"
     assert report["mappers"] == "interpreted", "the tests run the sources; the package says compiled"
+
+
+def test_the_batch_line_counts_events_per_subscription_and_entra_tenant(
+        run_normalize: Callable[..., tuple[InProcessPublisher, str]], caplog: pytest.LogCaptureFixture) -> None:
+    """The `silence` health alert (infra/modules/health.bicep) watches these origins for one gone quiet."""
+    with caplog.at_level("INFO", logger="stormwatch.normalize"):
+        run_normalize([sample("activity/vm-start.json"), sample("signin/managed-identity.json")])
+    [line] = [record for record in caplog.records if record.name == "stormwatch.normalize"]
+    assert orjson.loads(line.getMessage())["origins"] == {
+        "a1b2c3d4-1111-4111-8111-000000000001": 2, "tenant:72f988bf-0000-4000-8000-000000000001": 1}

@@ -186,5 +186,6 @@ def test_funcignore_patterns_leave_out_folders_and_names(tmp_path: Path) -> None
 
 def test_sources_are_not_shadowed_by_extension_modules() -> None:
     """Python imports an extension module before its source: one left in the checkout would hide every edit."""
-    assert not [path for folder in ("shared", "normalize_fn", "detect_fn", "enrich_fn", "inventory_fn")
+    folders = ("shared", "normalize_fn", "detect_fn", "enrich_fn", "inventory_fn", "delivery_fn")
+    assert not [path for folder in folders
                 for path in (REPO / folder).rglob("*.so")]

@@ -28,6 +28,9 @@ param deadletterContainerName string
 @description('Blob container for the operation catalog the app refreshes daily from ARM (catalog_refresh).')
 param catalogContainerName string
 
+@description('Blob container for rules and lists that override or extend the packaged rules/ (read by detect).')
+param rulesContainerName string
+
 @description('Table names: detection state, alerts, enrichment cache.')
 param tableNames array
 
@@ -125,6 +128,14 @@ resource deadletterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource catalogContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: catalogContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource rulesContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: rulesContainerName
   properties: {
     publicAccess: 'None'
   }

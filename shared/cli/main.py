@@ -15,6 +15,7 @@ import orjson
 from azure.core.exceptions import AzureError
 
 from shared import __version__
+from shared.cli.alert_commands import add_commands as add_alert_commands
 from shared.cli.azurite import add_azurite_port, ports_from, stop_dev_instance
 from shared.cli.deadletter_commands import add_deadletter_commands
 from shared.cli.demo import run_demo
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_deadletter_commands(commands)
     add_enrich_commands(commands)
     add_detect_commands(commands)
+    add_alert_commands(commands)
     return parser
 
 

@@ -14,6 +14,7 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from shared.settings import Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
+    from azure.core.pipeline.transport import RequestsTransport
     from azure.data.tables import TableServiceClient
     from azure.identity import DefaultAzureCredential
     from azure.storage.blob import BlobServiceClient
@@ -68,7 +69,22 @@ def _blob_options(quick: bool) -> dict[str, Any]:
 
 
 def _table_options() -> dict[str, Any]:
-    return {"retry_total": 3, "retry_backoff_factor": 0.5, **_TIMEOUTS}
+    # The timeouts go to the transport: a client given a transport does not pass them on.
+    return {"retry_total": 3, "retry_backoff_factor": 0.5, "transport": opened_transport(**_TIMEOUTS)}
+
+
+def opened_transport(**timeouts: Any) -> RequestsTransport:
+    """An HTTP transport whose session exists before threads share it.
+
+    azure-core creates the session at the first request and then re-mounts its adapters; detect writes state
+    on 8 threads, and a first request made meanwhile can find no adapter for `http://` ("No connection
+    adapters were found"), failing a batch for nothing. The bench/soak.py run found it.
+    """
+    from azure.core.pipeline.transport import RequestsTransport  # noqa: PLC0415 - cold start: requests
+
+    transport = RequestsTransport(**timeouts)
+    transport.open()
+    return transport
 
 
 @lru_cache(maxsize=1)

@@ -4,8 +4,9 @@ An alert id is a hash of (rule, group key, what raised it), so the same incident
 after a redelivery or by two instances — is the same row. `emit_alerts` stores each alert *before*
 publishing it, marked unpublished, and marks it published afterwards: a retry publishes only what
 is stored and not yet marked, so an alert reaches the hub once (twice only if the process dies between
-the publish and the mark). Record values copied into an alert are cut with a visible marker, so a
-row always fits Table Storage's 64 KiB per property.
+the publish and the mark). The saved row is marked not yet routed: delivery to webhooks and Log
+Analytics starts from that mark, on its own timer, so detection never waits on a destination. Record
+values copied into an alert are cut with a visible marker, so a row always fits Table Storage's 64 KiB per property.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from shared.values import format_time
 
 ALERT_ROW_KEY = "alert"
 PUBLISHED = "published"
+# False on every alert saved from now on: delivery (shared.delivery) routes it later, off the detection path.
+ROUTED = "routed"
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _UNKNOWN = "(unknown)"
 # Cuts of record-derived text in an alert. Even as JSON with every character escaped (6 each), the
@@ -62,6 +65,9 @@ class Alert(BaseModel):
     references: list[str] = Field(default_factory=list)
     falsepositives: list[str] = Field(default_factory=list)
     author: str = ""
+    # Which release raised it: an analyst comparing alerts across an upgrade knows which rules and mappers ran.
+    stormwatch_version: str = Field(default="",
+                                    description="The Stormwatch version that raised it (empty: before 0.2.0)")
 
     @field_serializer("time", "first_seen", "last_seen")
     def _iso(self, moment: datetime) -> str:
@@ -160,7 +166,7 @@ class TableAlertStore:
 
     def save(self, alert: Alert) -> None:
         self.ensure_table()
-        self._table.upsert_entity({**alert_entity(alert), PUBLISHED: False}, mode=UpdateMode.REPLACE)
+        self._table.upsert_entity({**alert_entity(alert), PUBLISHED: False, ROUTED: False}, mode=UpdateMode.REPLACE)
 
     def mark_published(self, alert_id: str) -> None:
         self._table.upsert_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, PUBLISHED: True},

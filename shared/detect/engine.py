@@ -35,9 +35,11 @@ from shared.clients import wiring
 from shared.clients.dead_letters import DeadLetterStore
 from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
-from shared.clients.storage import table_service
+from shared.clients.rule_store import BlobRuleStore
+from shared.clients.storage import blob_service, table_service
 from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts
 from shared.detect.inventory_table import InventoryTable, inventory_table
+from shared.detect.rule_source import LayeredRules, RuleSet
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
 from shared.detect.rules.fields import route
 from shared.detect.rules.loader import RulePack, load_rules
@@ -140,7 +142,21 @@ def _dead_letter(reason: str, body: bytes, position: Position) -> DeadLetter:
 
 
 def detect_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -> DetectReport:
-    """Evaluate a batch; raise only on an outage of the state, alert or dead-letter store or the hub."""
+    """Evaluate a batch; raise only on an outage of the state, alert or dead-letter store or the hub.
+
+    Before an outage propagates (and the retry policy redelivers the batch) one structured line says so:
+    the `detect-retry-loop` health alert counts these per partition to spot a stalled one.
+    """
+    try:
+        return _evaluate_batch(bodies, detector)
+    except Exception as error:
+        log.warning(orjson.dumps({"function": "detect", "outcome": "retry",
+                                  "partition": bodies[0][1].partition if bodies else None,
+                                  "error": type(error).__name__}).decode())
+        raise
+
+
+def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector) -> DetectReport:
     started = time.perf_counter()
     partition = bodies[0][1].partition if bodies else None
     events, letters = decode_events(bodies)
@@ -283,23 +299,43 @@ def build_detector(rules: list[Rule], service: TableServiceClient, *, state_tabl
 
 _built: dict[str, tuple[tuple[object, ...], Detector]] = {}
 _building = threading.Lock()
+_layers: dict[str, tuple[tuple[object, ...], LayeredRules]] = {}
+_layering = threading.Lock()
 
 
 def detector() -> Detector:
-    """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`)."""
+    """This process's detector, rebuilt when the settings or clients it uses change (`wiring.reset()`),
+    running the rules of the packaged folder and the rules container as of the last check."""
     settings = get_settings()
     publisher, dead_letters = wiring.publisher(), wiring.dead_letter_store()
-    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.state_table, settings.alerts_table,
-                 settings.inventory_table,
-                 settings.alerts_hub,
+    signature = (settings.state_table, settings.alerts_table, settings.inventory_table, settings.alerts_hub,
                  settings.storage_connection_string, settings.table_endpoint, id(publisher), id(dead_letters))
+    rules = current_rules().pack.rules
     with _building:
         built = _built.get("current")
         if built is None or built[0] != signature:
             built = signature, build_detector(
-                load_pack(settings.rules_dir, settings.rule_statuses).rules, table_service(settings),
-                state_table=settings.state_table,
+                rules, table_service(settings), state_table=settings.state_table,
                 alerts_table=settings.alerts_table, publisher=publisher, alerts_hub=settings.alerts_hub,
                 dead_letters=dead_letters, inventory=settings.inventory_table)
             _built["current"] = built
+        built[1].rules = rules
         return built[1]
+
+
+def current_rules() -> RuleSet:
+    """This process's rules and lists: the packaged folder with the rules container laid over it, checked
+    again when due (README "Rules without a republish")."""
+    settings = get_settings()
+    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.rules_container,
+                 settings.rules_refresh_seconds, settings.storage_connection_string, settings.blob_endpoint)
+    with _layering:
+        layered = _layers.get("current")
+        if layered is None or layered[0] != signature:
+            statuses = tuple(settings.rule_statuses)
+            layered = signature, LayeredRules(
+                Path(settings.rules_dir) if settings.rules_dir else RULES_DIR,
+                BlobRuleStore(blob_service(settings), settings.rules_container),
+                lambda folder: load_pack(folder, statuses), every=settings.rules_refresh_seconds)
+            _layers["current"] = layered
+        return layered[1].current()

@@ -3,6 +3,8 @@
 Both read the same answer (`inventory_answer`): the aggregates of one subscription, or all, over a
 range of days, merged into daily totals and Top-X tables, with names from the subscription catalog.
 The dashboard is that answer drawn as one page (`shared.inventory.dashboard`), so the two can never disagree.
+Each latest alert carries its lifecycle status and owner, and the answer lists the failed deliveries
+(`shared.delivery`), so an analyst sees what nobody has picked up and what never reached its destination.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import azure.functions as func
@@ -23,7 +24,9 @@ from azure.core.exceptions import AzureError
 
 from shared.caller import READER, authorize
 from shared.clients.storage import table_service
-from shared.detect.engine import RULES_DIR
+from shared.delivery.lifecycle import AlertRows, Lifecycle
+from shared.delivery.outbox import Outbox
+from shared.detect.engine import current_rules
 from shared.detect.inventory_aggregates import DIMENSIONS, TENANT, TOTALS, summarize
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.subscriptions import SubscriptionCatalog, load_catalog
@@ -35,6 +38,7 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 366
 MAX_TOP = 20
 DEFAULT_TOP = 10
+MAX_FAILED_DELIVERIES = 20
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _SUBSCRIPTION = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -96,6 +100,17 @@ def inventory_answer(table: InventoryTable, catalog: SubscriptionCatalog, query:
     }
 
 
+def with_lifecycle(answer: dict[str, Any], rows: AlertRows, outbox: Outbox) -> dict[str, Any]:
+    """The answer with each latest alert's status and owner, and the latest failed deliveries."""
+    latest = []
+    for alert in answer["latest_alerts"]:
+        stored = rows.get(alert["alert_id"])
+        lifecycle = stored.lifecycle if stored is not None else Lifecycle()
+        latest.append({**alert, "status": lifecycle.status, "owner": lifecycle.owner})
+    failed = [row.model_dump(mode="json") for row in outbox.failed(MAX_FAILED_DELIVERIES)]
+    return {**answer, "latest_alerts": latest, "failed_deliveries": failed}
+
+
 def _subscription(catalog: SubscriptionCatalog, subscription: str, events: int | None) -> dict[str, Any]:
     entry = catalog.subscriptions.get(subscription)
     described = {"id": subscription, "name": _name(catalog, subscription),
@@ -107,22 +122,33 @@ def _name(catalog: SubscriptionCatalog, subscription: str) -> str:
     return "Entra ID tenant" if subscription == TENANT else catalog.name_of(subscription)
 
 
-_readers: dict[str, tuple[tuple[object, ...], InventoryTable, SubscriptionCatalog]] = {}
+@dataclass(frozen=True)
+class _Reader:
+    inventory: InventoryTable
+    catalog: SubscriptionCatalog
+    alerts: AlertRows
+    outbox: Outbox
+
+
+_readers: dict[str, tuple[tuple[object, ...], _Reader]] = {}
 _building = threading.Lock()
 
 
-def _reader() -> tuple[InventoryTable, SubscriptionCatalog]:
-    """The table client and catalog of this process, rebuilt when the settings change."""
+def _reader() -> _Reader:
+    """The table clients and catalog of this process, rebuilt when the settings or the rules in use change."""
     settings = get_settings()
+    folder = current_rules().folder  # the catalog may come from the rules container
     signature = (settings.storage_connection_string, settings.table_endpoint, settings.inventory_table,
-                 settings.rules_dir)
+                 folder, settings.alerts_table, settings.deliveries_table)
     with _building:
         built = _readers.get("current")
         if built is None or built[0] != signature:
-            rules = Path(settings.rules_dir) if settings.rules_dir else RULES_DIR
-            built = signature, inventory_table(table_service(settings), settings.inventory_table), load_catalog(rules)
+            service = table_service(settings)
+            built = signature, _Reader(inventory_table(service, settings.inventory_table), load_catalog(folder),
+                                       AlertRows(service.get_table_client(settings.alerts_table)),
+                                       Outbox(service.get_table_client(settings.deliveries_table)))
             _readers["current"] = built
-        return built[1], built[2]
+        return built[1]
 
 
 def handle(request: func.HttpRequest, render: Callable[[dict[str, Any]], func.HttpResponse]) -> func.HttpResponse:
@@ -132,8 +158,9 @@ def handle(request: func.HttpRequest, render: Callable[[dict[str, Any]], func.Ht
     try:
         authorize(request, READER)
         query = parse_query(params, datetime.now(UTC).date())
-        table, catalog = _reader()
-        return render(inventory_answer(table, catalog, query))
+        reader = _reader()
+        answer = inventory_answer(reader.inventory, reader.catalog, query)
+        return render(with_lifecycle(answer, reader.alerts, reader.outbox))
     except InputError as error:
         return json_response(error.status, {"error": {"status": error.status, "message": error.message}})
     except AzureError as error:

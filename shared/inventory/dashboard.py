@@ -65,7 +65,8 @@ def render_dashboard(answer: dict[str, Any]) -> str:
             f'{answer["from"]} to {answer["to"]} (UTC days)</p></header>{_form(answer, names)}<main>'
             f'<section class="wide" id="totals"><h2>Totals</h2><dl>{cards}</dl></section>'
             f'<section class="wide" id="trend-panel"><h2>Trend per day</h2>{_trend(answer["days"])}</section>'
-            f'{_alerts(answer["latest_alerts"])}{"".join(panels)}</main>'
+            f'{_alerts(answer["latest_alerts"])}{_failed(answer.get("failed_deliveries", []))}'
+            f'{"".join(panels)}</main>'
             f'<footer>Stormwatch {__version__}</footer></body></html>')
 
 
@@ -149,11 +150,32 @@ def _alerts(alerts: list[dict[str, Any]]) -> str:
         f'<tr><td class="nowrap">{_text(alert["time"][:16].replace("T", " "))}</td>'
         f'<td class="nowrap sev-{_text(alert["severity"])}">{_text(alert["severity"])}</td>'
         f'<td>{_text(alert["rule_id"])}</td><td>{_text(alert["subscription_name"])}</td>'
-        f'<td>{_text(alert["summary"])}</td><td>{_links(alert)}</td></tr>' for alert in alerts)
-    empty = '<tr><td class="empty" colspan="6">no alerts in this range</td></tr>'
+        f'<td>{_text(alert["summary"])}</td><td>{_links(alert)}</td><td class="nowrap">{_status(alert)}</td></tr>'
+        for alert in alerts)
+    empty = '<tr><td class="empty" colspan="7">no alerts in this range</td></tr>'
     return (f'<section class="wide" id="alerts"><h2>Latest alerts</h2><table><tr><th>time (UTC)</th>'
-            f'<th>severity</th><th>rule</th><th>subscription</th><th>summary</th><th>enrichment</th></tr>'
-            f"{rows or empty}</table></section>")
+            f'<th>severity</th><th>rule</th><th>subscription</th><th>summary</th><th>enrichment</th>'
+            f"<th>status</th></tr>{rows or empty}</table></section>")
+
+
+def _status(alert: dict[str, Any]) -> str:
+    """`acknowledged (erin@…)`: the lifecycle status (`python -m shared alerts`, /api/alerts/{id}/status)."""
+    status = _text(str(alert.get("status") or "new").replace("_", " "))
+    owner = alert.get("owner")
+    return f"{status} ({_text(owner)})" if owner else status
+
+
+def _failed(deliveries: list[dict[str, Any]]) -> str:
+    """Deliveries that gave up: retried by hand with `python -m shared alerts retry ID`."""
+    rows = "".join(
+        f'<tr><td class="nowrap">{_text(row["updated_at"][:16].replace("T", " "))}</td>'
+        f'<td class="nowrap">{_text(row["alert_id"])}</td><td>{_text(row["route"])}</td>'
+        f'<td>{_text(row["destination"])}</td><td class="count">{row["attempts"]}</td>'
+        f'<td>{_text(row.get("last_error") or "")}</td></tr>' for row in deliveries)
+    empty = '<tr><td class="empty" colspan="6">no failed deliveries</td></tr>'
+    return (f'<section class="wide" id="failed-deliveries"><h2>Failed deliveries</h2><table><tr>'
+            f'<th>last attempt (UTC)</th><th>alert</th><th>route</th><th>destination</th>'
+            f'<th class="count">attempts</th><th>last error</th></tr>{rows or empty}</table></section>')
 
 
 def _links(alert: dict[str, Any]) -> str:

@@ -43,6 +43,9 @@ class NormalizedOutput(NamedTuple):
     source: str
     partition_key: str
     body: bytes
+    # Where it came from: the subscription id, else `tenant:<id>` (Entra ID), else "unknown". The batch line
+    # counts events per origin, which the `silence` health alert watches for a subscription gone quiet.
+    origin: str
 
 
 @dataclass
@@ -53,6 +56,9 @@ class BatchResult:
 
     def events_by_source(self) -> Counter[str]:
         return Counter(output.source for output in self.events)
+
+    def events_by_origin(self) -> Counter[str]:
+        return Counter(output.origin for output in self.events)
 
     def dead_letters_by_reason(self) -> Counter[str]:
         return Counter(letter.reason.split(":", 1)[0] for letter in self.dead_letters)
@@ -107,7 +113,8 @@ def _normalize_body(body: bytes, position: Position, include_raw: bool, result: 
                 return
             letters.append(_dead_letter(_reason(error), position, index, _record_bytes(record)))
             continue
-        events.append(NormalizedOutput(event["source"], partition_key(event), encoded))
+        origin = event["subscription_id"] or (f"tenant:{event['tenant_id']}" if event["tenant_id"] else "unknown")
+        events.append(NormalizedOutput(event["source"], partition_key(event), encoded, origin))
     result.records_in += len(records)
     result.events.extend(events)
     result.dead_letters.extend(letters)
@@ -222,6 +229,7 @@ class BatchReport:
     events_out: int
     dead_letters: int
     events_by_source: dict[str, int]
+    origins: dict[str, int]  # events per subscription id or `tenant:<id>`: what the silence alert watches
     dead_letters_by_reason: dict[str, int]
     duration_ms: float
     # Processing time minus the oldest enqueued time of the batch: how far behind the hub we are.
@@ -261,7 +269,7 @@ def process_batch(bodies: Sequence[tuple[bytes, Position]], publisher: Publisher
     report = BatchReport(
         partition=bodies[0][1].partition if bodies else None, records_in=result.records_in,
         events_out=len(result.events), dead_letters=len(result.dead_letters),
-        events_by_source=dict(result.events_by_source()),
+        events_by_source=dict(result.events_by_source()), origins=dict(result.events_by_origin()),
         dead_letters_by_reason=dict(result.dead_letters_by_reason()),
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
         lag_ms=batch_lag_ms(bodies),

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from shared import __version__
 from shared.detect.alerts import Alert, alert_id, render_summary
 from shared.detect.rules.rule import MAX_EVENT_IDS, Rule
 
@@ -369,7 +370,7 @@ def _raise(context: KeyContext, hit: Hit, *, count: int, first_us: int, last_us:
         first_seen=from_us(first_us), last_seen=from_us(last_us), event_ids=event_ids[-MAX_EVENT_IDS:],
         summary=render_summary(rule.spec.summary, rule.spec.title, facts, hit.event),
         tags=rule.spec.tags, references=rule.spec.references, falsepositives=rule.spec.falsepositives,
-        author=", ".join(rule.spec.author),
+        author=", ".join(rule.spec.author), stormwatch_version=__version__,
     ), hit.sequence)
 
 

@@ -31,6 +31,7 @@ from shared.normalized_event import FIELD_NAMES, NormalizedEvent
 from shared.values import MappingError, format_time, parse_time
 
 LISTS_FOLDER = "lists"
+ROUTES_FILE = "routes.yaml"  # where alerts go (shared.delivery.routes): beside the rules, not a rule
 RULE_SUFFIXES = (".yaml", ".yml")
 # The buckets of a distinct key (value hashes, capped at the threshold, and evidence samples;
 # `distinct_state_chars`): keep their worst case inside one entity (1 MiB, strings counted as UTF-16),
@@ -116,8 +117,9 @@ def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES) ->
 
 def rule_files(directory: Path) -> list[Path]:
     lists = directory / LISTS_FOLDER
+    routes = directory / ROUTES_FILE
     return sorted(path for path in directory.rglob("*") if path.suffix in RULE_SUFFIXES
-                  and path.is_file() and lists not in path.parents)
+                  and path.is_file() and lists not in path.parents and path != routes)
 
 
 class _FileError(Exception):
@@ -194,9 +196,11 @@ def _describe(loc: Sequence[str | int]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).lstrip(".")
 
 
-def _validation_report(path: Path, node: yaml.Node, error: ValidationError) -> LoadError:
+def _validation_report(path: Path, node: yaml.Node, error: ValidationError,
+                       prefix: Sequence[str | int] = ()) -> LoadError:
+    """The first problem with its line; `prefix` locates a model validated from inside the document."""
     first = error.errors()[0]
-    loc = [part for part in first["loc"] if isinstance(part, (str, int))]
+    loc = [*prefix, *(part for part in first["loc"] if isinstance(part, (str, int)))]
     where = _describe(loc)
     message = first["msg"].removeprefix("Value error, ")
     more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
@@ -432,3 +436,9 @@ def _test_event(rule_id: str, fragment: Mapping[str, Any], index: int,
         message = "not a field of the normalized event" if first["type"] == "extra_forbidden" else first["msg"]
         raise RuleError(message, (*loc, *field_loc)) from None
     return event
+
+
+# For other YAML files kept beside the rules (routes.yaml): the same bounded reading and error reports.
+FileError = _FileError
+read_yaml = _read_yaml
+validation_report = _validation_report

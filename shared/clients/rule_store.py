@@ -1,0 +1,35 @@
+"""Where a deployment keeps its own rules and lists: a blob container laid out like the packaged `rules/`."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.storage.blob import BlobServiceClient
+
+RULES_CONTAINER = "rules"
+
+
+class RuleStore(Protocol):
+    def listing(self) -> dict[str, str]:
+        """Blob name → ETag of every blob; empty when the container does not exist. Raise on an outage."""
+
+    def read(self, name: str) -> bytes:
+        """One blob's bytes; raise when it cannot be read (gone since the listing, or an outage)."""
+
+
+class BlobRuleStore:
+    """The rules container of the app's storage account. The ETags let a reader tell, with one listing
+    request, whether anything changed since it last loaded the container."""
+
+    def __init__(self, service: BlobServiceClient, container: str = RULES_CONTAINER) -> None:
+        self._container = service.get_container_client(container)
+
+    def listing(self) -> dict[str, str]:
+        try:
+            return {blob.name: blob.etag for blob in self._container.list_blobs()}
+        except ResourceNotFoundError:
+            return {}
+
+    def read(self, name: str) -> bytes:
+        return self._container.download_blob(name).readall()

@@ -1,0 +1,222 @@
+"""delivery_fn's work, once a minute: route the alerts detection saved, then drain the outbox.
+
+1. Routing: every alert row marked not yet routed gets one outbox row per matching route, then the
+   mark. While routes.yaml has an error the mark stays, so a route that is fixed later still receives
+   the alerts raised while it was broken (rows already added are not added twice).
+2. Draining: each due row is claimed, its alert enriched (bounded in time), sent, and the outcome
+   recorded: delivered; pending again after a backoff (doubling from the route's `backoff_seconds`, or
+   the receiver's Retry-After when longer); or failed after `max_attempts` or a refusal of the content.
+   Once one delivery to a route fails for a reason worth retrying, that route's other rows wait for the
+   next run instead of each spending a timeout on a receiver that is down. A run stops after
+   `max_per_run` rows or its time budget; the rest are still due next minute.
+
+Only an outage of the tables raises (the timer runs again); nothing a route, alert or receiver holds does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from azure.data.tables import TableServiceClient
+
+from shared.clients.storage import default_credential, is_outage, table_service
+from shared.delivery.destinations import DeliveryError, Destinations, Sender
+from shared.delivery.lifecycle import AlertRows
+from shared.delivery.outbox import Claimed, Delivery, Outbox, backoff
+from shared.delivery.routes import Route, RouteTable, load_routes
+from shared.detect.alerts import Alert
+from shared.detect.engine import RULES_DIR
+from shared.settings import Settings, get_settings
+from shared.values import for_log
+
+log = logging.getLogger("stormwatch.delivery")
+Enrich = Callable[[Alert], dict[str, Any]]
+MAX_PER_RUN = 500
+RUN_BUDGET = timedelta(minutes=4)  # the timer fires every minute; the host's timeout is longer
+CLAIM_MARGIN = timedelta(seconds=60)
+
+
+def no_context(_alert: Alert) -> dict[str, Any]:
+    return {}
+
+
+@dataclass
+class Deliverer:
+    alerts: AlertRows
+    outbox: Outbox
+    routes: RouteTable
+    send: Sender
+    enrich: Enrich = no_context
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    max_per_run: int = MAX_PER_RUN
+    budget: timedelta = RUN_BUDGET
+
+
+@dataclass
+class DeliveryReport:
+    """What one run did: one structured log line."""
+
+    alerts_routed: int = 0
+    deliveries_added: int = 0
+    attempted: int = 0
+    delivered: int = 0
+    retrying: int = 0
+    failed: int = 0
+    waiting: int = 0  # due rows left for the next run (their route is down, or claimed by another run)
+    route_errors: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    def as_log(self) -> str:
+        return orjson.dumps({"function": "delivery", **self.__dict__}).decode()
+
+
+def route_pending(deliverer: Deliverer, now: datetime, report: DeliveryReport) -> None:
+    complete = not deliverer.routes.errors
+    for stored in deliverer.alerts.unrouted(deliverer.max_per_run):
+        for route in deliverer.routes.matching(stored.alert):
+            report.deliveries_added += deliverer.outbox.add(stored.alert.alert_id, route.name,
+                                                            _destination(route), now)
+        if complete:
+            deliverer.alerts.mark_routed(stored.alert.alert_id)
+            report.alerts_routed += 1
+
+
+def _destination(route: Route) -> str:
+    destination = route.destination
+    return f"webhook/{destination.format}" if destination.type == "webhook" else destination.type
+
+
+def drain(deliverer: Deliverer, report: DeliveryReport) -> None:
+    started = time.monotonic()
+    down: set[str] = set()
+    contexts: dict[str, dict[str, Any]] = {}
+    for claimed in list(deliverer.outbox.due(deliverer.clock(), deliverer.max_per_run)):
+        route = deliverer.routes.named(claimed.delivery.route)
+        over_time = time.monotonic() - started > deliverer.budget.total_seconds()
+        if over_time or claimed.delivery.route in down or (route is None and deliverer.routes.errors):
+            report.waiting += 1  # a route missing from a broken file may only be broken: keep its rows
+            continue
+        now = deliverer.clock()
+        held = deliverer.outbox.claim(claimed, now + _claim_time(route))
+        if held is None:
+            report.waiting += 1
+            continue
+        report.attempted += 1
+        outcome = _attempt(deliverer, route, held.delivery, contexts)
+        if outcome is None:
+            _record(deliverer, held, report, status="delivered", error=None, now=now)
+            continue
+        error, retryable, wait = outcome
+        if retryable and route is not None:
+            down.add(route.name)
+        attempts = held.delivery.attempts + 1
+        if not retryable or route is None or attempts >= route.max_attempts:
+            _record(deliverer, held, report, status="failed", error=error, now=now, attempts=attempts)
+        else:
+            pause = max(backoff(attempts, route.backoff_seconds, route.max_backoff_seconds), wait)
+            _record(deliverer, held, report, status="pending", error=error, now=now, attempts=attempts,
+                    next_attempt=now + pause)
+
+
+def _claim_time(route: Route | None) -> timedelta:
+    timeout = route.destination.timeout_seconds if route is not None else 0
+    return timedelta(seconds=timeout) + CLAIM_MARGIN
+
+
+def _attempt(deliverer: Deliverer, route: Route | None, delivery: Delivery,
+             contexts: dict[str, dict[str, Any]]) -> tuple[str, bool, timedelta] | None:
+    """None when delivered; else (why, worth retrying, the least wait the receiver asked for)."""
+    if route is None:
+        return f"route {delivery.route} is no longer in routes.yaml", False, timedelta(0)
+    stored = deliverer.alerts.get(delivery.alert_id)
+    if stored is None:
+        return "the alert is no longer stored", False, timedelta(0)
+    if delivery.alert_id not in contexts:
+        contexts[delivery.alert_id] = deliverer.enrich(stored.alert)
+    try:
+        deliverer.send(route, stored.alert, contexts[delivery.alert_id])
+    except DeliveryError as error:
+        return error.message, error.retryable, timedelta(seconds=error.retry_after or 0)
+    except Exception as error:
+        if is_outage(error):
+            raise
+        log.exception("route %s: delivery of %s failed unexpectedly", route.name, delivery.alert_id)
+        return f"unexpected {type(error).__name__}", True, timedelta(0)
+    return None
+
+
+def _record(deliverer: Deliverer, held: Claimed, report: DeliveryReport, *, status: str, error: str | None,
+            now: datetime, attempts: int | None = None, next_attempt: datetime | None = None) -> None:
+    delivery = held.delivery
+    update: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error,
+                              "attempts": delivery.attempts + 1 if attempts is None else attempts,
+                              "next_attempt": next_attempt or now}
+    if status == "delivered":
+        update["delivered_at"] = now
+        report.delivered += 1
+    elif status == "failed":
+        report.failed += 1
+        log.warning("route %s: delivery of alert %s failed for good: %s", delivery.route, delivery.alert_id,
+                    for_log(error))
+    else:
+        report.retrying += 1
+    deliverer.outbox.record(held, delivery.model_copy(update=update))
+
+
+def run_delivery(deliverer: Deliverer) -> DeliveryReport:
+    """One timer run: route, then drain; logged as one line."""
+    started = time.perf_counter()
+    report = DeliveryReport(route_errors=[str(error) for error in deliverer.routes.errors])
+    route_pending(deliverer, deliverer.clock(), report)
+    drain(deliverer, report)
+    report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    level = logging.WARNING if report.failed or report.route_errors else logging.INFO
+    log.log(level, report.as_log())
+    return report
+
+
+def build_deliverer(service: TableServiceClient, *, alerts_table: str, deliveries_table: str, routes: RouteTable,
+                    send: Sender, enrich: Enrich = no_context) -> Deliverer:
+    return Deliverer(alerts=AlertRows(service.get_table_client(alerts_table)),
+                     outbox=Outbox(service.get_table_client(deliveries_table)), routes=routes, send=send,
+                     enrich=enrich)
+
+
+def routes_dir(rules_dir: str | None) -> Path:
+    return Path(rules_dir) if rules_dir else RULES_DIR
+
+
+def deliverer_for(settings: Settings) -> Deliverer:
+    """A deliverer over the settings' tables and routes.yaml (load errors logged, never raised)."""
+    routes = load_routes(routes_dir(settings.rules_dir))
+    for error in routes.errors:
+        log.error("routes.yaml: %s", error)
+    return build_deliverer(table_service(settings), alerts_table=settings.alerts_table,
+                           deliveries_table=settings.deliveries_table, routes=routes,
+                           send=Destinations(os.environ, default_credential))
+
+
+_built: dict[str, tuple[tuple[object, ...], Deliverer]] = {}
+_building = threading.Lock()
+
+
+def deliverer() -> Deliverer:
+    """This process's deliverer (routes read once, like the rules), rebuilt when its settings change."""
+    settings = get_settings()
+    signature = (settings.rules_dir, settings.alerts_table, settings.deliveries_table,
+                 settings.storage_connection_string, settings.table_endpoint)
+    with _building:
+        built = _built.get("current")
+        if built is None or built[0] != signature:
+            built = signature, deliverer_for(settings)
+            _built["current"] = built
+        return built[1]

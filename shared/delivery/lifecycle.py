@@ -1,0 +1,143 @@
+"""An alert's life after it is raised: who owns it and where it stands (new, acknowledged, closed with a
+reason, false positive). Kept on the alert's own row in the `alerts` table, beside the delivery mark.
+
+The alert itself (what detection computed) is never rewritten here: status columns are merged onto the
+row, so a redelivered batch that finds the alert stored leaves its status alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal, NamedTuple
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from shared.detect.alerts import ALERT_ROW_KEY, ROUTED, Alert, alert_from_entity
+from shared.http_errors import InputError
+from shared.values import format_time
+
+AlertStatus = Literal["new", "acknowledged", "closed", "false_positive"]
+STATUSES: tuple[AlertStatus, ...] = ("new", "acknowledged", "closed", "false_positive")
+ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
+# Row columns; `status_` prefixed so they can never collide with an Alert field.
+_COLUMNS = {"status": "status", "owner": "status_owner", "reason": "status_reason", "changed_by": "status_by",
+            "changed_at": "status_at"}
+
+
+class Lifecycle(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: AlertStatus = "new"
+    owner: str | None = None
+    reason: str | None = Field(default=None, description="Why it was closed or called a false positive")
+    changed_by: str | None = Field(default=None,
+                                   description="Who set the status (the Entra ID caller, or 'function key')")
+    changed_at: AwareDatetime | None = None
+
+
+class StatusChange(BaseModel):
+    """Body of `POST /api/alerts/{id}/status` (and what the CLI sends)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: AlertStatus
+    owner: str | None = Field(default=None, min_length=1, max_length=200)
+    reason: str | None = Field(default=None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _closing_says_why(self) -> StatusChange:
+        if self.status in ("closed", "false_positive") and not self.reason:
+            raise ValueError(f"a reason is required to set {self.status}")
+        return self
+
+
+class StoredAlert(NamedTuple):
+    alert: Alert
+    lifecycle: Lifecycle
+    routed: bool | None  # None: saved before delivery existed (never routed)
+
+    def as_json(self) -> dict[str, Any]:
+        return {**self.alert.model_dump(mode="json"), "lifecycle": self.lifecycle.model_dump(mode="json"),
+                "routed": self.routed}
+
+
+def check_alert_id(alert_id: str) -> str:
+    if not ALERT_ID.match(alert_id):
+        raise InputError("not a Stormwatch alert id: 32 lower-case hex characters")
+    return alert_id
+
+
+def lifecycle_of(entity: Mapping[str, Any]) -> Lifecycle:
+    values = {field: entity[column] for field, column in _COLUMNS.items() if entity.get(column) not in (None, "")}
+    try:
+        return Lifecycle.model_validate(values)
+    except ValueError:  # a row edited by hand: show it as new rather than fail the whole listing
+        return Lifecycle()
+
+
+def stored_alert(entity: Mapping[str, Any]) -> StoredAlert:
+    routed = entity.get(ROUTED)
+    return StoredAlert(alert_from_entity(entity), lifecycle_of(entity), routed if isinstance(routed, bool) else None)
+
+
+class AlertRows:
+    """The `alerts` table as delivery and the lifecycle read it (detection writes it: shared.detect.alerts)."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+        self._ready = False
+
+    def ensure_table(self) -> None:
+        if not self._ready:
+            with contextlib.suppress(ResourceExistsError):
+                self._table.create_table()
+            self._ready = True
+
+    def get(self, alert_id: str) -> StoredAlert | None:
+        self.ensure_table()
+        try:
+            return stored_alert(self._table.get_entity(alert_id, ALERT_ROW_KEY))
+        except ResourceNotFoundError:
+            return None
+
+    def unrouted(self, limit: int) -> list[StoredAlert]:
+        """Alerts saved but not routed yet (a filtered scan: alerts are few, and this runs once a minute)."""
+        self.ensure_table()
+        found: list[StoredAlert] = []
+        for entity in self._table.query_entities(f"{ROUTED} eq false", results_per_page=min(limit, 1000)):
+            found.append(stored_alert(entity))
+            if len(found) >= limit:
+                break
+        return found
+
+    def mark_routed(self, alert_id: str) -> None:
+        self._table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, ROUTED: True},
+                                  mode=UpdateMode.MERGE)
+
+    def recent(self, limit: int, status: AlertStatus | None = None) -> list[StoredAlert]:
+        """The latest alerts by event time, optionally of one status (a scan, like `unrouted`)."""
+        self.ensure_table()
+        rows = [stored_alert(entity) for entity in self._table.list_entities()]
+        if status is not None:
+            rows = [row for row in rows if row.lifecycle.status == status]
+        return sorted(rows, key=lambda row: (row.alert.time, row.alert.alert_id), reverse=True)[:limit]
+
+    def set_status(self, alert_id: str, change: StatusChange, by: str, now: datetime) -> StoredAlert:
+        """Merge the new status onto the row; 404 when there is no such alert. The owner stays unless given."""
+        current = self.get(alert_id)
+        if current is None:
+            raise InputError(f"no alert {alert_id}", status=404)
+        owner = change.owner if change.owner is not None else current.lifecycle.owner
+        lifecycle = Lifecycle(status=change.status, owner=owner, reason=change.reason, changed_by=by,
+                              changed_at=now)
+        # Table Storage drops None on a merge: an empty string clears a column (read back as None).
+        columns = {column: getattr(lifecycle, field) or "" for field, column in _COLUMNS.items()}
+        columns["status_at"] = format_time(now)
+        self._table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, **columns},
+                                  mode=UpdateMode.MERGE)
+        return current._replace(lifecycle=lifecycle)
