@@ -6,6 +6,12 @@ when absent). A 412 (someone wrote since), 409 (someone inserted first) or 404 (
 it) means the state we computed from is stale: re-read and re-apply. Table Storage has no atomic
 increment and no TTL; this loop and the housekeeping timer make up for both.
 
+`StateTable.update_many` does the same for all keys of a detect batch with one entity-group transaction
+per PartitionKey (all or nothing: a conflict on one key writes none, that key is re-read and the
+partition re-applied), and skips the read of keys it has not cached while nearly all such keys lately
+were new (insert-if-absent: a wrong guess is a 409 like any other). Python CPU per Table request bounds
+a detect instance, so the requests per event are what this saves (README "Scaling and cost").
+
 Layout: PartitionKey = `<rule id>.<first hex digit of the RowKey>` (a Table partition serves about
 2,000 entities/s: a hot rule spreads over 16), RowKey = a hash of the group values (Table keys forbid
 `/ \\ # ?` and control characters), readable `group` kept as a property, the state as a
