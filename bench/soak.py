@@ -49,7 +49,7 @@ from shared.clients.storage import table_service
 from shared.detect.alerts import TableAlertStore
 from shared.detect.engine import RULES_DIR, Detector, detect_batch
 from shared.detect.rules import load_rules
-from shared.detect.state import LEARNING_ROW, StateTable, TableEntityStore, decode_state
+from shared.detect.state import LEARNING_ROW, StateTable, TableEntityStore, Write, decode_state
 from shared.normalize.batch import normalize_bodies, process_batch
 from shared.normalized_event import DeadLetter
 from shared.settings import Settings
@@ -151,6 +151,11 @@ class CrashingStore(TableEntityStore):
     def replace(self, properties: dict[str, Any], etag: str) -> str:
         self._spend()
         return super().replace(properties, etag)
+
+    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+        if len(writes) > 1:  # one write goes through insert or replace, which spend it
+            self._spend()
+        return super().write_batch(writes)
 
 
 class FlakyDeadLetters(InMemoryDeadLetterStore):

@@ -16,6 +16,7 @@ from azure.data.tables import UpdateMode
 
 from shared.detect.rules import Rule
 from shared.detect.rules.aggregate import Bucket, KeyState, Transition
+from shared.detect.rules.rule import state_key
 from shared.detect.state import (
     GUESS_NEW_WINDOW,
     LEARNING_ROW,
@@ -305,3 +306,18 @@ def test_housekeeping_deletes_a_hundred_rows_per_transaction_and_spares_a_row_wr
     deleted = counted.delete_batch("short.0", sorted(etags.items()))
     assert len(deleted) == 149 and "r042" not in deleted and store.read("short.0", "r042") is not None
     assert counter.count == 3, "two transactions of 100 and 50; the first retried without the row written since"
+
+
+def test_a_partition_of_keys_guessed_new_that_all_exist_is_read_after_the_second_wrong_guess(
+        tables: Tables, tmp_path: Path) -> None:
+    rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
+    same_partition = [actor for actor in (f"old-{n}" for n in range(400))
+                      if StateKey.of(rule.id, state_key((actor,))).partition_key == f"{rule.id}.0"][:8]
+    run(tables.detector([rule]), [item for n, actor in enumerate(same_partition)
+                                  for item in deletes(1, first=50_000 + n, actor=actor)], partition="1")
+    detector = tables.detector([rule])
+    run(detector, flood(GUESS_NEW_WINDOW, 0, "flood"))  # now guessing that keys it has not cached are new
+    report = run(detector, [item for n, actor in enumerate(same_partition)
+                            for item in deletes(1, first=60_000 + n, actor=actor)], first_sequence=GUESS_NEW_WINDOW)
+    assert report.state_conflicts == 2 and report.state_reads == len(same_partition)
+    assert all(tables.count_of(rule, actor) == 2 for actor in same_partition)

@@ -422,6 +422,7 @@ class StateTable:
         known = {index: self._cached(change.key) for index, change in enumerate(changes)}
         guessing = self._guessing_new()
         to_read = set() if guessing else {index for index, cached in known.items() if cached is None}
+        wrong_guesses = 0
         for attempt in range(MAX_ATTEMPTS):
             writes: list[tuple[int, Write, KeyState]] = []
             for index, change in enumerate(changes):
@@ -462,6 +463,9 @@ class StateTable:
                     to_read.add(failed)
                     if guessing and write.etag is None:
                         self._observe_new(False)
+                        wrong_guesses += 1
+                        if wrong_guesses > 1:  # not a flood here after all: read the other guesses too
+                            to_read.update(index for index, write, _ in chunk if write.etag is None)
                     time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
                     break
                 except Exception as error:
