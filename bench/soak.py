@@ -5,7 +5,9 @@ The stream: Activity Log and sign-in records made from the samples, keys drawn w
 production subscription, a few busy callers, users and IPs, a long tail), 0.5 s of event time apart,
 one record per body as diagnostic settings mostly send them. Each of several "partitions" is a
 process, as on Event Hubs: normalize runs per raw partition, its events are routed to the normalized
-hub's partitions by partition key (subscription or tenant), detect runs per normalized partition.
+hub's partitions by partition key (subscription, or tenant and user for Entra ID), detect runs per normalized
+partition. A key fed from several partitions (password-spray's IPs) depends on how far the partition
+processes drift apart (README "Operations"): long runs in 4 partitions show it.
 
 The faulty run injects, per batch and at random: the dead-letter store or the fan-out failing before
 the batch is safe (normalize raises, the batch is redelivered); the state store dying between two
