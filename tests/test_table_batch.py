@@ -3,13 +3,16 @@ the SDK, each refusal names the operation that caused it, and a refused transact
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
 import pytest
 from azure.data.tables import TableClient
 
 from shared.clients.storage import is_outage
 from shared.clients.table_batch import Operation, TransactionError, submit
-from shared.detect.rules.aggregate import KeyState, Transition
-from shared.detect.state import Change, StateKey, StateTable, TableEntityStore
+from shared.detect.rules.aggregate import Bucket, KeyState, Transition
+from shared.detect.state import Change, MemoryEntityStore, StateKey, StateTable, TableEntityStore, Write
 from tests.detect_fixtures import Tables, tables
 
 __all__ = ["tables"]  # the fixture, used by name
@@ -62,3 +65,30 @@ def test_a_row_with_other_than_strings_is_written_alone_through_the_sdk(tables: 
     assert all(not isinstance(outcome, Exception) for outcome in outcomes)
     stored = state.store.read(*keys[2])
     assert stored is not None and stored.properties["count"] == 7
+
+
+class _Recording(MemoryEntityStore):
+    """The in-process store, remembering the size of each transaction it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: datetime.now(UTC))
+        self.transactions: list[int] = []
+
+    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+        self.transactions.append(len(writes))
+        return super().write_batch(writes)
+
+
+def test_a_partition_s_writes_are_cut_at_100_operations_and_at_the_size_bound() -> None:
+    store = _Recording()
+    state = StateTable(store)
+    small = [Change(StateKey.of("many", f"{n:04d}"), {}, lambda before: Transition(state=KeyState()))
+             for n in range(250)]
+    assert all(not isinstance(outcome, Exception) for outcome in state.update_many(small))
+    assert store.transactions == [100, 100, 50]
+    store.transactions.clear()
+    big = KeyState(buckets={start: Bucket(1, 0, 0, {f"{start:08x}{n:08x}" for n in range(900)})
+                            for start in range(20)})  # about 340,000 characters of state each
+    large = [Change(StateKey.of("big", f"a{n}"), {}, lambda before: Transition(state=big)) for n in range(5)]
+    assert all(not isinstance(outcome, Exception) for outcome in state.update_many(large))
+    assert store.transactions == [2, 2, 1], "a transaction stays well under the service's 4 MiB"
