@@ -64,6 +64,7 @@ bench: setup
 	$(PY) bench/detect.py
 	$(PY) bench/enrich.py
 	$(PY) bench/load.py
+	$(PY) bench/scale.py
 
 # The crash/redelivery soak: 200,000 records twice (clean, then with faults); about 12 minutes.
 soak: setup

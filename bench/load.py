@@ -37,10 +37,10 @@ from shared.cli import azurite
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import Position
 from shared.clients.publisher import InProcessPublisher
-from shared.detect.alerts import MemoryAlertStore, TableAlertStore
-from shared.detect.engine import RULES_DIR, Detector, detect_batch
+from shared.detect.alerts import MemoryAlertStore
+from shared.detect.engine import RULES_DIR, Detector, build_detector, detect_batch
 from shared.detect.rules import Rule, load_rules
-from shared.detect.state import MemoryEntityStore, StateTable, TableEntityStore
+from shared.detect.state import MemoryEntityStore, StateTable
 from shared.normalize.batch import process_batch
 from shared.settings import Settings
 
@@ -55,18 +55,17 @@ def positioned(bodies: Sequence[bytes], partition: str, first: int = 0) -> list[
 
 
 def detector_for(rules: list[Rule], connection: str | None, name: str) -> Detector:
-    """Tables in Azurite (`connection`) or the in-memory stores of the same contract (None)."""
+    """The production detector shape in Azurite (`connection`: state, alerts and inventory tables), or the
+    in-memory stores of the same contract (None: no inventory)."""
     if connection is None:
         return Detector(rules=rules, state=StateTable(MemoryEntityStore(lambda: datetime.now(UTC))),
                         alerts=MemoryAlertStore(), publisher=InProcessPublisher(), alerts_hub="alerts",
                         dead_letters=InMemoryDeadLetterStore())
-    service = TableServiceClient.from_connection_string(connection)
-    state, alerts = TableEntityStore(service.get_table_client(f"ls{name}")), TableAlertStore(
-        service.get_table_client(f"la{name}"))
-    state.ensure_table()
-    alerts.ensure_table()
-    return Detector(rules=rules, state=StateTable(state), alerts=alerts, publisher=InProcessPublisher(),
-                    alerts_hub="alerts", dead_letters=InMemoryDeadLetterStore())
+    detector = build_detector(rules, TableServiceClient.from_connection_string(connection), state_table=f"ls{name}",
+                              alerts_table=f"la{name}", publisher=InProcessPublisher(), alerts_hub="alerts",
+                              dead_letters=InMemoryDeadLetterStore(), inventory=f"li{name}")
+    detect_batch([], detector)  # creates the tables: once per process in a function app, not per batch
+    return detector
 
 
 def pipeline(raw: Sequence[bytes], detector: Detector, partition: str = "0") -> int:

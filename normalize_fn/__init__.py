@@ -7,6 +7,7 @@ stalls rather than drops logs, and resumes from the same batch once storage is b
 The worker keeps freed heap memory between batches (`shared.worker_memory`): set here, as the worker loads it.
 `catalog_refresh` stores Microsoft's operation catalog in the app's storage once a day, for normalize to describe
 every operation with (`shared.normalize.catalog_sync`); it has no retry policy, the next day's run retries.
+The engine is imported by the first invocation, not when the host indexes the app (cold start).
 """
 
 import typing
@@ -14,11 +15,7 @@ import typing
 import azure.functions as func
 
 from shared import settings as names
-from shared.clients import wiring
 from shared.clients.eventhubs import EVENT_HUB_RETRY, bodies_with_positions
-from shared.normalize.batch import process_batch
-from shared.normalize.catalog_sync import refresh_catalog, stored_catalog
-from shared.settings import get_settings
 from shared.worker_memory import keep_freed_memory
 
 keep_freed_memory()
@@ -35,11 +32,17 @@ CATALOG_SCHEDULE = "0 17 3 * * *"
     consumer_group=f"%{names.NORMALIZE_CONSUMER_GROUP}%", cardinality="many", data_type="binary",
 )
 def normalize(events: typing.List[func.EventHubEvent]) -> None:  # the worker needs typing.List, not list
+    from shared.clients import wiring  # noqa: PLC0415 - cold start
+    from shared.normalize.batch import process_batch  # noqa: PLC0415
+    from shared.normalize.catalog_sync import stored_catalog  # noqa: PLC0415
+
     process_batch(bodies_with_positions(events), wiring.publisher(), wiring.dead_letter_store(),
-                  get_settings(), stored_catalog())
+                  names.get_settings(), stored_catalog())
 
 
 @bp.function_name("catalog_refresh")
 @bp.timer_trigger(arg_name="timer", schedule=CATALOG_SCHEDULE, run_on_startup=False, use_monitor=True)
 def catalog_refresh(timer: func.TimerRequest) -> None:
+    from shared.normalize.catalog_sync import refresh_catalog  # noqa: PLC0415 - cold start
+
     refresh_catalog()

@@ -98,14 +98,17 @@ class TransactionCounter:
 
     count: int = 0
     methods: list[str] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
 
     def __call__(self, response: Any) -> None:
         self.count += 1
         self.methods.append(response.http_request.method)
+        self.urls.append(response.http_request.url)
 
     def reset(self) -> None:
         self.count = 0
         self.methods.clear()
+        self.urls.clear()
 
 
 @dataclass
@@ -121,11 +124,13 @@ class Tables:
         return TableServiceClient.from_connection_string(self.connection_string, **hooks)
 
     def detector(self, rules: list[Rule], counter: TransactionCounter | None = None,
-                 publisher: InProcessPublisher | None = None) -> Detector:
-        """A detector as one function instance has it: its own clients and entity cache."""
+                 publisher: InProcessPublisher | None = None, *, inventory: bool = False) -> Detector:
+        """A detector as one function instance has it: its own clients and entity cache (and, as in
+        production, the inventory table when `inventory`)."""
         return build_detector(rules, self.service(counter), state_table=self.state, alerts_table=self.alerts,
                               publisher=publisher or InProcessPublisher(), alerts_hub="alerts",
-                              dead_letters=InMemoryDeadLetterStore())
+                              dead_letters=InMemoryDeadLetterStore(),
+                              inventory=f"{self.state}inventory" if inventory else None)
 
     def state_of(self, rule: Rule, *group: str | None) -> KeyState | None:
         """The stored state of one key, read straight from the table."""

@@ -27,7 +27,7 @@ from shared.detect.alerts import TableAlertStore
 from shared.detect.engine import Detector, detect_batch, housekeep
 from shared.detect.rules import Rule
 from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, Transition, advance
-from shared.detect.state import StateTable, StateTooLargeError, Stored, TableEntityStore
+from shared.detect.state import StateTable, StateTooLargeError, Stored, TableEntityStore, Write
 from tests.conftest import REPO, SAMPLES, indexed_functions
 from tests.detect_fixtures import (
     BURST_RULE,
@@ -156,6 +156,14 @@ class FailingStore:
     def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
         return self.store.delete(partition_key, row_key, etag)
 
+    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+        for _ in writes:  # the connection drops before a transaction it cannot finish is sent
+            self._spend()
+        return self.store.write_batch(writes)
+
+    def delete_batch(self, partition_key: str, rows: Sequence[tuple[str, str]]) -> list[str]:
+        return self.store.delete_batch(partition_key, rows)
+
 
 def test_a_batch_that_failed_half_way_is_exact_after_redelivery(tables: Tables, burst: Rule) -> None:
     store = TableEntityStore(tables.service().get_table_client(tables.state))
@@ -167,7 +175,7 @@ def test_a_batch_that_failed_half_way_is_exact_after_redelivery(tables: Tables, 
     with pytest.raises(ServiceRequestError):
         run(crashing, events)
     written = [actor for actor in callers if tables.state_of(burst, actor) is not None]
-    assert len(written) == 3  # half of the keys were updated before the crash
+    assert 0 < len(written) < len(callers)  # some keys were updated before the crash
     retried = run(tables.detector([burst]), events)
     assert retried.redelivered == sum(n + 5 for n, actor in enumerate(callers) if actor in written)
     for n, actor in enumerate(callers):

@@ -22,6 +22,7 @@ from shared.clients import wiring
 from shared.clients.eventhubs import trigger_batch
 from shared.clients.publisher import InProcessPublisher
 from shared.clients.storage import emulator_connection_string
+from shared.normalize.batch import partition_key
 from tests.conftest import REPO, indexed_functions, sample
 
 ENQUEUED = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
@@ -119,11 +120,25 @@ def test_redelivered_batch_overwrites_its_dead_letter_blob(
     assert dead_letters_in(container, azurite_instance.connection_string) == first
 
 
-def test_partition_key_is_the_subscription_or_tenant(
+def test_partition_key_is_the_subscription_or_tenant_and_user(
         run_normalize: Callable[..., tuple[InProcessPublisher, str]]) -> None:
     publisher, _ = run_normalize([sample("activity/keyvault-delete.json"), sample("audit/user-created.json")])
     keys = [event.partition_key for event in publisher.hubs["normalized"]]
-    assert keys == ["a1b2c3d4-1111-4111-8111-000000000001"] * 2 + ["72f988bf-0000-4000-8000-000000000001"]
+    assert keys[:2] == ["a1b2c3d4-1111-4111-8111-000000000001"] * 2
+    tenant, user = keys[2].split("/")
+    assert tenant == "72f988bf-0000-4000-8000-000000000001" and len(user) == 16
+
+
+def test_entra_events_spread_per_user_and_keep_one_user_together() -> None:
+    def key(**fields: str | None) -> str:
+        return partition_key({"subscription_id": None, "tenant_id": "t1", "source": "signin", "actor": None,
+                              "source_ip": None, **fields})
+
+    assert key(actor="Carol@Contoso.example") == key(actor="carol@contoso.example") != key(actor="dave@x")
+    assert key(actor="a" * 5000).startswith("t1/") and len(key(actor="a" * 5000)) <= 128, "Event Hubs' limit"
+    assert key(source_ip="198.51.100.7") != key(source_ip="198.51.100.8"), "no user: spread by address"
+    assert key() == "t1" and key(source="activity", actor="carol") == "t1"
+    assert key(subscription_id="sub", actor="carol") == "sub", "resource events keep their subscription"
 
 
 def test_routing_table_sends_a_source_to_extra_hubs(

@@ -26,7 +26,7 @@ def detect_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[str, dict[str, 
 def test_detect_logs_counts_transactions_duration_and_lag_once_per_batch(
         tables: Tables, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     counter = TransactionCounter()
-    detector = tables.detector([rule_from(tmp_path, BURST_RULE)], counter)
+    detector = tables.detector([rule_from(tmp_path, BURST_RULE)], counter, inventory=True)
     warm_up = deletes(10, first=500, actor="bob@contoso.example")  # creates both tables, raises one alert
     events = [*deletes(11), *deletes(3, first=12, actor="eve@contoso.example"), warm_up[0]]
     with caplog.at_level("INFO", logger="stormwatch.detect"):
@@ -38,7 +38,8 @@ def test_detect_logs_counts_transactions_duration_and_lag_once_per_batch(
     assert level == "WARNING", "a dead letter makes the line a warning"
     assert (line["events_in"], line["dead_letters"], line["matched"]) == (16, 1, {"burst": 15})
     assert len(line["alerts_new"]) == 1  # type: ignore[arg-type]
-    assert line["table_transactions"] == counter.count, "every Table request of the batch is reported"
+    assert line["table_transactions"] == counter.count, "every Table request of the batch, inventory included"
+    assert any("inventory" in url for url in counter.urls), "the inventory table was written"
     assert line["lag_ms"] >= 0 and line["duration_ms"] > 0  # type: ignore[operator]
 
 

@@ -4,8 +4,10 @@ safe keys, bounded entities, housekeeping."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from azure.core import MatchConditions
@@ -14,13 +16,16 @@ from azure.data.tables import UpdateMode
 
 from shared.detect.rules import Rule
 from shared.detect.rules.aggregate import Bucket, KeyState, Transition
+from shared.detect.rules.rule import state_key
 from shared.detect.state import (
+    GUESS_NEW_WINDOW,
     LEARNING_ROW,
     StateConflictError,
     StateKey,
     StateTable,
     StateTooLargeError,
     TableEntityStore,
+    Write,
     decode_state,
     encode_state,
 )
@@ -227,3 +232,93 @@ def test_transactions_grow_with_keys_touched_not_with_events(tables: Tables, tmp
     counter.reset()
     run(detector, [{**item, "event_id": item["event_id"] + "-b"} for item in events], first_sequence=101)
     assert counter.count == 5  # entities and ETags cached between batches: one write per key
+
+
+def flood(count: int, first: int, prefix: str) -> list[dict[str, Any]]:
+    """One delete per new caller: every event a key no one has seen."""
+    return [item for n in range(count) for item in deletes(1, first=first + n, actor=f"{prefix}-{n}")]
+
+
+def test_a_flood_of_new_keys_is_inserted_without_reads_and_a_key_that_exists_still_counts_exactly(
+        tables: Tables, tmp_path: Path) -> None:
+    rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
+    counter = TransactionCounter()
+    detector = tables.detector([rule], counter)
+    run(tables.detector([rule]), deletes(2, first=90_000, actor="known"), partition="1")  # another instance
+    learning = flood(GUESS_NEW_WINDOW, 0, "flood")
+    first = run(detector, learning)  # a fresh process reads first, and learns that its new keys are new
+    assert first.state_reads == GUESS_NEW_WINDOW
+    counter.reset()
+    events = [*flood(99, 10_000, "new"), *deletes(1, first=20_000, actor="known")]
+    report = run(detector, events, first_sequence=len(learning))
+    assert counter.methods.count("GET") == 1, "only the key that existed is read, after its insert conflicted"
+    assert report.state_conflicts == 1 and counter.count <= 16 + 2, "one transaction per partition, one retried"
+    assert tables.count_of(rule, "known") == 3 and tables.count_of(rule, "new-42") == 1
+
+
+def test_a_stale_etag_in_a_transaction_rereads_that_key_and_rewrites_the_partition(
+        tables: Tables, tmp_path: Path) -> None:
+    rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
+    first, second = tables.detector([rule]), tables.detector([rule])
+    callers = [f"caller-{n}" for n in range(60)]  # about four keys in each of the rule's 16 partitions
+    events = [item for n, actor in enumerate(callers) for item in deletes(1, first=n, actor=actor)]
+    run(first, events)
+    run(second, deletes(1, first=1000, actor="caller-7"), partition="1")  # first's cached ETag is now stale
+    report = run(first, [{**item, "event_id": item["event_id"] + "-b"} for item in events], first_sequence=100)
+    assert report.state_conflicts == 1 and report.state_reads == 1
+    assert tables.count_of(rule, "caller-7") == 3
+    assert all(tables.count_of(rule, actor) == 2 for actor in callers if actor != "caller-7")
+
+
+class _RefusingOneKey(TableEntityStore):
+    """Storage refuses one key's row for what it holds (any 4xx), inside a transaction or alone."""
+
+    @staticmethod
+    def _padded(properties: dict[str, Any]) -> dict[str, Any]:
+        return {**properties, "padding": "x" * 40_000} if "huge@" in properties.get("group", "") else properties
+
+    def insert(self, properties: dict[str, Any]) -> str:
+        return super().insert(self._padded(properties))
+
+    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+        return super().write_batch([Write(self._padded(write.properties), write.etag) for write in writes])
+
+
+def test_a_row_refused_inside_a_transaction_costs_only_its_own_events(tables: Tables, tmp_path: Path) -> None:
+    rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
+    detector = tables.detector([rule])
+    detector.state = StateTable(_RefusingOneKey(tables.service().get_table_client(tables.state)))
+    callers = ["huge@contoso.example", *(f"caller-{n}" for n in range(60))]
+    events = [item for n, actor in enumerate(callers) for item in deletes(2, first=10 * n, actor=actor)]
+    report = run(detector, events)
+    assert report.rule_errors == 1 and report.dead_letters == 2
+    assert tables.count_of(rule, "huge@contoso.example") == 0
+    assert all(tables.count_of(rule, actor) == 2 for actor in callers[1:])
+
+
+def test_housekeeping_deletes_a_hundred_rows_per_transaction_and_spares_a_row_written_since(
+        tables: Tables) -> None:
+    store = store_of(tables)
+    etags = {f"r{n:03d}": store.insert({"PartitionKey": "short.0", "RowKey": f"r{n:03d}", "state": "{}"})
+             for n in range(150)}
+    store.replace({"PartitionKey": "short.0", "RowKey": "r042", "state": "{}"}, etags["r042"])  # updated since
+    counter = TransactionCounter()
+    counted = TableEntityStore(tables.service(counter).get_table_client(tables.state))
+    deleted = counted.delete_batch("short.0", sorted(etags.items()))
+    assert len(deleted) == 149 and "r042" not in deleted and store.read("short.0", "r042") is not None
+    assert counter.count == 3, "two transactions of 100 and 50; the first retried without the row written since"
+
+
+def test_a_partition_of_keys_guessed_new_that_all_exist_is_read_after_the_second_wrong_guess(
+        tables: Tables, tmp_path: Path) -> None:
+    rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
+    same_partition = [actor for actor in (f"old-{n}" for n in range(400))
+                      if StateKey.of(rule.id, state_key((actor,))).partition_key == f"{rule.id}.0"][:8]
+    run(tables.detector([rule]), [item for n, actor in enumerate(same_partition)
+                                  for item in deletes(1, first=50_000 + n, actor=actor)], partition="1")
+    detector = tables.detector([rule])
+    run(detector, flood(GUESS_NEW_WINDOW, 0, "flood"))  # now guessing that keys it has not cached are new
+    report = run(detector, [item for n, actor in enumerate(same_partition)
+                            for item in deletes(1, first=60_000 + n, actor=actor)], first_sequence=GUESS_NEW_WINDOW)
+    assert report.state_conflicts == 2 and report.state_reads == len(same_partition)
+    assert all(tables.count_of(rule, actor) == 2 for actor in same_partition)

@@ -44,19 +44,18 @@ TEAMS_HOST = {"fontFamily": "'Segoe UI', system-ui, sans-serif", "supportsIntera
               "factSet": {"title": {"weight": "Bolder", "maxWidth": 160}, "spacing": 8}}
 DEMO_NSG_RULE = """
 title: NSG rule written
-id: 2c1f9f57-6a43-5d0e-9e3b-3f4f6f0e7a11
+id: 664561f8-f579-52c8-b3b8-c77407dce345
 name: nsg-rule-written
 description: A network security group rule was created or changed.
-level: high
-logsource: {product: azure}
+tags: [attack.defense_evasion, attack.t1562.007]
 detection:
   write:
     operation: MICROSOFT.NETWORK/NETWORKSECURITYGROUPS/SECURITYRULES/WRITE
     result: Success
   condition: write
+level: high
 group-by: [resource_id]
 summary: "{actor} wrote NSG rule {resource_name} in {resource_group}"
-tags: [attack.defense_evasion, attack.t1562.007]
 """
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars")

@@ -20,16 +20,18 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from ipaddress import ip_address
-from typing import Any, NewType
+from typing import TYPE_CHECKING, Any, NewType
 from urllib.parse import urlsplit
 
 import orjson
-import requests
-from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.clients.storage import default_credential
 from shared.settings import Settings, SettingsError, env_name
+
+if TYPE_CHECKING:  # requests is imported by the first client (cold start: the route table imports this module)
+    import requests
+    from azure.core.credentials import TokenCredential
 
 logger = logging.getLogger("stormwatch.enrich.arm")
 
@@ -128,6 +130,8 @@ class ArmClient:
         self._versions = dict(versions)
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        import requests  # noqa: PLC0415 - cold start
+
         self._session = requests.Session()
 
     def api_version(self, provider: str) -> str:
@@ -186,6 +190,8 @@ class ArmClient:
         raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
     def _send(self, method: str, url: str, path: str, *, last: bool) -> requests.Response | None:
+        import requests  # noqa: PLC0415 - imported by __init__ already
+
         try:
             return self._session.request(method, url, headers=self._headers(),
                                          timeout=(self._retry.connect_timeout, self._retry.read_timeout))

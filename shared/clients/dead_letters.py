@@ -10,16 +10,18 @@ import contextlib
 import hashlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 from urllib.parse import quote
 
 import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.blob import BlobServiceClient, ContainerClient
 
 from shared.clients.storage import is_outage
 from shared.normalized_event import DeadLetter
+
+if TYPE_CHECKING:  # built by `shared.clients.storage.blob_service`, which imports the SDK when first called
+    from azure.storage.blob import BlobServiceClient, ContainerClient
 
 
 class DeadLetterStore(Protocol):

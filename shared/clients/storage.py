@@ -1,17 +1,23 @@
-"""Clients for the storage account: a connection string locally (Azurite), managed identity in Azure."""
+"""Clients for the storage account: a connection string locally (Azurite), managed identity in Azure.
+
+The SDKs are imported when a client is first built, not with this module: `is_outage` is imported by
+every function, and azure.identity and azure.storage.blob alone cost about 0.1 s of each cold start.
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure.core.exceptions import AzureError, HttpResponseError
-from azure.core.pipeline.transport import RequestsTransport
-from azure.data.tables import TableServiceClient
-from azure.identity import DefaultAzureCredential
-from azure.storage.blob import BlobServiceClient, ExponentialRetry
 
 from shared.settings import Settings, SettingsError, env_name
+
+if TYPE_CHECKING:
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.data.tables import TableServiceClient
+    from azure.identity import DefaultAzureCredential
+    from azure.storage.blob import BlobServiceClient
 
 # Fail fast inside one call and let the function's retry policy (exponential, unbounded) do the long
 # waiting: a storage call blocked for minutes would hold the batch past the function timeout.
@@ -55,6 +61,8 @@ _QUICK: dict[str, Any] = {"connection_timeout": 3, "read_timeout": 10}
 
 
 def _blob_options(quick: bool) -> dict[str, Any]:
+    from azure.storage.blob import ExponentialRetry  # noqa: PLC0415 - cold start
+
     if quick:
         return {"retry_policy": ExponentialRetry(retry_total=0), **_QUICK}
     return {"retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=3), **_TIMEOUTS}
@@ -72,6 +80,8 @@ def opened_transport(**timeouts: Any) -> RequestsTransport:
     on 8 threads, and a first request made meanwhile can find no adapter for `http://` ("No connection
     adapters were found"), failing a batch for nothing. The bench/soak.py run found it.
     """
+    from azure.core.pipeline.transport import RequestsTransport  # noqa: PLC0415 - cold start: requests
+
     transport = RequestsTransport(**timeouts)
     transport.open()
     return transport
@@ -80,6 +90,8 @@ def opened_transport(**timeouts: Any) -> RequestsTransport:
 @lru_cache(maxsize=1)
 def default_credential() -> DefaultAzureCredential:
     """DefaultAzureCredential: the managed identity in Azure, a developer's login locally."""
+    from azure.identity import DefaultAzureCredential  # noqa: PLC0415 - cold start
+
     return DefaultAzureCredential()
 
 
@@ -92,6 +104,8 @@ def local_connection_string(settings: Settings) -> str | None:
 
 
 def blob_service(settings: Settings, *, quick: bool = False) -> BlobServiceClient:
+    from azure.storage.blob import BlobServiceClient  # noqa: PLC0415 - cold start
+
     connection = local_connection_string(settings)
     if connection:
         return BlobServiceClient.from_connection_string(connection, **_blob_options(quick))
@@ -102,6 +116,8 @@ def blob_service(settings: Settings, *, quick: bool = False) -> BlobServiceClien
 
 
 def table_service(settings: Settings) -> TableServiceClient:
+    from azure.data.tables import TableServiceClient  # noqa: PLC0415 - cold start
+
     connection = local_connection_string(settings)
     if connection:
         return TableServiceClient.from_connection_string(connection, **_table_options())

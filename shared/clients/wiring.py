@@ -8,7 +8,7 @@ the life of the process (connections stay warm). Each engine declares its own pr
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import _lru_cache_wrapper, cache
 from typing import Any, TypeVar
 
@@ -16,8 +16,9 @@ from azure.eventhub import EventHubProducerClient
 
 from shared.clients.dead_letters import BlobDeadLetterStore, DeadLetterStore
 from shared.clients.publisher import EventHubPublisher, InProcessPublisher, Publisher
-from shared.clients.storage import blob_service, default_credential
-from shared.settings import SettingsError, env_name, get_settings
+from shared.clients.storage import blob_service, default_credential, local_connection_string
+from shared.normalized_event import DeadLetter
+from shared.settings import Settings, SettingsError, env_name, get_settings
 
 _Built = TypeVar("_Built")
 _FORGET: list[Callable[[], None]] = []
@@ -47,10 +48,27 @@ def publisher() -> Publisher:
     raise SettingsError(f"{env_name('eventhub_namespace')} is required with the eventhub publisher")
 
 
+class LazyDeadLetterStore:
+    """The Blob store, built by the first batch that has a dead letter: most batches have none, and
+    azure.storage.blob is the largest import of a cold start. The settings are checked at once."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not (local_connection_string(settings) or settings.blob_endpoint):
+            blob_service(settings)  # raises the SettingsError that names what to set
+        self._settings = settings
+        self._store: BlobDeadLetterStore | None = None
+
+    def write(self, letters: Sequence[DeadLetter]) -> None:
+        if not letters:
+            return
+        if self._store is None:
+            self._store = BlobDeadLetterStore(blob_service(self._settings), self._settings.deadletter_container)
+        self._store.write(letters)
+
+
 @process_wide
 def dead_letter_store() -> DeadLetterStore:
-    settings = get_settings()
-    return BlobDeadLetterStore(blob_service(settings), settings.deadletter_container)
+    return LazyDeadLetterStore(get_settings())
 
 
 def reset() -> None:

@@ -23,7 +23,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +36,7 @@ from shared.clients.dead_letters import DeadLetterStore
 from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
 from shared.clients.rule_store import BlobRuleStore
-from shared.clients.storage import blob_service, is_outage, table_service
+from shared.clients.storage import blob_service, table_service
 from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts, subjects_of
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rule_source import LayeredRules, RuleSet
@@ -46,7 +45,7 @@ from shared.detect.rules.index import RuleIndex
 from shared.detect.rules.loader import UNKNOWN_SUBSCRIPTIONS, RulePack, load_rules
 from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
-from shared.detect.state import Applied, StateConflictError, StateKey, StateTable, TableEntityStore, describe_key
+from shared.detect.state import Applied, Change, StateKey, StateTable, TableEntityStore, describe_key
 from shared.normalized_event import DeadLetter
 from shared.settings import get_settings
 from shared.values import for_log, parse_time
@@ -54,8 +53,6 @@ from shared.values import for_log, parse_time
 log = logging.getLogger("stormwatch.detect")
 
 RULES_DIR = Path(__file__).resolve().parents[2] / "rules"
-# State reads and writes of different keys are independent: overlap their round trips.
-_STATE_IO = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stormwatch-state")
 # How far past its enqueued time an event's own time may be (clock skew of the logging service).
 FUTURE_SKEW = timedelta(hours=1)
 
@@ -116,7 +113,7 @@ class DetectReport:
     state_reads: int
     state_writes: int
     state_conflicts: int
-    # State reads and writes plus one lookup per distinct alert and one row per new alert (the bill).
+    # State and inventory reads and writes, one lookup per distinct alert, a row and a mark per new alert (the bill).
     table_transactions: int
     duration_ms: float
     lag_ms: float | None  # processing time − oldest enqueued time: how far behind the hub detect is
@@ -204,7 +201,7 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
     detector.dead_letters.write(rejected)
     letters.extend(rejected)
     new = emitted.published
-    if detector.inventory is not None:
+    inventory_requests = 0 if detector.inventory is None else \
         detector.inventory.record(events, candidates, partition or "")
     report = DetectReport(
         partition=partition, events_in=len(bodies), dead_letters=len(letters), matched=dict(matched),
@@ -218,7 +215,7 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
         state_writes=sum(result.writes for _, result in applied),
         state_conflicts=sum(result.conflicts for _, result in applied),
         table_transactions=sum(result.reads + result.writes for _, result in applied)
-        + len({alert.alert_id for alert in candidates}) + 2 * len(new),
+        + len({alert.alert_id for alert in candidates}) + 2 * len(new) + inventory_requests,
         duration_ms=round((time.perf_counter() - started) * 1000, 3), lag_ms=batch_lag_ms(bodies),
     )
     log.log(logging.WARNING if letters or rule_errors else logging.INFO, report.as_log())
@@ -296,24 +293,22 @@ def _apply(detector: Detector, touched: Iterable[_KeyHits],
     learning_end = {rule_id: detector.state.learning_start(rule_id, first) + rule.learning_us
                     for rule_id, (rule, first) in earliest.items()}
 
-    def apply(entry: _KeyHits) -> Applied:
-        context = KeyContext(entry.rule, entry.key.row_key, entry.group, partition,
-                             learning_end.get(entry.rule.id))
-        try:
-            return detector.state.update(entry.key, describe_key(entry.rule, entry.group),
-                                         lambda before: advance(context, before, entry.hits))
-        except Exception as error:
-            if isinstance(error, StateConflictError) or is_outage(error):
-                raise  # transient: the retry policy redelivers the batch
-            # a bug, an oversized state or a rejected row would otherwise hold the partition forever
-            log.exception("rule %s: state of key %s not updated, %d events not counted", entry.rule.id,
-                          for_log(entry.key.row_key), len(entry.hits))
-            refused.append((entry, f"rule {entry.rule.id}: state not updated: {type(error).__name__}: {error}"))
-            return Applied(Transition(state=None), failed=True)
+    def change(entry: _KeyHits) -> Change:
+        context = KeyContext(entry.rule, entry.key.row_key, entry.group, partition, learning_end.get(entry.rule.id))
+        return Change(entry.key, describe_key(entry.rule, entry.group),
+                      lambda before: advance(context, before, entry.hits))
 
-    if len(work) <= 1:
-        return [apply(entry) for entry in work], refused
-    return list(_STATE_IO.map(apply, work)), refused
+    applied: list[Applied] = []
+    for entry, outcome in zip(work, detector.state.update_many([change(entry) for entry in work]), strict=True):
+        if isinstance(outcome, Applied):
+            applied.append(outcome)
+            continue
+        # a bug, an oversized state or a rejected row would otherwise hold the partition forever
+        log.error("rule %s: state of key %s not updated, %d events not counted", entry.rule.id,
+                  for_log(entry.key.row_key), len(entry.hits), exc_info=outcome)
+        refused.append((entry, f"rule {entry.rule.id}: state not updated: {type(outcome).__name__}: {outcome}"))
+        applied.append(Applied(Transition(state=None), failed=True))
+    return applied, refused
 
 
 def _rejected_letters(refused: list[tuple[_KeyHits, str]], emitted: Emitted,

@@ -20,6 +20,7 @@ from shared.clients.storage import is_outage
 from shared.detect.alerts import Alert
 from shared.detect.inventory_aggregates import InventoryState, Item, Positioned, advance_inventory, batch_items
 from shared.detect.state import (
+    Applied,
     StateConflictError,
     StateKey,
     StateTable,
@@ -41,25 +42,25 @@ class InventoryTable:
     store: TableEntityStore
 
     def record(self, events: Sequence[Positioned], alerts: Iterable[Alert], partition: str) -> int:
-        """Count a batch's events and alerts; returns the aggregates written (0 on a whole redelivery).
+        """Count a batch's events and alerts; returns the Table requests that took (the batch line's bill).
 
         Outages raise (the retry policy redelivers; the watermarks make that harmless); a bug or a
         deterministic rejection by storage is logged and the batch goes on: the inventory must never
         hold detection back.
         """
         touched = batch_items(events, alerts)
+        spent: list[Applied] = []
 
-        def apply(key: StateKey, items: list[Item]) -> bool:
-            return self.state.update(key, {}, lambda before: advance_inventory(before, partition, items)) \
-                .transition.state is not None
+        def apply(key: StateKey, items: list[Item]) -> None:
+            spent.append(self.state.update(key, {}, lambda before: advance_inventory(before, partition, items)))
 
         try:
-            return sum(_IO.map(apply, touched.keys(), touched.values()))
+            list(_IO.map(apply, touched.keys(), touched.values()))
         except Exception as error:
             if isinstance(error, StateConflictError) or is_outage(error):
                 raise
             log.exception("inventory of partition %s not updated for %d events", for_log(partition), len(events))
-            return 0
+        return sum(applied.reads + applied.writes for applied in spent)
 
     def read(self, subscription: str | None, first: date, last: date) -> list[tuple[StateKey, InventoryState]]:
         """Aggregates of one subscription (or all) for days first..last inclusive."""

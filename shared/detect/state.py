@@ -6,6 +6,12 @@ when absent). A 412 (someone wrote since), 409 (someone inserted first) or 404 (
 it) means the state we computed from is stale: re-read and re-apply. Table Storage has no atomic
 increment and no TTL; this loop and the housekeeping timer make up for both.
 
+`StateTable.update_many` does the same for all keys of a detect batch with one entity-group transaction
+per PartitionKey (all or nothing: a conflict on one key writes none, that key is re-read and the
+partition re-applied), and skips the read of keys it has not cached while nearly all such keys lately
+were new (insert-if-absent: a wrong guess is a 409 like any other). Python CPU per Table request bounds
+a detect instance, so the requests per event are what this saves (README "Scaling and cost").
+
 Layout: PartitionKey = `<rule id>.<first hex digit of the RowKey>` (a Table partition serves about
 2,000 entities/s: a hot rule spreads over 16), RowKey = a hash of the group values (Table keys forbid
 `/ \\ # ?` and control characters), readable `group` kept as a property, the state as a
@@ -16,12 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import random
 import re
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol
@@ -32,6 +40,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.clients import table_batch
+from shared.clients.storage import is_outage
 from shared.detect.rules.aggregate import KeyState, Transition, from_us, to_us
 from shared.detect.rules.rule import Rule
 from shared.values import format_time, parse_time
@@ -42,6 +52,17 @@ MAX_CHUNKS = 28
 MAX_STATE_BYTES = 900_000  # UTF-16 size of the whole document: the entity limit is 1 MiB
 LEARNING_ROW = "!learning"  # per-rule marker of a first_seen rule's learning start; `!` sorts first
 MAX_ATTEMPTS = 25
+# An entity-group transaction: at most 100 operations and 4 MiB; state text is kept well under the size.
+MAX_BATCH_WRITES = 100
+MAX_BATCH_CHARS = 1_000_000
+# Keys not cached are inserted without a read once this share of the last GUESS_NEW_WINDOW of them were new.
+GUESS_NEW_WINDOW = 200
+GUESS_NEW_SHARE = 0.9
+# Transactions of different partitions are independent: overlap their round trips.
+_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stormwatch-state")
+DELETES_IN_FLIGHT = 4
+# What a transaction answers when one of its writes found the entity changed (412), present (409) or gone (404).
+_CONFLICT_CODES = frozenset({"UpdateConditionNotSatisfied", "EntityAlreadyExists", "ResourceNotFound"})
 CACHE_ENTRIES = 10_000
 # Entities of rules no longer loaded are deleted once this old.
 ORPHAN_HORIZON = timedelta(days=30)
@@ -69,6 +90,19 @@ def key_text(key: str) -> str:
 
 class StateConflictError(Exception):
     """The entity changed, appeared or vanished since it was read: re-read and re-apply."""
+
+
+class BatchConflictError(StateConflictError):
+    """One write of a transaction found its entity changed, present or gone: nothing was written."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"write {index} of the transaction conflicted")
+        self.index = index
+
+
+class Write(NamedTuple):
+    properties: dict[str, Any]
+    etag: str | None  # None: insert, the entity must not exist
 
 
 class StateTooLargeError(ValueError):
@@ -99,6 +133,14 @@ class EntityStore(Protocol):
 
     def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
         """Delete if still at `etag` (a concurrent update wins)."""
+
+    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+        """Insert (no ETag) or replace-if-still-at-ETag entities of ONE PartitionKey in one transaction,
+        all or nothing; their new ETags. BatchConflictError names the write that found the entity changed."""
+
+    def delete_batch(self, partition_key: str, rows: Sequence[tuple[str, str]]) -> list[str]:
+        """Delete (RowKey, ETag)s of one partition, a transaction per 100; a row written since its ETag
+        is kept (a concurrent update wins). The RowKeys deleted."""
 
 
 class TableEntityStore:
@@ -153,6 +195,51 @@ class TableEntityStore:
             return False
         return True
 
+    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+        if len(writes) == 1:  # one operation costs less as a plain request
+            properties, etag = writes[0]
+            try:
+                return [self.insert(properties) if etag is None else self.replace(properties, etag)]
+            except StateConflictError as error:
+                raise BatchConflictError(0) from error
+        self.ensure_table()
+        operations = [table_batch.Operation("insert" if etag is None else "replace", properties["PartitionKey"],
+                                            properties["RowKey"], _text_properties(properties), etag)
+                      for properties, etag in writes]
+        try:
+            return [str(etag) for etag in table_batch.submit(self.table, operations)]
+        except table_batch.TransactionError as error:
+            if error.error_code in _CONFLICT_CODES:
+                raise BatchConflictError(error.index) from error
+            raise
+
+    def delete_batch(self, partition_key: str, rows: Sequence[tuple[str, str]]) -> list[str]:
+        deleted: list[str] = []
+        for first in range(0, len(rows), MAX_BATCH_WRITES):
+            pending = list(rows[first:first + MAX_BATCH_WRITES])
+            while len(pending) > 1:
+                try:
+                    table_batch.submit(self.table, [table_batch.Operation("delete", partition_key, row, etag=etag)
+                                                    for row, etag in pending])
+                except table_batch.TransactionError as error:
+                    if error.error_code not in _CONFLICT_CODES:
+                        raise
+                    del pending[error.index]  # written since it was listed (or gone): keep it, delete the rest
+                    continue
+                deleted.extend(row for row, _ in pending)
+                pending = []
+            deleted.extend(row for row, etag in pending if self.delete(partition_key, row, etag))
+        return deleted
+
+
+def _text_properties(properties: dict[str, Any]) -> dict[str, str]:
+    """A state row's properties, all strings (what `shared.clients.table_batch` writes)."""
+    text = {name: value for name, value in properties.items()
+            if name not in ("PartitionKey", "RowKey") and isinstance(value, str)}
+    if len(text) != len(properties) - 2:
+        raise TypeError("a state row holds only strings")
+    return text
+
 
 class MemoryEntityStore:
     """The same contract in process, for `rules test` without a storage account."""
@@ -161,7 +248,7 @@ class MemoryEntityStore:
         self._clock = clock
         self._entities: dict[tuple[str, str], tuple[dict[str, Any], int, datetime]] = {}
         self._version = 0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def read(self, partition_key: str, row_key: str) -> Stored | None:
         with self._lock:
@@ -170,7 +257,7 @@ class MemoryEntityStore:
 
     def _put(self, properties: dict[str, Any], expected: str | None) -> str:
         key = (properties["PartitionKey"], properties["RowKey"])
-        with self._lock:
+        with self._lock:  # re-entrant: write_batch holds it
             current = self._entities.get(key)
             if (current is None) != (expected is None) or (current and str(current[1]) != expected):
                 raise StateConflictError("changed concurrently")
@@ -198,6 +285,17 @@ class MemoryEntityStore:
             del self._entities[(partition_key, row_key)]
             return True
 
+    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+        with self._lock:  # all or nothing, as a transaction
+            for index, (properties, etag) in enumerate(writes):
+                current = self._entities.get((properties["PartitionKey"], properties["RowKey"]))
+                if (current is None) != (etag is None) or (current and str(current[1]) != etag):
+                    raise BatchConflictError(index)
+            return [self._put(properties, etag) for properties, etag in writes]
+
+    def delete_batch(self, partition_key: str, rows: Sequence[tuple[str, str]]) -> list[str]:
+        return [row for row, etag in rows if self.delete(partition_key, row, etag)]
+
 
 class StateKey(NamedTuple):
     partition_key: str
@@ -210,6 +308,29 @@ class StateKey(NamedTuple):
     @property
     def rule_id(self) -> str:
         return self.partition_key.split(".", 1)[0]
+
+
+class Change(NamedTuple):
+    """One key's update of a batch: its entity, the readable properties beside the state, the transition."""
+
+    key: StateKey
+    describe: dict[str, Any]
+    change: Callable[[KeyState | None], Transition]
+
+
+def _transactions(writes: list[tuple[int, Write, KeyState]]) -> Iterator[list[tuple[int, Write, KeyState]]]:
+    """Writes of one partition cut into transactions of at most 100 operations and MAX_BATCH_CHARS of state."""
+    chunk: list[tuple[int, Write, KeyState]] = []
+    chars = 0
+    for item in writes:
+        size = sum(len(value) for name, value in item[1].properties.items() if name.startswith("state"))
+        if chunk and (len(chunk) == MAX_BATCH_WRITES or chars + size > MAX_BATCH_CHARS):
+            yield chunk
+            chunk, chars = [], 0
+        chunk.append(item)
+        chars += size
+    if chunk:
+        yield chunk
 
 
 @dataclass
@@ -238,6 +359,8 @@ class StateTable:
     _cache: OrderedDict[StateKey, tuple[KeyState, str]] = field(default_factory=OrderedDict)
     _learning: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    # Whether each of the last keys not cached turned out new (absent from the table).
+    _recent_new: deque[bool] = field(default_factory=lambda: deque(maxlen=GUESS_NEW_WINDOW))
 
     def update(self, key: StateKey, describe: dict[str, Any],
                change: Callable[[KeyState | None], Transition]) -> Applied:
@@ -267,6 +390,119 @@ class StateTable:
             return applied
         raise StateConflictError(f"{key} still contended after {MAX_ATTEMPTS} attempts")
 
+    def update_many(self, changes: Sequence[Change]) -> list[Applied | Exception]:
+        """`update` for many keys at once: per PartitionKey one read per key not cached and one
+        entity-group transaction for all writes (a key not cached is first guessed new: insert-if-absent).
+
+        A transaction is all or nothing, so a conflict on one write (409/412/404) writes nothing: that
+        key is re-read, and every key of the partition re-applied and written again. A key whose write
+        storage refuses for what it holds (a 4xx) is retried alone; its error is its outcome, the other
+        keys are written. Outages and endless contention raise. Requests are counted on the first key of
+        each transaction, so the sum over keys is what was sent.
+        """
+        groups: dict[str, list[int]] = {}
+        for index, change in enumerate(changes):
+            groups.setdefault(change.key.partition_key, []).append(index)
+        outcomes: list[Applied | Exception] = [Applied(Transition(state=None)) for _ in changes]
+
+        def run(indices: list[int]) -> None:
+            for index, outcome in zip(indices, self._update_partition([changes[i] for i in indices]), strict=True):
+                outcomes[index] = outcome
+
+        if len(groups) <= 1:
+            for indices in groups.values():
+                run(indices)
+        else:
+            list(_WRITERS.map(run, groups.values()))
+        return outcomes
+
+    def _update_partition(self, changes: list[Change]) -> list[Applied | Exception]:
+        applied = [Applied(Transition(state=None)) for _ in changes]
+        outcomes: dict[int, Applied | Exception] = {}
+        known = {index: self._cached(change.key) for index, change in enumerate(changes)}
+        guessing = self._guessing_new()
+        to_read = set() if guessing else {index for index, cached in known.items() if cached is None}
+        wrong_guesses = 0
+        for attempt in range(MAX_ATTEMPTS):
+            writes: list[tuple[int, Write, KeyState]] = []
+            for index, change in enumerate(changes):
+                if index in outcomes:
+                    continue
+                if index in to_read:
+                    applied[index].reads += 1
+                    stored = self.store.read(*change.key)
+                    known[index] = None if stored is None else (decode_state(stored.properties, self.decode),
+                                                                stored.etag)
+                    if not guessing:
+                        self._observe_new(stored is None)
+                    to_read.discard(index)
+                before, etag = known[index] or (None, None)
+                try:
+                    applied[index].transition = change.change(before)
+                    after = applied[index].transition.state
+                    if after is None:
+                        outcomes[index] = applied[index]
+                        continue
+                    properties = {"PartitionKey": change.key.partition_key, "RowKey": change.key.row_key,
+                                  **change.describe, **encode_state(after)}
+                except Exception as error:  # a bug or an oversized state: this key's outcome, not the batch's
+                    outcomes[index] = error
+                    continue
+                writes.append((index, Write(properties, etag), after))
+            if not writes:
+                break
+            for chunk in _transactions(writes):
+                applied[chunk[0][0]].writes += 1
+                try:
+                    etags = self.store.write_batch([write for _, write, _ in chunk])
+                except BatchConflictError as conflict:
+                    failed, write, _ = chunk[conflict.index]
+                    applied[failed].conflicts += 1
+                    self._forget(changes[failed].key)
+                    known[failed] = None
+                    to_read.add(failed)
+                    if guessing and write.etag is None:
+                        self._observe_new(False)
+                        wrong_guesses += 1
+                        if wrong_guesses > 1:  # not a flood here after all: read the other guesses too
+                            to_read.update(index for index, write, _ in chunk if write.etag is None)
+                    time.sleep(random.uniform(0, 0.002 * attempt))  # noqa: S311 - jitter, not security
+                    break
+                except Exception as error:
+                    if is_outage(error):
+                        raise
+                    for index, _, _ in chunk:  # refused for what it holds: find which key, one by one
+                        change = changes[index]
+                        try:
+                            outcomes[index] = self.update(change.key, change.describe, change.change)
+                        except Exception as alone:
+                            if isinstance(alone, StateConflictError) or is_outage(alone):
+                                raise
+                            outcomes[index] = alone
+                    continue
+                for (index, write, after), etag in zip(chunk, etags, strict=True):
+                    self._remember(changes[index].key, after, etag)
+                    outcomes[index] = applied[index]
+                    if guessing and write.etag is None:
+                        self._observe_new(True)
+            if len(outcomes) == len(changes):
+                break
+        else:
+            raise StateConflictError(f"partition {changes[0].key.partition_key} still contended "
+                                     f"after {MAX_ATTEMPTS} attempts")
+        return [outcomes[index] for index in range(len(changes))]
+
+    def _guessing_new(self) -> bool:
+        """Skip the read of keys not cached when nearly all such keys lately were new (a flood of new IPs
+        and users): an insert that finds the key is a conflict like any other, so a wrong guess costs one
+        more request, never a count. A fresh process (a partition taken over) reads first."""
+        recent = self._recent_new
+        return len(recent) == recent.maxlen and sum(recent) >= GUESS_NEW_SHARE * len(recent)
+
+    def _observe_new(self, new: bool) -> None:
+        with self._lock:
+            self._recent_new.append(new)
+
     def learning_start(self, rule_id: str, candidate_us: int) -> int:
         """When a first_seen rule saw its first event: written once (insert wins), then cached."""
         known = self._learning.get(rule_id)
@@ -290,28 +526,49 @@ class StateTable:
         return started
 
     def housekeep(self, rules: list[Rule], now: datetime) -> dict[str, int]:
-        """Delete entities not written within their rule's horizon; orphans of removed rules after 30 days."""
+        """Delete entities not written within their rule's horizon; orphans of removed rules after 30 days.
+
+        Deletes go 100 to a transaction per partition (the listing comes partition by partition)."""
         deleted: dict[str, int] = {}
         for rule in rules:
-            for partition_key, row_key, etag in self.store.written_before(rule.id, now - rule.horizon):
-                if self.store.delete(partition_key, row_key, etag):
-                    deleted[rule.id] = deleted.get(rule.id, 0) + 1
-                    self._forget(StateKey(partition_key, row_key))
+            for key in self._delete(self.store.written_before(rule.id, now - rule.horizon)):
+                deleted[rule.id] = deleted.get(rule.id, 0) + 1
+                self._forget(key)
         known = {rule.id for rule in rules}
-        for partition_key, row_key, etag in self.store.written_before(None, now - ORPHAN_HORIZON):
-            rule_id = StateKey(partition_key, row_key).rule_id
-            if rule_id not in known and self.store.delete(partition_key, row_key, etag):
-                deleted[rule_id] = deleted.get(rule_id, 0) + 1
+        orphans = (row for row in self.store.written_before(None, now - ORPHAN_HORIZON)
+                   if StateKey(row[0], row[1]).rule_id not in known)
+        for key in self._delete(orphans):
+            deleted[key.rule_id] = deleted.get(key.rule_id, 0) + 1
         return deleted
 
     def clear(self, now: datetime) -> int:
         """Delete every entity (`replay --fresh`, the demo): start from empty state."""
-        removed = sum(self.store.delete(pk, rk, etag) for pk, rk, etag in
-                      list(self.store.written_before(None, now + timedelta(days=1))))
+        removed = len(list(self._delete(list(self.store.written_before(None, now + timedelta(days=1))))))
         with self._lock:
             self._cache.clear()
         self._learning.clear()
         return removed
+
+    def _delete(self, rows: Iterable[tuple[str, str, str]]) -> Iterator[StateKey]:
+        """Delete listed (PartitionKey, RowKey, ETag)s in transactions of one partition's run of rows,
+        several in flight while the listing goes on."""
+        in_flight: deque[Future[tuple[str, list[str]]]] = deque()
+
+        def send(partition_key: str, batch: list[tuple[str, str]]) -> tuple[str, list[str]]:
+            return partition_key, self.store.delete_batch(partition_key, batch)
+
+        def done(future: Future[tuple[str, list[str]]]) -> Iterator[StateKey]:
+            partition_key, deleted = future.result()
+            return (StateKey(partition_key, row) for row in deleted)
+
+        for partition_key, run in itertools.groupby(rows, key=lambda row: row[0]):
+            listed = ((row_key, etag) for _, row_key, etag in run)
+            while batch := list(itertools.islice(listed, MAX_BATCH_WRITES)):
+                in_flight.append(_WRITERS.submit(send, partition_key, batch))
+                if len(in_flight) == DELETES_IN_FLIGHT:
+                    yield from done(in_flight.popleft())
+        while in_flight:
+            yield from done(in_flight.popleft())
 
     def _cached(self, key: StateKey) -> tuple[KeyState, str] | None:
         with self._lock:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import azure.functions as func
 import orjson
@@ -35,11 +35,13 @@ from shared.enrich.models import (
 )
 from shared.enrich.operations import OPERATION_PATTERN, RESULT_PATTERN, SOURCES
 from shared.enrich.resource_ids import ALLOWED_TYPE_NAMES, MAX_ID_LENGTH
-from shared.enrich.service import enricher
 from shared.http_errors import InputError
 from shared.normalized_event import NormalizedEvent
 from shared.settings import SettingsError
 from shared.values import for_log
+
+if TYPE_CHECKING:
+    from shared.enrich.service import Enricher
 
 logger = logging.getLogger("stormwatch.enrich")
 MAX_BODY_BYTES = 64 * 1024
@@ -78,6 +80,14 @@ class Route:
     example: dict[str, Any] | None = None
     errors: tuple[int, ...] = (400,)
     role: Role = READER  # the app role an Entra ID caller needs (`shared.caller`)
+
+
+def enricher() -> Enricher:
+    """The service, imported by the first request rather than when the host indexes the routes: it brings
+    the ARM, Blob, Table and Event Hubs clients, most of a cold start."""
+    from shared.enrich.service import enricher as service  # noqa: PLC0415 - cold start
+
+    return service()
 
 
 def _query(request: func.HttpRequest, name: str) -> str | None:

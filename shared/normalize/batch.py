@@ -9,6 +9,7 @@ the batch; a bad record never raises.
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib.machinery
 import logging
 import time
@@ -71,6 +72,8 @@ MAX_BODY_BYTES = 1_048_576
 MAX_RECORDS_PER_BODY = 5_000
 # A body with more failing records than this is one letter, not thousands of small ones.
 MAX_DEAD_LETTERS_PER_BODY = 100
+# Entra ID's logs: keyed per user (`partition_key`), a tenant-wide key would make one hot partition.
+IDENTITY_SOURCES = frozenset({"signin", "audit"})
 
 
 def normalize_bodies(bodies: Iterable[tuple[bytes, Position]], include_raw: bool = True) -> BatchResult:
@@ -110,12 +113,30 @@ def _normalize_body(body: bytes, position: Position, include_raw: bool, result: 
                 return
             letters.append(_dead_letter(_reason(error), position, index, _record_bytes(record)))
             continue
-        key = event["subscription_id"] or event["tenant_id"] or "unknown"
         origin = event["subscription_id"] or (f"tenant:{event['tenant_id']}" if event["tenant_id"] else "unknown")
-        events.append(NormalizedOutput(event["source"], key, encoded, origin))
+        events.append(NormalizedOutput(event["source"], partition_key(event), encoded, origin))
     result.records_in += len(records)
     result.events.extend(events)
     result.dead_letters.extend(letters)
+
+
+def partition_key(event: dict[str, Any]) -> str:
+    """Which partition of the out hubs an event goes to: its subscription, or for Entra ID events
+    (no subscription) its tenant and a hash of the user, so one large tenant's sign-ins spread over every
+    partition (Event Hubs hashes the key; it allows 128 characters, so a user name of any length is hashed).
+
+    The user is case-folded as the rules compare it, so one user's events stay in order on one partition.
+    Rules that group by something else (an IP, a subscription) then see a key's events from several
+    partitions: their Table state is keyed by the group, not the partition, so it stays exact.
+    """
+    if event["subscription_id"]:
+        return str(event["subscription_id"])
+    tenant = str(event["tenant_id"] or "unknown")
+    user = event["actor"] or event["source_ip"]
+    if not user or event["source"] not in IDENTITY_SOURCES:
+        return tenant
+    user_hash = hashlib.blake2b(str(user).casefold().encode("utf-8", "surrogatepass"), digest_size=8)
+    return f"{tenant}/{user_hash.hexdigest()}"
 
 
 def _reason(error: Exception) -> str:

@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from shared.cli.main import main
@@ -45,10 +46,11 @@ def test_replay_delivers_through_the_folders_routes(delivery_tables: DeliveryTab
         out, err = capsys.readouterr()
         assert main(["replay", "--rules", str(rules), str(SAMPLES / "attack/delete-spike.json")]) == 0
         again = capsys.readouterr().err
-    alerts = out.splitlines()
-    assert len(alerts) == 3 and len(receiver.received) == 3  # the spike, the key vault, the workspace
-    assert receiver.received[0].json()["blocks"][0]["type"] == "header"
-    assert "3 deliveries routed, 3 delivered, 0 waiting to retry, 0 failed" in err
+    alerts = [orjson.loads(line) for line in out.splitlines()]
+    routed = [alert for alert in alerts if alert["severity"] in ("medium", "high", "critical")]
+    assert routed and len(receiver.received) == len(routed)
+    assert all(item.json()["blocks"][0]["type"] == "header" for item in receiver.received)
+    assert f"{len(routed)} deliveries routed, {len(routed)} delivered, 0 waiting to retry, 0 failed" in err
     assert "0 deliveries routed, 0 delivered" in again  # a replay of the same input sends nothing twice
 
 
