@@ -29,7 +29,7 @@ demo: setup
 dashboard: setup
 	$(PY) -m shared serve --azurite-port $(AZURITE_PORT)
 
-# docs/dashboard.png from the bundled samples, in headless Chromium (docs/dashboard.md).
+# docs/dashboard.png and docs/teams-card.png from the bundled samples, in headless Chromium (docs/dashboard.md).
 screenshot: setup
 	$(PY) docs/screenshot.py
 

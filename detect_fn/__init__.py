@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from shared import settings as names
-from shared.clients.eventhubs import EVENT_HUB_RETRY, bodies_with_positions
+from shared.clients.eventhubs import EVENT_HUB_RETRY, bodies_with_positions, fanout_trigger
 
 bp = func.Blueprint()
 
@@ -26,10 +26,7 @@ HOUSEKEEPING_SCHEDULE = "0 7 * * * *"
 
 @bp.function_name("detect")
 @bp.retry(**EVENT_HUB_RETRY)
-@bp.event_hub_message_trigger(
-    arg_name="events", connection=names.FANOUT_CONNECTION, event_hub_name=f"%{names.NORMALIZED_HUB}%",
-    consumer_group=f"%{names.DETECT_CONSUMER_GROUP}%", cardinality="many", data_type="binary",
-)
+@bp.event_hub_message_trigger(**fanout_trigger(names.NORMALIZED_HUB, names.DETECT_CONSUMER_GROUP))
 def detect(events: typing.List[func.EventHubEvent]) -> None:
     from shared.detect.engine import detect_batch, detector  # noqa: PLC0415 - cold start
 

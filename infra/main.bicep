@@ -91,6 +91,15 @@ param storageSku string = 'Standard_LRS'
 @maxValue(730)
 param logRetentionInDays int = 30
 
+@description('Log Analytics workspace in this resource group that receives alerts (StormwatchAlerts_CL), e.g. Microsoft Sentinel\'s; empty: the app\'s own workspace.')
+param alertsWorkspaceName string = ''
+
+@description('Create alertsWorkspaceName instead of using an existing workspace of that name.')
+param createAlertsWorkspace bool = false
+
+@description('Also keep normalized events in Log Analytics: the StormwatchEvents_CL table and stream, and delivery_fn\'s events_export on its own consumer group.')
+param keepEventsInLogAnalytics bool = false
+
 @description('Region whose Azure service tags enrich_fn uses to recognise Azure-owned IP addresses.')
 param serviceTagsRegion string = location
 
@@ -134,6 +143,9 @@ var stateTableName = 'detectionstate'
 var alertsTableName = 'alerts'
 var enrichCacheTableName = 'enrichcache'
 var inventoryTableName = 'inventory'
+var deliveriesTableName = 'deliveries'
+var eventsConsumerGroupName = 'loganalytics'
+var eventsStreamName = 'Custom-StormwatchEvents_CL'
 
 // environment().resourceManager ends with '/'; the app expects a base URL without it.
 var armEndpointRaw = environment().resourceManager
@@ -189,7 +201,23 @@ module storage 'modules/storage.bicep' = {
       alertsTableName
       enrichCacheTableName
       inventoryTableName
+      deliveriesTableName
     ]
+    principalId: identity.outputs.principalId
+    tags: tags
+  }
+}
+
+module logAnalytics 'modules/loganalytics.bicep' = {
+  name: 'stormwatch-loganalytics'
+  params: {
+    location: location
+    workspaceName: empty(alertsWorkspaceName) ? monitoring.outputs.workspaceName : alertsWorkspaceName
+    createWorkspace: !empty(alertsWorkspaceName) && createAlertsWorkspace
+    retentionInDays: max(logRetentionInDays, 90)
+    includeEvents: keepEventsInLogAnalytics
+    endpointName: 'dce-${namePrefix}-${token}'
+    ruleName: 'dcr-${namePrefix}-${token}'
     principalId: identity.outputs.principalId
     tags: tags
   }
@@ -206,6 +234,7 @@ module eventHubs 'modules/eventhubs.bicep' = {
     alertsHubName: alertsHubName
     normalizeConsumerGroup: normalizeConsumerGroup
     detectConsumerGroup: detectConsumerGroup
+    eventsConsumerGroup: keepEventsInLogAnalytics ? eventsConsumerGroupName : ''
     rawPartitionCount: rawPartitionCount
     fanoutPartitionCount: fanoutPartitionCount
     messageRetentionInDays: messageRetentionInDays
@@ -256,6 +285,13 @@ var appSettings = {
   STORMWATCH_ALERTS_TABLE: alertsTableName
   STORMWATCH_ENRICH_CACHE_TABLE: enrichCacheTableName
   STORMWATCH_INVENTORY_TABLE: inventoryTableName
+  STORMWATCH_DELIVERIES_TABLE: deliveriesTableName
+  // delivery_fn's log_analytics route (rules/routes.yaml): the Logs Ingestion endpoint and rule.
+  STORMWATCH_LOGS_ENDPOINT: logAnalytics.outputs.ingestionEndpoint
+  STORMWATCH_LOGS_RULE_ID: logAnalytics.outputs.ruleImmutableId
+  // delivery_fn's events_export runs only when the stream is named (keepEventsInLogAnalytics).
+  STORMWATCH_EVENTS_STREAM: keepEventsInLogAnalytics ? eventsStreamName : ''
+  STORMWATCH_EVENTS_CONSUMER_GROUP: eventsConsumerGroupName
   STORMWATCH_ARM_ENDPOINT: armEndpoint
   STORMWATCH_SUBSCRIPTION_ID: subscription().subscriptionId
   STORMWATCH_SERVICE_TAGS_REGION: serviceTagsRegion
@@ -294,3 +330,5 @@ output normalizedHubName string = eventHubs.outputs.normalizedHubName
 output alertsHubName string = eventHubs.outputs.alertsHubName
 // Send-only SAS rule on the raw namespace, for subscription.bicep and tenant.bicep.
 output diagnosticsSendRuleId string = eventHubs.outputs.diagnosticsSendRuleId
+// Where alerts land for Sentinel (README "Where alerts go").
+output alertsWorkspaceId string = logAnalytics.outputs.workspaceId

@@ -23,6 +23,9 @@ DETECT_CONSUMER_GROUP = "STORMWATCH_DETECT_CONSUMER_GROUP"
 # `<prefix>__fullyQualifiedNamespace` (managed identity) or `<prefix>` (a connection string, local only).
 RAW_CONNECTION = "RawEventHubConnection"
 FANOUT_CONNECTION = "EventHubConnection"
+# delivery_fn's events_export: its stream (read when the functions are indexed) and its consumer group.
+EVENTS_STREAM = "STORMWATCH_EVENTS_STREAM"
+EVENTS_CONSUMER_GROUP = "STORMWATCH_EVENTS_CONSUMER_GROUP"
 # How the HTTP routes authenticate: `keys` (function keys) or `entra` (App Service Authentication).
 HTTP_AUTH = "STORMWATCH_HTTP_AUTH"
 
@@ -44,6 +47,7 @@ _ENV_NAMES: dict[str, str] = {
     # detect_fn
     "rules_dir": "STORMWATCH_RULES_DIR",
     "rule_statuses": "STORMWATCH_RULE_STATUSES",
+    "unknown_subscriptions": "STORMWATCH_UNKNOWN_SUBSCRIPTIONS",
     "rules_container": "STORMWATCH_RULES_CONTAINER",
     "rules_refresh_seconds": "STORMWATCH_RULES_REFRESH_SECONDS",
     "state_table": "STORMWATCH_STATE_TABLE",
@@ -51,6 +55,9 @@ _ENV_NAMES: dict[str, str] = {
     "inventory_table": "STORMWATCH_INVENTORY_TABLE",
     # delivery_fn (routes.yaml names further settings per route: webhook URLs and secrets, the DCR)
     "deliveries_table": "STORMWATCH_DELIVERIES_TABLE",
+    # delivery_fn's events_export (normalized events into Log Analytics), registered when the stream is set
+    "events_stream": EVENTS_STREAM,
+    "events_consumer_group": EVENTS_CONSUMER_GROUP,
     # enrich_fn
     "arm_endpoint": "STORMWATCH_ARM_ENDPOINT",
     "subscription_id": "STORMWATCH_SUBSCRIPTION_ID",
@@ -92,6 +99,9 @@ class Settings(BaseModel):
     rules_dir: str | None = None
     # Which Sigma `status` values run (comma-separated in the app setting); rules without a status always do.
     rule_statuses: list[str] = Field(default_factory=lambda: ["stable", "test"])
+    # The environment a subscription the catalog does not list counts as (`none`: no environment), so a fresh
+    # deployment's production-scoped rules see its real subscriptions before anyone edits the catalog.
+    unknown_subscriptions: Literal["production", "staging", "development", "none"] = "production"
     # A deployment's own rules and lists, laid over `rules_dir` and re-checked this often (README "Writing rules").
     rules_container: str = "rules"
     rules_refresh_seconds: int = Field(default=120, ge=10, le=86_400)
@@ -101,6 +111,9 @@ class Settings(BaseModel):
     inventory_table: str = "inventory"
     # delivery_fn's outbox: one row per (alert, route).
     deliveries_table: str = "deliveries"
+    # Normalized events into Log Analytics: the DCR stream (unset: not exported) and the consumer group.
+    events_stream: str | None = None
+    events_consumer_group: str = "loganalytics"
     # enrich_fn: ARM base URL (sovereign clouds and the local fake differ), cache, optional actions.
     arm_endpoint: str = "https://management.azure.com"
     subscription_id: str | None = None
@@ -164,10 +177,10 @@ LOCAL_ONLY = frozenset({"STORMWATCH_STORAGE_CONNECTION_STRING", FANOUT_CONNECTIO
 # Settings an operator may add in Azure but that have safe defaults or switch optional features on.
 OPTIONAL_IN_AZURE = frozenset({
     "STORMWATCH_ROUTES", "STORMWATCH_INCLUDE_RAW", "STORMWATCH_RULES_DIR", "STORMWATCH_RULE_STATUSES",
-    "STORMWATCH_RULES_REFRESH_SECONDS",
+    "STORMWATCH_UNKNOWN_SUBSCRIPTIONS", "STORMWATCH_RULES_REFRESH_SECONDS",
     "STORMWATCH_GEOIP_DATABASE",
     "STORMWATCH_SERVICE_TAGS_FILE", "STORMWATCH_ALLOW_ALERT_DISMISS", "STORMWATCH_ARM_API_VERSIONS",
-    "STORMWATCH_DELIVERIES_TABLE",
+    "STORMWATCH_DELIVERIES_TABLE", EVENTS_STREAM, EVENTS_CONSUMER_GROUP,
 })
 # Identity-based connections the Functions host itself reads (not through Settings).
 HOST_CONNECTIONS = (

@@ -33,17 +33,26 @@ PRODUCTION = "a1b2c3d4-1111-4111-8111-000000000001"
 DEVELOPMENT = "d4c3b2a1-2222-4222-8222-000000000002"
 
 BURST_RULE = """
-id: burst
-title: Burst of deletes
-description: test rule
-severity: high
-kind: threshold
+title: Deletes
+name: burst-deletes
+id: 5e1f0000-0000-4000-8000-000000000001
+level: informational
+logsource: {product: azure}
 detection:
   deleted: {action: delete}
   condition: deleted
-group-by: [actor]
-timespan: 10m
-condition: {gte: 10}
+---
+title: Burst of deletes
+name: burst
+id: 5e1f0000-0000-4000-8000-000000000002
+description: test rule
+level: high
+correlation:
+  type: event_count
+  rules: [burst-deletes]
+  group-by: [actor]
+  timespan: 10m
+  condition: {gte: 10}
 lateness: 30m
 suppress: 1h
 summary: "{actor} deleted {count}"
@@ -51,13 +60,15 @@ summary: "{actor} deleted {count}"
 
 
 def rule_from(tmp_path: Path, text: str, name: str = "rule.yaml") -> Rule:
-    """Load one rule from YAML text (written to its own folder), failing the test on a load error."""
+    """Load the one alerting rule of YAML text (written to its own folder; a correlation comes with the rules
+    it counts), failing the test on a load error."""
     folder = tmp_path / uuid.uuid4().hex[:8]
     folder.mkdir()
     (folder / name).write_text(textwrap.dedent(text))
     pack = load_rules(folder)
     assert not pack.errors, [str(error) for error in pack.errors]
-    return pack.rules[0]
+    [rule] = [rule for rule in pack.rules if not rule.silent]
+    return rule
 
 
 def event(number: int, moment: datetime, **fields: Any) -> dict[str, Any]:

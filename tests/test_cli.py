@@ -130,10 +130,10 @@ def test_replay_fresh_empties_only_the_emulator_unless_told(azurite_instance: az
     refused = run_with(env, "replay", "--fresh", spike)
     assert "replay --fresh would empty tables" in one_line_error(refused)
     alerts = TableServiceClient.from_connection_string(unproven).get_table_client(f"alerts{suffix}")
-    assert len(list(alerts.list_entities())) == 1  # untouched
+    assert len(list(alerts.list_entities())) == 3  # untouched (the spike, the key vault, the workspace)
     told = run_with(env, "replay", "--fresh", "--i-mean-it", spike)
     assert told.returncode == 0 and "--fresh: removed" in told.stderr
-    assert len(told.stdout.splitlines()) == 1  # emptied, so the spike's alert is new again
+    assert len(told.stdout.splitlines()) == 3  # emptied, so the three alerts are new again
 
 
 def test_demo_never_uses_a_port_something_else_listens_on(tmp_path: Path) -> None:

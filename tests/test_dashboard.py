@@ -87,7 +87,8 @@ def test_the_json_endpoint_answers_the_samples_month(served_env: Samples) -> Non
     names = {item["name"]: item["events"] for item in answer["subscriptions"]}
     assert set(names) == {"Contoso Production", "Contoso Development", "Entra ID tenant"}
     assert sum(names.values()) == served_env.events
-    assert len(answer["latest_alerts"]) == 10 and answer["latest_alerts"][0]["rule_id"] == "delete-spike-per-caller"
+    latest = answer["latest_alerts"]
+    assert len(latest) == 10 and latest[0]["rule_id"] == "log-analytics-workspace-deleted"  # the wipe's last step
     production = orjson.loads(call("inventory", subscription=PRODUCTION.upper(), top="3", **MONTH).get_body())
     assert production["subscriptions"] == [{"id": PRODUCTION, "name": "Contoso Production",
                                             "environment": "production", "events": names["Contoso Production"]}]

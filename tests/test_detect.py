@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from shared.clients.eventhubs import Position, bodies_with_positions, trigger_ba
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
 from shared.clients.storage import emulator_connection_string
 from shared.detect.alerts import TableAlertStore
-from shared.detect.engine import Detector, detect_batch
+from shared.detect.engine import Detector, detect_batch, housekeep
 from shared.detect.rules import Rule
 from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, Transition, advance
 from shared.detect.state import StateTable, StateTooLargeError, Stored, TableEntityStore, Write
@@ -243,15 +243,15 @@ def test_suppression_lives_with_the_counts_across_batches_and_instances(tables: 
 
 
 FIRST_SEEN = """
-id: country
 title: Sign-in from a new country
+name: country
+id: 5e1f0000-0000-4000-8000-000000000003
 description: test
-severity: medium
-kind: first_seen
+level: medium
+logsource: {product: azure}
 detection: {signed_in: {action: sign_in, result: Success}, condition: signed_in}
 group-by: [actor]
-fields: [details.country]
-learning: 2d
+first_seen: {fields: [details.country], learning: 2d}
 summary: "{actor} from {details.country}"
 """
 
@@ -273,6 +273,31 @@ def test_first_seen_learns_for_two_days_of_event_time_then_alerts_once(tables: T
     assert run(detector, [signin(6, 5, "NG")], partition="2").alerts == []
 
 
+def test_first_seen_alerts_again_when_a_value_returns_after_forget(tables: Tables, tmp_path: Path) -> None:
+    """Whether housekeeping deleted the value's entity or not yet, its return after `forget` is a new alert,
+    with its own id (the first-seen time is part of it): the alerts table keeps the first one forever."""
+    rule = rule_from(tmp_path, FIRST_SEEN.replace("learning: 2d", "learning: 1d, forget: 30d"))
+
+    def signin(number: int, days: float, country: str = "NG") -> dict[str, Any]:  # days before T0: not future
+        return event(number, T0 + timedelta(days=days), action="sign_in", actor="dave@contoso.example",
+                     details={"country": country})
+
+    run(tables.detector([rule]), [signin(0, -100, "US")], first_sequence=0)  # learning starts
+    first = run(tables.detector([rule]), [signin(1, -98)], first_sequence=1)
+    within = run(tables.detector([rule]), [signin(2, -80)], first_sequence=2)
+    back = run(tables.detector([rule]), [signin(3, -40)], first_sequence=3)  # 40 days unseen, entity still there
+    assert [len(report.alerts) for report in (first, within, back)] == [1, 0, 1]
+    assert first.alerts[0].alert_id != back.alerts[0].alert_id
+    redelivered = run(tables.detector([rule]), [signin(3, -40)], first_sequence=3)
+    assert redelivered.alerts == [] and redelivered.alerts_repeated == 1
+    detector = tables.detector([rule])
+    deleted = housekeep(detector, datetime.now(UTC) + timedelta(days=31))  # nothing written for 30 days
+    assert deleted == {"country": 2}  # both values' entities (the learning marker stays)
+    again = run(detector, [signin(4, 0)], first_sequence=4)
+    assert len(again.alerts) == 1 and again.alerts[0].alert_id not in {first.alerts[0].alert_id,
+                                                                       back.alerts[0].alert_id}
+
+
 def test_a_body_that_is_not_a_normalized_event_is_dead_lettered_and_the_batch_goes_on(
         tables: Tables, burst: Rule) -> None:
     detector = tables.detector([burst])
@@ -291,8 +316,8 @@ def batch_of(bodies: list[bytes]) -> list[tuple[bytes, Position]]:
 
 def test_a_rule_that_fails_on_an_event_does_not_stop_the_others(tables: Tables, burst: Rule, tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    fragile = rule_from(tmp_path, BURST_RULE.replace("id: burst", "id: fragile"))
-    object.__setattr__(fragile, "selects", lambda item: 1 / 0)
+    fragile = rule_from(tmp_path, BURST_RULE.replace("burst", "fragile"))
+    object.__setattr__(fragile.members[0], "selects", lambda item: 1 / 0)
     report = run(tables.detector([fragile, burst]), deletes(10))
     assert report.rule_errors == 10 and len(report.alerts) == 1
     assert 'rule fragile failed on event "evt-0"' in caplog.text
@@ -300,8 +325,8 @@ def test_a_rule_that_fails_on_an_event_does_not_stop_the_others(tables: Tables, 
 
 def test_record_values_cannot_forge_log_lines(tables: Tables, burst: Rule, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture) -> None:
-    fragile = rule_from(tmp_path, BURST_RULE.replace("id: burst", "id: fragile"))
-    object.__setattr__(fragile, "selects", lambda item: 1 / 0)
+    fragile = rule_from(tmp_path, BURST_RULE.replace("burst", "fragile"))
+    object.__setattr__(fragile.members[0], "selects", lambda item: 1 / 0)
     forged = "x\nCRITICAL stormwatch: all alerts dismissed by admin\u202e"
     run(tables.detector([fragile]), [event | {"event_id": forged} for event in deletes(1)])
     [message] = [record.getMessage() for record in caplog.records if record.getMessage().startswith("rule ")]
@@ -325,11 +350,12 @@ def test_a_key_whose_state_cannot_be_updated_is_logged_and_the_batch_goes_on(
 
 def test_match_rules_without_state_alert_per_event_and_repeat_nothing(tables: Tables, tmp_path: Path) -> None:
     rule = rule_from(tmp_path, """
-        id: dev-delete
         title: Delete in development
+        name: dev-delete
+        id: 5e1f0000-0000-4000-8000-000000000004
         description: test
-        severity: low
-        kind: match
+        level: low
+        logsource: {product: azure}
         detection: {deleted: {action: delete, subscription_id: DEVELOPMENT}, condition: deleted}
         """.replace("DEVELOPMENT", DEVELOPMENT))
     detector = tables.detector([rule])
@@ -363,13 +389,14 @@ def test_replay_prints_only_new_alerts_and_a_second_replay_changes_nothing(
     first = replay(*files, connection_string=azurite_instance.connection_string, tables=tables)
     assert first.returncode == 0, first.stderr
     alerts = [orjson.loads(line) for line in first.stdout.splitlines()]
-    assert sorted(alert["rule_id"] for alert in alerts) == ["activity-log-profile-changed",
-                                                           "delete-spike-per-caller"]
-    assert "3 inputs, 68 records" in first.stderr and "2 new alerts" in first.stderr
+    assert sorted(alert["rule_id"] for alert in alerts) == [
+        "activity-log-profile-changed", "delete-spike-per-caller", "keyvault-deleted",
+        "log-analytics-workspace-deleted", "storage-account-keys-listed"]
+    assert "3 inputs, 68 records" in first.stderr and "5 new alerts" in first.stderr
     etags = entity_etags(tables)
     second = replay(*files, connection_string=azurite_instance.connection_string, tables=tables)
     assert second.returncode == 0 and second.stdout == ""
-    assert "0 new alerts (2 raised before)" in second.stderr
+    assert "0 new alerts (5 raised before)" in second.stderr
     assert entity_etags(tables) == etags  # not one state entity was written again
     fresh = replay("--fresh", *files, connection_string=azurite_instance.connection_string, tables=tables)
     assert [orjson.loads(line)["alert_id"] for line in fresh.stdout.splitlines()] == [a["alert_id"] for a in alerts]
@@ -384,7 +411,8 @@ def test_replay_reads_json_lines_from_stdin(tables: Tables, azurite_instance: az
     done = subprocess.run([sys.executable, "-m", "shared", "replay"], input=bodies, cwd=REPO, env=env,
                           capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert [orjson.loads(line)["rule_id"] for line in done.stdout.splitlines()] == ["delete-spike-per-caller"]
+    assert [orjson.loads(line)["rule_id"] for line in done.stdout.splitlines()] == [
+        "keyvault-deleted", "delete-spike-per-caller", "log-analytics-workspace-deleted"]
 
 
 def test_replay_says_in_one_line_when_the_table_endpoint_is_unreachable(tables: Tables) -> None:

@@ -11,7 +11,7 @@ import http.server
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -171,7 +171,7 @@ def test_a_40000_character_caller_raises_one_stored_alert_with_its_values_cut(ta
 class _UnboundedAlertStore(TableAlertStore):
     """An alert row storage refuses (a 40,000-character property): stands for any 4xx on one alert row."""
 
-    def save(self, alert: Alert) -> None:
+    def save(self, alert: Alert, subject: Mapping[str, Any] | None = None) -> None:
         self.ensure_table()
         self._table.upsert_entity({**alert_entity(alert), "padding": "x" * 40_000}, mode=UpdateMode.REPLACE)
 
@@ -244,18 +244,19 @@ def test_an_event_within_the_skew_keeps_its_own_time(tables: Tables, burst: Rule
 
 HOSTILE_RULES = {  # every valid event raises an alert and touches a state key, with record values in both
     "echo.yaml": """
-id: echo
 title: Echo
+name: echo
+id: 5e1f0000-0000-4000-8000-000000000005
 description: one alert per event, its values in group and summary
-severity: low
-kind: match
+level: low
+logsource: {product: azure}
 detection:
   any: {event_id|re: "."}
   condition: any
 group-by: [actor, subscription_id, user_agent]
 summary: "{actor} {user_agent} {subscription_id} {operation} {details.note}"
 """,
-    "count.yaml": BURST_RULE.replace("id: burst", "id: count").replace("deleted: {action: delete}",
+    "count.yaml": BURST_RULE.replace("burst", "count").replace("deleted: {action: delete}",
                                                                        "deleted: {event_id|re: \".\"}")
     .replace("{gte: 10}", "{gte: 1}").replace("group-by: [actor]", "group-by: [actor, user_agent]"),
 }

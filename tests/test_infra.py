@@ -58,6 +58,7 @@ EXPECTED_ROLE_ASSIGNMENTS: set[tuple[str, str | None, str]] = {
     ("modules/storage.bicep", "storage", "Storage Queue Data Contributor"),
     ("modules/storage.bicep", "storage", "Storage Table Data Contributor"),
     ("modules/monitoring.bicep", "appInsights", "Monitoring Metrics Publisher"),
+    ("modules/loganalytics.bicep", "rule", "Monitoring Metrics Publisher"),  # delivery_fn → Logs Ingestion
     ("subscription.bicep", None, "Reader"),  # enrich_fn reads ARM (providerOperations needs no role)
     ("subscription.bicep", None, "Security Admin"),  # opt-in, for alert dismissal
 }
@@ -206,7 +207,7 @@ def test_every_bicep_file_parses_with_the_expected_scope(templates: dict[str, Te
         "modules/storage.bicep": "resourceGroup", "modules/eventhubs.bicep": "resourceGroup",
         "modules/functionapp.bicep": "resourceGroup",
         "managementgroup.bicep": "managementGroup", "modules/policy-listkeys.bicep": "resourceGroup",
-        "modules/health.bicep": "resourceGroup",
+        "modules/health.bicep": "resourceGroup", "modules/loganalytics.bicep": "resourceGroup",
     }
     assert set(templates) == set(expected)
     scopes = {name: template["globals"]["scope"]["value"] for name, template in templates.items()}
@@ -216,7 +217,8 @@ def test_every_bicep_file_parses_with_the_expected_scope(templates: dict[str, Te
 def test_main_modules_exist_and_get_exactly_their_parameters(
     main: Template, templates: dict[str, Template]
 ) -> None:
-    assert set(main["modules"]) == {"identity", "monitoring", "health", "storage", "eventHubs", "functionApp"}
+    assert set(main["modules"]) == {"identity", "monitoring", "health", "storage", "eventHubs", "functionApp",
+                                    "logAnalytics"}
     for symbol, module in main["modules"].items():
         path = module["detail"]["path"]
         assert path in templates, f"module {symbol}: {path} is not a parsed template"
@@ -302,7 +304,7 @@ def test_storage_names_match_what_the_code_reads(main: Template, templates: dict
     assert table_loop["loop_type"]["detail"]["array_name"] == "tableNames"
     tables = {resolve(main, name) for name in arguments["tableNames"]}
     assert tables == {defaults.state_table, defaults.alerts_table, defaults.enrich_cache_table,
-                      defaults.inventory_table}
+                      defaults.inventory_table, defaults.deliveries_table}
 
 
 def test_raw_namespace_keeps_sas_only_for_a_send_rule_and_fanout_is_identity_only(
@@ -338,9 +340,11 @@ def test_hubs_and_consumer_groups_sit_where_the_functions_read(
     for hub in hubs.values():
         assert hub["properties"]["messageRetentionInDays"] == "messageRetentionInDays"
     groups = resources(hubs_template, "Microsoft.EventHub/namespaces/eventhubs/consumergroups")
-    assert {group["parent"]: group["name"] for group in groups.values()} == {
-        "rawHub": "normalizeConsumerGroup", "normalizedHub": "detectConsumerGroup",
+    assert {(group["parent"], group["name"]) for group in groups.values()} == {
+        ("rawHub", "normalizeConsumerGroup"), ("normalizedHub", "detectConsumerGroup"),
+        ("normalizedHub", "eventsConsumerGroup"),  # delivery_fn's events_export, only when events are kept
     }
+    assert "condition" in hubs_template["resources"]["eventsGroup"]["config"]
     from shared.settings import Settings
 
     defaults = Settings()
@@ -758,3 +762,50 @@ def test_network_restriction_is_off_by_default_and_denies_the_rest_when_set(
     assert default_action["type"] == "conditional"
     assert main["parameters"]["allowedInbound"]["default"] == []
     assert module_arguments(main, "functionApp")["allowedInbound"] == "allowedInbound"
+
+
+def test_log_analytics_gets_the_alert_tables_a_dcr_and_only_the_publisher_role_on_it(
+    main: Template, templates: dict[str, Template], app_settings: dict[str, Any]
+) -> None:
+    from shared.delivery.destinations import log_row
+    from shared.delivery.events import COLUMNS as EVENT_COLUMNS
+    from shared.delivery.routes import LogAnalytics
+    from tests.delivery.conftest import make_alert
+
+    template = templates["modules/loganalytics.bicep"]
+    tables = resources(template, "Microsoft.OperationalInsights/workspaces/tables")
+    assert {table["name"] for table in tables.values()} == {"alertsTable", "eventsTable"}
+    assert variable(template, "alertsTable") == "StormwatchAlerts_CL"
+    assert variable(template, "eventsTable") == "StormwatchEvents_CL"
+    assert "condition" in template["resources"]["events"]["config"]  # events only when asked for
+    # The rows the app sends have exactly the columns the tables and the streams declare.
+    columns = {column["name"] for column in variable(template, "alertColumns")}
+    assert columns == set(log_row(make_alert(1), {}, "sentinel"))
+    assert {column["name"] for column in variable(template, "eventColumns")} == {"TimeGenerated", "Event",
+                                                                                   *EVENT_COLUMNS}
+    from shared.settings import Settings, env_name
+
+    assert app_settings[env_name("events_consumer_group")] == "eventsConsumerGroupName"
+    assert resolve(main, "eventsConsumerGroupName") == Settings().events_consumer_group
+    assert resolve(main, "eventsStreamName") == "Custom-StormwatchEvents_CL"
+    assert module_arguments(main, "eventHubs")["eventsConsumerGroup"]["operator"]["type"] == "conditional"
+    assert variable(template, "alertStreams") == {"'Custom-${alertsTable}'": {"columns": "alertColumns"}}
+    default_stream = LogAnalytics.model_fields["stream"].default
+    assert default_stream == "Custom-StormwatchAlerts_CL"
+    (endpoint,) = resources(template, "Microsoft.Insights/dataCollectionEndpoints").values()
+    assert endpoint["properties"]["networkAcls"]["publicNetworkAccess"] == "Enabled"
+    (rule,) = resources(template, "Microsoft.Insights/dataCollectionRules").values()
+    assert accessor(rule["properties"]["dataCollectionEndpointId"]) == "endpoint.id"
+    assert accessor(rule["properties"]["destinations"]["logAnalytics"][0]["workspaceResourceId"]) == "workspace.id"
+    created = body(template["resources"]["createdWorkspace"])  # or the existing one of that name
+    assert created["properties"]["features"]["disableLocalAuth"] is True
+    # The app reads the endpoint and the rule's immutable id from these settings (rules/routes.yaml).
+    wiring = {name: accessor(value) for name, value in app_settings.items()}
+    assert wiring["STORMWATCH_LOGS_ENDPOINT"] == "logAnalytics.outputs.ingestionEndpoint"
+    assert wiring["STORMWATCH_LOGS_RULE_ID"] == "logAnalytics.outputs.ruleImmutableId"
+    assert LogAnalytics.model_fields["endpoint_setting"].default == "STORMWATCH_LOGS_ENDPOINT"
+    assert LogAnalytics.model_fields["rule_id_setting"].default == "STORMWATCH_LOGS_RULE_ID"
+    outputs = template["outputs"]
+    assert accessor(outputs["ingestionEndpoint"]["value"]) == "endpoint.properties.logsIngestion.endpoint"
+    assert accessor(outputs["ruleImmutableId"]["value"]) == "rule.properties.immutableId"
+    assert accessor(module_arguments(main, "logAnalytics")["principalId"]) == "identity.outputs.principalId"

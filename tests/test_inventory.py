@@ -57,7 +57,8 @@ def test_a_rule_filters_on_environment(tmp_path: Path) -> None:
     (tmp_path / "lists" / "subscriptions.yaml").write_text(
         f"subscriptions:\n  {DEVELOPMENT}: {{name: Dev, environment: development}}\n")
     (tmp_path / "burst.yaml").write_text(
-        BURST_RULE + "filters: [{field: subscription_id, in: development_subscriptions}]\n")
+        BURST_RULE.replace("logsource: {product: azure}\n", "logsource: {product: azure}\n"
+                           "filters: [{field: subscription_id, in: development_subscriptions}]\n", 1))
     pack = load_rules(tmp_path)
     assert not pack.errors, [str(error) for error in pack.errors]
     rule = pack.rules[0]

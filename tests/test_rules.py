@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, advance, to
 from shared.detect.rules.rule import Rule, aggregate_buckets, sampled_events_bound, state_key
 from shared.detect.rules.sigma import compile_detection
 from shared.values import parse_time
-from tests.detect_fixtures import BURST_RULE, T0, deletes, event, rule_from
+from tests.conftest import REPO
+from tests.detect_fixtures import BURST_RULE, PRODUCTION, T0, deletes, event, rule_from
 from tests.test_rules_pack import rules_test
 
 SIGNIN: dict[str, Any] = {
@@ -122,16 +125,28 @@ def write(folder: Path, name: str, text: str) -> None:
     (folder / name).write_text(text)
 
 
-GOOD = BURST_RULE.replace("id: burst", "id: good")
+GOOD = """
+title: Deletes
+name: good
+id: 5e1f0000-0000-4000-8000-00000000000a
+level: high
+logsource: {product: azure}
+detection:
+  deleted: {action: delete}
+  condition: deleted
+group-by: [actor]
+suppress: 1h
+summary: "{actor} deleted {count}"
+"""
 
 
 def test_a_load_error_names_file_line_and_problem_and_spares_the_other_files(tmp_path: Path) -> None:
     write(tmp_path, "good.yaml", GOOD)
-    write(tmp_path, "bad-modifier.yaml", GOOD.replace("id: good", "id: bad1").replace(
+    write(tmp_path, "bad-modifier.yaml", GOOD.replace("name: good", "name: bad1").replace(
         "deleted: {action: delete}", "deleted:\n    action|contain: delete"))
     write(tmp_path, "bad-yaml.yaml", "id: bad2\ntitle: [unclosed\n")
-    write(tmp_path, "bad-severity.yaml", GOOD.replace("id: good", "id: bad3").replace("severity: high",
-                                                                                       "severity: urgent"))
+    write(tmp_path, "bad-severity.yaml", GOOD.replace("name: good", "name: bad3").replace("level: high",
+                                                                                       "level: urgent"))
     pack = load_rules(tmp_path)
     assert [rule.id for rule in pack.rules] == ["good"]
     errors = {error.path.name: error for error in pack.errors}
@@ -139,8 +154,8 @@ def test_a_load_error_names_file_line_and_problem_and_spares_the_other_files(tmp
     assert errors["bad-modifier.yaml"].line == 9
     assert "detection.deleted.action|contain: unknown modifier 'contain'" in errors["bad-modifier.yaml"].message
     assert errors["bad-yaml.yaml"].line == 3 and "not valid YAML" in errors["bad-yaml.yaml"].message
-    assert errors["bad-severity.yaml"].line == 5 and errors["bad-severity.yaml"].message.startswith("severity:")
-    assert str(errors["bad-severity.yaml"]).startswith(f"{tmp_path / 'bad-severity.yaml'}:5: severity:")
+    assert errors["bad-severity.yaml"].line == 5 and errors["bad-severity.yaml"].message.startswith("level:")
+    assert str(errors["bad-severity.yaml"]).startswith(f"{tmp_path / 'bad-severity.yaml'}:5: level:")
 
 
 HOSTILE_FILES = {  # issue 14: each must be its own load error, never the whole pack's
@@ -168,8 +183,8 @@ HOSTILE_FILES = {  # issue 14: each must be its own load error, never the whole 
 def test_a_hostile_rule_file_is_reported_with_its_reason_and_the_other_rules_load(tmp_path: Path) -> None:
     write(tmp_path, "good.yaml", GOOD)
     for name, (text, _) in HOSTILE_FILES.items():
-        write(tmp_path, name, text.replace("id: good", f"id: {name.removesuffix('.yaml')}"))
-    write(tmp_path, "not-too-deep.yaml", GOOD.replace("id: good", "id: not-too-deep").replace(
+        write(tmp_path, name, text.replace("name: good", f"name: {name.removesuffix('.yaml')}"))
+    write(tmp_path, "not-too-deep.yaml", GOOD.replace("name: good", "name: not-too-deep").replace(
         "condition: deleted", f"condition: {'(' * 20}not not deleted{')' * 20}"))
     pack = load_rules(tmp_path)
     assert sorted(rule.id for rule in pack.rules) == ["good", "not-too-deep"]
@@ -184,7 +199,7 @@ def test_detect_logs_each_hostile_file_with_its_path_and_reason(tmp_path: Path,
                                                                 caplog: pytest.LogCaptureFixture) -> None:
     write(tmp_path, "good.yaml", GOOD)
     text, problem = HOSTILE_FILES["parens.yaml"]
-    write(tmp_path, "parens.yaml", text.replace("id: good", "id: parens"))
+    write(tmp_path, "parens.yaml", text.replace("name: good", "name: parens"))
     with caplog.at_level(logging.ERROR, logger="stormwatch.detect"):
         assert [rule.id for rule in load_pack(tmp_path).rules] == ["good"]
     assert f"rule file not loaded: {tmp_path / 'parens.yaml'}:" in caplog.text and problem in caplog.text
@@ -193,7 +208,7 @@ def test_detect_logs_each_hostile_file_with_its_path_and_reason(tmp_path: Path,
 def test_rules_test_reports_a_hostile_file_and_runs_the_others(tmp_path: Path) -> None:
     write(tmp_path, "good.yaml", GOOD.replace("summary:", "tests:\n  - {name: ten, alerts: 1, events: "
                                               "[{repeat: 10, event: {action: delete}}]}\nsummary:"))
-    write(tmp_path, "parens.yaml", HOSTILE_FILES["parens.yaml"][0].replace("id: good", "id: parens"))
+    write(tmp_path, "parens.yaml", HOSTILE_FILES["parens.yaml"][0].replace("name: good", "name: parens"))
     done = rules_test(str(tmp_path))
     assert done.returncode == 1 and "PASS     good" in done.stdout
     assert f"rule file not loaded: {tmp_path / 'parens.yaml'}:" in done.stderr
@@ -211,7 +226,7 @@ def test_any_exception_while_loading_one_file_is_that_files_error(tmp_path: Path
 
     monkeypatch.setattr(loader, "compile_detection", explode)
     write(tmp_path, "good.yaml", GOOD)
-    write(tmp_path, "boom.yaml", GOOD.replace("id: good", "id: boom").replace("deleted", "boom"))
+    write(tmp_path, "boom.yaml", GOOD.replace("name: good", "name: boom").replace("deleted", "boom"))
     pack = load_rules(tmp_path)
     assert [rule.id for rule in pack.rules] == ["good"]
     [error] = pack.errors
@@ -236,22 +251,26 @@ def test_a_pattern_re2_cannot_run_is_a_load_error_of_its_rule(pattern: str) -> N
         compile_detection({"sel": {"user_agent|re": pattern}, "condition": "sel"})
 
 
-@pytest.mark.parametrize(("change", "line", "problem"), [
-    (("timespan: 10m", "timespan: 15s"), 11, "timespan must be a multiple of 10s"),
-    (("timespan: 10m", "timespan: ten minutes"), 11, "a duration is a whole number and a unit"),
-    (("condition: {gte: 10}", "condition: {gte: 10, field: actor}"), 12, "use kind distinct"),
-    (("group-by: [actor]", "group-by: [actor..name]"), 10, "empty segment"),
-    (("summary: \"{actor} deleted {count}\"", "summary: \"{actor deleted\""), 15, "unbalanced braces"),
-    (("kind: threshold", "kind: first_seen"), 11, "belong to threshold and distinct rules"),
-    (("id: good", "id: Bad/Id"), 2, "id: String should match pattern"),
-    (("severity: high", "severity: high\nfilters:\n  - {field: subscription_id, in: nowhere}"), 7,
+@pytest.mark.parametrize(("text", "change", "line", "problem"), [
+    (BURST_RULE, ("timespan: 10m", "timespan: 15s"), 20, "timespan must be a multiple of 10s"),
+    (BURST_RULE, ("timespan: 10m", "timespan: ten minutes"), 20, "a duration is a whole number and a unit"),
+    (BURST_RULE, ("condition: {gte: 10}", "condition: {gte: 10, field: actor}"), 21,
+     "condition.field belongs to value_count"),
+    (BURST_RULE, ("group-by: [actor]", "group-by: [actor..name]"), 19, "empty segment"),
+    (BURST_RULE, ("rules: [burst-deletes]", "rules: [burst-delete]"), 18, "rule 'burst-delete' is not loaded"),
+    (GOOD, ("summary: \"{actor} deleted {count}\"", "summary: \"{actor deleted\""), 12, "unbalanced braces"),
+    (GOOD, ("suppress: 1h", "first_seen: {fields: [actor]}\nsuppress: 1h"), 12, "suppress does not apply"),
+    (GOOD, ("name: good", "name: Bad/Id"), 3, "name: String should match pattern"),
+    (GOOD, ("level: high", "level: high\nfilters:\n  - {field: subscription_id, in: nowhere}"), 7,
      "list 'nowhere' is not defined"),
-    (("suppress: 1h", "suppress: 1h\nunknown_key: 1"), 15, "unknown_key: Extra inputs are not permitted"),
+    (GOOD, ("suppress: 1h", "suppress: 1h\nunknown_key: 1"), 12, "unknown_key: Extra inputs are not permitted"),
+    (GOOD, ("level: high", "level: high\nkind: match"), 2, "python -m shared rules convert"),
 ])
-def test_rule_errors_point_at_their_line(tmp_path: Path, change: tuple[str, str], line: int, problem: str) -> None:
-    write(tmp_path, "rule.yaml", GOOD.replace(*change))
+def test_rule_errors_point_at_their_line(tmp_path: Path, text: str, change: tuple[str, str], line: int,
+                                         problem: str) -> None:
+    write(tmp_path, "rule.yaml", text.replace(*change))
     pack = load_rules(tmp_path)
-    assert not pack.rules and len(pack.errors) == 1
+    assert len(pack.errors) == 1
     assert pack.errors[0].line == line and problem in pack.errors[0].message, str(pack.errors[0])
 
 
@@ -259,7 +278,7 @@ def test_test_events_are_checked_against_the_normalized_contract(tmp_path: Path)
     write(tmp_path, "rule.yaml", GOOD + "tests:\n  - name: typo\n    alerts: 0\n    events:\n"
                                         "      - {action: delete, actr: bob}\n")
     error = load_rules(tmp_path).errors[0]
-    assert error.line == 20 and "tests[0].events[0].actr: not a field of the normalized event" in error.message
+    assert error.line == 17 and "tests[0].events[0].actr: not a field of the normalized event" in error.message
 
 
 def test_duplicate_ids_and_missing_folder(tmp_path: Path) -> None:
@@ -274,7 +293,7 @@ def test_lists_are_data_and_filter_case_insensitively(tmp_path: Path) -> None:
     (tmp_path / "lists").mkdir()
     write(tmp_path / "lists", "prod.yaml", "values: [A1B2C3D4-1111-4111-8111-000000000001]\n")
     write(tmp_path / "lists", "broken.yaml", "values: []\n")
-    write(tmp_path, "rule.yaml", GOOD.replace("severity: high", "severity: high\nfilters:\n"
+    write(tmp_path, "rule.yaml", GOOD.replace("level: high", "level: high\nfilters:\n"
                                               "  - {field: subscription_id, in: prod}\n"
                                               "  - {field: actor, not_in: prod}"))
     pack = load_rules(tmp_path)
@@ -285,7 +304,8 @@ def test_lists_are_data_and_filter_case_insensitively(tmp_path: Path) -> None:
 
 
 def test_distinct_state_must_fit_in_one_entity(tmp_path: Path) -> None:
-    spray = GOOD.replace("kind: threshold", "kind: distinct").replace("{gte: 10}", "{gte: 5000, field: actor}")
+    spray = BURST_RULE.replace("type: event_count", "type: value_count").replace("{gte: 10}",
+                                                                               "{gte: 5000, field: actor}")
     write(tmp_path, "rule.yaml", spray)
     assert "would not fit in one state entity" in load_rules(tmp_path).errors[0].message
 
@@ -293,7 +313,7 @@ def test_distinct_state_must_fit_in_one_entity(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("timespan", "loads"), [("5m", True), ("1m", False)])
 def test_distinct_value_hashes_and_samples_must_fit_in_one_entity(tmp_path: Path, timespan: str, loads: bool) -> None:
     """With a 1 h lateness, 1-minute windows mean 622 buckets, each with up to 10 hashes and 9 sampled events."""
-    spray = GOOD.replace("kind: threshold", "kind: distinct").replace("{gte: 10}", "{gte: 10, field: actor}")
+    spray = BURST_RULE.replace("type: event_count", "type: value_count").replace("{gte: 10}", "{gte: 10, field: actor}")
     write(tmp_path, "rule.yaml", spray.replace("timespan: 10m", f"timespan: {timespan}").replace("lateness: 30m",
                                                                                                 "lateness: 1h"))
     errors = load_rules(tmp_path).errors
@@ -409,7 +429,7 @@ def test_redelivered_hits_are_skipped_and_their_alert_replayed(burst: Rule) -> N
     first = advance(context(burst), None, batch_hits)
     again = advance(context(burst), first.state, batch_hits)
     assert again.state is None and again.alerts == [] and again.redelivered == 10
-    assert [alert.alert_id for alert in again.replayed] == [first.alerts[0].alert_id]
+    assert [raised.alert.alert_id for raised in again.replayed] == [first.alerts[0].alert_id]
     other_partition = advance(context(burst, partition="1"), first.state, batch_hits)
     assert other_partition.state is not None and other_partition.redelivered == 0
 
@@ -467,7 +487,7 @@ def test_the_evidence_sample_does_not_depend_on_batch_boundaries(burst: Rule) ->
 
 
 def test_a_distinct_alert_lists_the_first_event_of_each_value_whatever_arrives_twice(tmp_path: Path) -> None:
-    spray = rule_from(tmp_path, BURST_RULE.replace("kind: threshold", "kind: distinct").replace(
+    spray = rule_from(tmp_path, BURST_RULE.replace("type: event_count", "type: value_count").replace(
         "{gte: 10}", "{gte: 3, field: targets.name}"))
     users = ["erin", "Erin", "erin", "frank", "erin", "grace"]  # the third value completes the condition
     tries = [event(n, T0 + timedelta(seconds=10 * n), targets=[{"name": user}]) for n, user in enumerate(users)]
@@ -479,24 +499,24 @@ def test_a_distinct_alert_lists_the_first_event_of_each_value_whatever_arrives_t
 
 
 @pytest.mark.parametrize("suppress", ["20s", "1m", "5m"])
-@pytest.mark.parametrize(("kind", "condition"), [("threshold", "{gte: 5}"),
-                                                 ("distinct", "{gte: 3, field: targets.name}")])
+@pytest.mark.parametrize(("kind", "condition"), [("event_count", "{gte: 5}"),
+                                                 ("value_count", "{gte: 3, field: targets.name}")])
 def test_samples_stay_within_the_worst_case_checked_at_load(tmp_path: Path, kind: str, condition: str,
                                                             suppress: str) -> None:
     """A busy key (about 10 events per bucket, a fifth of them up to 4 minutes late, some published twice),
     delivered in random batches: the samples never outgrow `sampled_events_bound` (which the loader's size
     check of distinct rules counts on)."""
-    rule = rule_from(tmp_path, BURST_RULE.replace("kind: threshold", f"kind: {kind}").replace(
+    rule = rule_from(tmp_path, BURST_RULE.replace("type: event_count", f"type: {kind}").replace(
         "{gte: 10}", condition).replace("timespan: 10m", "timespan: 1m").replace(
         "lateness: 30m", "lateness: 5m").replace("suppress: 1h", f"suppress: {suppress}"))
-    assert rule.spec.timespan is not None and rule.spec.condition is not None
+    assert rule.timespan is not None
     rng = random.Random(f"{kind} {suppress}")  # noqa: S311 (a repeatable stream, not a secret)
     stream = hits([event(n, T0 + timedelta(seconds=n * 0.6 - (rng.random() * 240 if rng.random() < 0.2 else 0)),
                          targets=[{"name": f"user-{rng.randrange(12)}"}]) for n in range(3000)])
     stream = [hit._replace(sequence=index) for index, hit in enumerate(
         [item for hit in stream for item in ([hit, hit] if rng.random() < 0.05 else [hit])])]
-    buckets = aggregate_buckets(rule.spec.timespan, rule.spec.lateness)
-    bound = sampled_events_bound(kind, rule.spec.condition.gte, buckets)
+    buckets = aggregate_buckets(rule.timespan, rule.spec.lateness)
+    bound = sampled_events_bound(rule.kind, rule.needed.saturation, buckets)
     state: KeyState | None = None
     alerts, most = 0, 0
     while stream:
@@ -521,7 +541,7 @@ def test_state_written_before_buckets_kept_samples_keeps_its_sample(burst: Rule)
 
 
 def test_distinct_counts_values_case_insensitively(tmp_path: Path) -> None:
-    spray = rule_from(tmp_path, BURST_RULE.replace("kind: threshold", "kind: distinct").replace(
+    spray = rule_from(tmp_path, BURST_RULE.replace("type: event_count", "type: value_count").replace(
         "{gte: 10}", "{gte: 3, field: targets.name}"))
     two = deletes(4, targets=[{"name": "Erin"}])[:2] + deletes(2, first=2, targets=[{"name": "erin"}, {"name": "x"}])
     assert advance(context(spray), None, hits(two)).alerts == []
@@ -531,14 +551,15 @@ def test_distinct_counts_values_case_insensitively(tmp_path: Path) -> None:
 
 def test_first_seen_learns_then_alerts_once_per_new_value(tmp_path: Path) -> None:
     country = rule_from(tmp_path, """
-        id: country
         title: New country
+        name: country
+        id: 5e1f0000-0000-4000-8000-000000000003
         description: test
-        severity: medium
-        kind: first_seen
+        level: medium
+        logsource: {product: azure}
         detection: {signed_in: {action: sign_in}, condition: signed_in}
         group-by: [actor]
-        fields: [details.country]
+        first_seen: {fields: [details.country]}
         """)
     learning_end = to_us(T0 + timedelta(days=2))
     during = advance(context(country, learning_end_us=learning_end), None,
@@ -562,3 +583,76 @@ def test_summary_placeholders_fall_back_and_say_unknown() -> None:
     assert text == "bob x3 /r NO (unknown)"
     assert render_summary(None, "Title", {}, {"actor": "a", "operation": "OP", "resource_name": "r",
                                               "subscription_id": "s"}) == "Title: a — OP — r (s)"
+
+
+OLD_THRESHOLD = """# A comment that travels with the rule.
+id: old-burst
+title: Burst of deletes
+severity: high
+kind: threshold
+detection:
+  deleted: {action: delete}
+  condition: deleted
+filters: [{field: subscription_id, in: production_subscriptions}]
+group-by: [actor]
+timespan: 10m
+condition: {gte: 10}
+suppress: 1h
+summary: "{actor} deleted {count}"
+tests:
+  - name: ten deletes
+    alerts: 1
+    events: [{repeat: 10, event: &delete {action: delete, actor: mallory, subscription_id: SUB}}]
+  - name: nine deletes
+    alerts: 0
+    events: [{repeat: 9, event: *delete}]
+"""
+OLD_FIRST_SEEN = """id: old-country
+title: New country
+severity: medium
+kind: first_seen
+detection: {signed_in: {action: sign_in}, condition: signed_in}
+group-by: [actor]
+fields: [details.country]
+learning: 1d
+tests:
+  - name: learning only
+    alerts: 0
+    events: [{action: sign_in, actor: dave, details: {country: US}}]
+"""
+
+
+def convert_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared", "rules", "convert", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_rules_convert_turns_the_old_format_into_sigma_that_keeps_ids_and_passes_its_tests(tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    (old / "lists").mkdir(parents=True)
+    (old / "lists" / "subscriptions.yaml").write_text(
+        f"subscriptions:\n  {PRODUCTION}: {{name: P, environment: production}}\n")
+    (old / "burst.yaml").write_text(OLD_THRESHOLD.replace("SUB", PRODUCTION))
+    (old / "country.yaml").write_text(OLD_FIRST_SEEN)
+    assert "`kind` belongs to the old rule format" in str(load_rules(old).errors[0])
+    done = convert_cli(str(old), str(new))
+    assert done.returncode == 0 and "2 files converted" in done.stderr, done.stderr
+    text = (new / "burst.yaml").read_text()
+    assert text.startswith("# A comment that travels with the rule.\n") and "\n---\n" in text
+    pack = load_rules(new)
+    assert pack.errors == []
+    kinds = {rule.id: (rule.kind, rule.silent) for rule in pack.rules}
+    assert kinds == {"old-burst-events": ("match", True), "old-burst": ("event_count", False),
+                     "old-country": ("first_seen", False)}
+    assert rules_test(str(new)).returncode == 0
+    again = convert_cli(str(new), str(tmp_path / "again"))  # Sigma already: copied, same ids
+    assert "0 files converted" in again.stderr and (tmp_path / "again" / "burst.yaml").read_text() == text
+
+
+def test_rules_convert_never_overwrites(tmp_path: Path) -> None:
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "mine.yaml").write_text("keep me")
+    done = convert_cli(str(tmp_path / "old"), str(tmp_path / "new"))
+    assert done.returncode == 2 and "exists and is not an empty folder" in done.stderr
+    assert (tmp_path / "new" / "mine.yaml").read_text() == "keep me"

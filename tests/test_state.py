@@ -174,17 +174,18 @@ def test_a_large_state_round_trips_through_the_table(tables: Tables) -> None:
 
 
 HOUSEKEEPING_RULES = {
-    "short": BURST_RULE.replace("id: burst", "id: short").replace("timespan: 10m", "timespan: 1m")
+    "short": BURST_RULE.replace("burst", "short").replace("timespan: 10m", "timespan: 1m")
              .replace("lateness: 30m", "lateness: 1m").replace("suppress: 1h", "suppress: 1m"),
     "country": """
-        id: country
         title: New country
+        name: country
+        id: 5e1f0000-0000-4000-8000-000000000003
         description: test
-        severity: medium
-        kind: first_seen
+        level: medium
+        logsource: {product: azure}
         detection: {signed_in: {action: delete}, condition: signed_in}
         group-by: [actor]
-        fields: [subscription_id]
+        first_seen: {fields: [subscription_id]}
         """,
 }
 

@@ -34,6 +34,9 @@ param normalizeConsumerGroup string
 @description('Consumer group detect_fn reads the normalized hub with.')
 param detectConsumerGroup string
 
+@description('Consumer group delivery_fn\'s events_export reads the normalized hub with (empty: none, events are not exported).')
+param eventsConsumerGroup string = ''
+
 @description('Partitions of the raw hub.')
 @minValue(1)
 @maxValue(32)
@@ -148,6 +151,12 @@ resource normalizedHub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {
 resource detectGroup 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2024-01-01' = {
   parent: normalizedHub
   name: detectConsumerGroup
+}
+
+// The identity's Data Receiver role on the normalized hub covers this group too.
+resource eventsGroup 'Microsoft.EventHub/namespaces/eventhubs/consumergroups@2024-01-01' = if (!empty(eventsConsumerGroup)) {
+  parent: normalizedHub
+  name: eventsConsumerGroup
 }
 
 resource alertsHub 'Microsoft.EventHub/namespaces/eventhubs@2024-01-01' = {

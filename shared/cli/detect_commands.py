@@ -9,18 +9,28 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import shutil
 import sys
 from pathlib import Path
 
 from azure.core.exceptions import AzureError, ServiceRequestError
 
 from shared.cli.local_storage import I_MEAN_IT, local_settings, refuse_unless_emulator
-from shared.cli.replay import LocalDetector, ReplayResult, local_detector, partition_for, replay_bodies
+from shared.cli.replay import (
+    LocalDetector,
+    ReplayResult,
+    deliver_through_routes,
+    local_detector,
+    partition_for,
+    replay_bodies,
+)
 from shared.cli.rule_tests import in_memory_detector, run_cases
 from shared.cli.usage import first_line
 from shared.clients.storage import table_service
+from shared.delivery.outbox import Outbox
 from shared.detect.engine import RULES_DIR
-from shared.detect.rules.loader import RulePack, load_rules
+from shared.detect.rules.convert import convert_text, is_old_format
+from shared.detect.rules.loader import LISTS_FOLDER, ROUTES_FILE, RulePack, load_rules, read_documents, rule_files
 from shared.settings import Settings, env_name, get_settings
 
 
@@ -33,6 +43,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     replay.add_argument("--rules", help="rules folder (default: STORMWATCH_RULES_DIR, else rules/)")
     replay.add_argument("--fresh", action="store_true", help="empty the state, alerts and inventory tables first "
                                                              f"(the local emulator only, unless {I_MEAN_IT})")
+    replay.add_argument("--no-delivery", action="store_true",
+                        help="do not send the new alerts through the rules folder's routes.yaml")
     replay.add_argument(I_MEAN_IT, action="store_true", dest="i_mean_it",
                         help="let --fresh empty the tables of an account that is not the local emulator")
     replay.set_defaults(run=cmd_replay)
@@ -41,6 +53,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     test = actions.add_parser("test", help="run every rule's embedded test events; pass/fail per rule")
     test.add_argument("directory", nargs="?", help="rules folder (default: STORMWATCH_RULES_DIR, else rules/)")
     test.set_defaults(run=cmd_rules_test)
+    convert = actions.add_parser("convert", help="rewrite rules of the old format (kind: match/threshold/distinct/"
+                                                 "first_seen) as Sigma documents into a new folder")
+    convert.add_argument("source", help="rules folder in the old format (its lists/ are copied as they are)")
+    convert.add_argument("destination", help="new folder (must not exist or be empty): nothing is overwritten")
+    convert.set_defaults(run=cmd_rules_convert)
 
 
 def _say(message: str) -> None:
@@ -102,17 +119,35 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _say(f"replay: {len(inputs)} inputs, {total.records_in} records → {total.events} events, "
          f"{total.matched} rule matches, {len(total.alerts)} new alerts ({total.repeated} raised before); "
          f"state in table '{settings.state_table}', alerts in '{settings.alerts_table}' at {service.url}")
+    if not args.no_delivery:
+        _deliver(settings, Path(args.rules or settings.rules_dir or RULES_DIR))
     return 0
 
 
+def _deliver(settings: Settings, rules_dir: Path) -> None:
+    """The routes of the rules folder, as delivery_fn's next run would send (README "Where alerts go")."""
+    report = deliver_through_routes(settings, rules_dir)
+    if report is None:
+        _say(f"replay: no {rules_dir / ROUTES_FILE}: nothing delivered")
+        return
+    for error in report.route_errors:
+        _say(f"replay: routes.yaml: {error}")
+    waiting = report.retrying + report.waiting
+    _say(f"replay: delivery through {rules_dir / ROUTES_FILE}: {report.deliveries_added} deliveries routed, "
+         f"{report.delivered} delivered, {waiting} waiting to retry, {report.failed} failed "
+         f"(python -m shared alerts list --failed; deliveries in table '{settings.deliveries_table}')")
+
+
 def _start_fresh(local: LocalDetector, settings: Settings) -> None:
-    removed = local.start_fresh()
-    _say(f"replay: --fresh: removed {removed} entities from '{settings.state_table}', '{settings.alerts_table}' "
-         f"and '{settings.inventory_table}'")
+    removed = local.start_fresh() + Outbox(table_service(settings).get_table_client(settings.deliveries_table)).clear()
+    _say(f"replay: --fresh: removed {removed} entities from '{settings.state_table}', '{settings.alerts_table}', "
+         f"'{settings.inventory_table}' and '{settings.deliveries_table}'")
 
 
 def _load(rules_dir: str | None) -> RulePack:
-    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, get_settings().rule_statuses)
+    settings = get_settings()
+    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, settings.rule_statuses,
+                      settings.unknown_subscriptions)
     for error in pack.errors:
         _say(f"rule file not loaded: {error}")
     for skipped in pack.skipped:
@@ -136,7 +171,8 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
         results = run_cases(rule, in_memory_detector)
         broken = [result for result in results if not result.passed]
         # Third-party Sigma rules (they carry a status) come without embedded tests: loading is their test.
-        untested_ok = not results and rule.spec.status is not None
+        # A rule only correlations count is tested through their cases.
+        untested_ok = not results and (rule.spec.status is not None or rule.silent)
         failed += bool(broken) or not (results or untested_ok)
         status = "FAIL" if broken else "PASS" if results else "LOADED" if untested_ok else "NO TESTS"
         print(f"{status:<8} {rule.id} ({len(results)} cases, {_shown(rule.path)})")
@@ -145,3 +181,35 @@ def cmd_rules_test(args: argparse.Namespace) -> int:
     print(f"{len(pack.rules)} rules: {len(pack.rules) - failed} passed, {failed} failed or untested; "
           f"{len(pack.errors)} files not loaded")
     return 1 if failed or pack.errors else 0
+
+
+def cmd_rules_convert(args: argparse.Namespace) -> int:
+    """Old-format rule files → Sigma documents in `destination`; files already in Sigma are copied."""
+    from shared.cli.main import UsageError  # noqa: PLC0415 - shared.cli.main imports this module
+
+    source, destination = Path(args.source), Path(args.destination)
+    if not source.is_dir():
+        raise UsageError(f"rules convert: {source} is not a folder")
+    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+        raise UsageError(f"rules convert: {destination} exists and is not an empty folder (nothing is overwritten)")
+    failed = converted = 0
+    for path in rule_files(source):
+        documents, error = read_documents(path)
+        if error is not None:
+            _say(f"not converted: {error}")
+            failed += 1
+            continue
+        target = destination / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = path.read_text(encoding="utf-8")
+        if any(is_old_format(document) for document in documents):
+            text = convert_text(text, documents)
+            converted += 1
+        target.write_text(text, encoding="utf-8")
+    if (source / LISTS_FOLDER).is_dir():
+        shutil.copytree(source / LISTS_FOLDER, destination / LISTS_FOLDER, dirs_exist_ok=True)
+    if (source / ROUTES_FILE).is_file():  # where alerts go: not a rule, kept as it is
+        shutil.copyfile(source / ROUTES_FILE, destination / ROUTES_FILE)
+    _say(f"rules convert: {converted} files converted, {failed} not readable; "
+         f"check them with: python -m shared rules test {destination}")
+    return 1 if failed else 0

@@ -4,7 +4,8 @@ Bodies become Event Hub batches built by the host's converter (`trigger_batch`, 
 host.json's maxEventBatchSize), normalize_fn's `process_batch` publishes into an in-process publisher,
 and its normalized events become detect_fn's batches on the same partition. State and alerts live in
 Table Storage (Azurite by default), so a second replay of the same input is a redelivery: the
-watermarks skip every event and no alert is new.
+watermarks skip every event and no alert is new. When the rules folder holds a routes.yaml, the new
+alerts then go through it as delivery_fn's timer would send them (`deliver_through_routes`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from shared.clients.dead_letters import BlobDeadLetterStore
 from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
 from shared.clients.storage import blob_service, table_service
+from shared.delivery.engine import DeliveryReport, deliverer_for, run_delivery
 from shared.detect.alerts import Alert, TableAlertStore
 from shared.detect.engine import RULES_DIR, Detector, DetectReport, detect_batch
 from shared.detect.inventory_table import inventory_table
-from shared.detect.rules.loader import load_rules
+from shared.detect.rules.loader import ROUTES_FILE, load_rules
 from shared.detect.rules.rule import Rule
 from shared.detect.state import StateTable, TableEntityStore
 from shared.normalize.batch import process_batch
@@ -140,7 +142,8 @@ def print_alerts(alerts: Sequence[Alert], out: TextIO, width: int = 160) -> None
 
 def print_detection(publisher: InProcessPublisher, settings: Settings, out: TextIO) -> None:
     """`make demo`: detect over what normalize published, from empty state every run."""
-    pack = load_rules(Path(settings.rules_dir) if settings.rules_dir else RULES_DIR, settings.rule_statuses)
+    pack = load_rules(Path(settings.rules_dir) if settings.rules_dir else RULES_DIR, settings.rule_statuses,
+                      settings.unknown_subscriptions)
     service = table_service(settings)
     local = local_detector(pack.rules, service, settings)
     local.start_fresh()  # the demo's Azurite keeps its data between runs: show the alerts every time
@@ -152,3 +155,14 @@ def print_detection(publisher: InProcessPublisher, settings: Settings, out: Text
     print_alerts(alerts, out)
     print(f"{len(alerts)} alerts, also stored in table '{settings.alerts_table}'. Replay any file: "
           f"python -m shared replay samples/attack/delete-spike.json\n", file=out)
+
+
+def deliver_through_routes(settings: Settings, rules_dir: Path) -> DeliveryReport | None:
+    """One delivery_fn run over the settings' tables with `rules_dir/routes.yaml`; None without that file.
+
+    Webhook URLs, secrets and the Logs Ingestion settings come from the environment, as app settings do;
+    a delivery that fails waits in the outbox (`python -m shared alerts list --failed`) for the next run.
+    """
+    if not (rules_dir / ROUTES_FILE).is_file():
+        return None
+    return run_delivery(deliverer_for(settings.model_copy(update={"rules_dir": str(rules_dir)})))

@@ -7,7 +7,7 @@ built by the host's converter, and the number of alerts raised must equal the ca
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import orjson
@@ -17,6 +17,7 @@ from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher
 from shared.detect.alerts import Alert, MemoryAlertStore
 from shared.detect.engine import Detector, detect_batch
+from shared.detect.rules.correlation import inputs_of
 from shared.detect.rules.rule import Rule
 from shared.detect.state import MemoryEntityStore, StateTable
 
@@ -50,8 +51,13 @@ def run_cases(rule: Rule, detector_for: Callable[[Rule], Detector]) -> list[Case
     return results
 
 
+def with_inputs(rule: Rule) -> list[Rule]:
+    """The rule under test raising its alerts, and the correlations it counts running silently beside it."""
+    return [replace(rule, silent=False), *inputs_of(rule)]
+
+
 def in_memory_detector(rule: Rule) -> Detector:
     """Empty in-process state: rule authors test without a storage account."""
-    return Detector(rules=[rule], state=StateTable(MemoryEntityStore(lambda: datetime.now(UTC))),
+    return Detector(rules=with_inputs(rule), state=StateTable(MemoryEntityStore(lambda: datetime.now(UTC))),
                     alerts=MemoryAlertStore(), publisher=InProcessPublisher(), alerts_hub="alerts",
                     dead_letters=InMemoryDeadLetterStore())

@@ -16,6 +16,8 @@ import orjson
 from azure.functions import meta
 from azure.functions.eventhub import EventHubTriggerConverter
 
+from shared.settings import FANOUT_CONNECTION
+
 
 class Position(NamedTuple):
     """Where a body came from, so a dead letter can be found and re-driven."""
@@ -41,6 +43,13 @@ class RetryPolicy(TypedDict):
     max_retry_count: str
     minimum_interval: str
     maximum_interval: str
+
+
+def fanout_trigger(hub_setting: str, group_setting: str) -> dict[str, Any]:
+    """The Event Hub trigger of a function reading a fan-out hub (the hub and its consumer group named by app
+    settings): batches of binary bodies over the identity-based connection."""
+    return {"arg_name": "events", "connection": FANOUT_CONNECTION, "event_hub_name": f"%{hub_setting}%",
+            "consumer_group": f"%{group_setting}%", "cardinality": "many", "data_type": "binary"}
 
 
 EVENT_HUB_RETRY = RetryPolicy(strategy="exponential_backoff", max_retry_count="-1",

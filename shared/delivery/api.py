@@ -21,11 +21,11 @@ from azure.core.exceptions import AzureError
 
 from shared.caller import READER, RESPONDER, authorize
 from shared.clients.arm import ArmError
+from shared.delivery.context import defender_alert_id
 from shared.delivery.engine import deliverer
 from shared.delivery.lifecycle import StatusChange, check_alert_id
 from shared.detect.alerts import Alert
 from shared.enrich.api import MAX_BODY_BYTES, read_body
-from shared.enrich.resource_ids import alert_target
 from shared.enrich.service import enricher
 from shared.http_errors import InputError
 from shared.settings import SettingsError, get_settings
@@ -48,18 +48,6 @@ def alert_document(alert_id: str) -> dict[str, Any]:
         raise InputError(f"no alert {alert_id}", status=404)
     deliveries = [row.model_dump(mode="json") for row in current.outbox.of_alert(alert_id)]
     return {**stored.as_json(), "deliveries": deliveries}
-
-
-def defender_alert_id(alert: Alert) -> str | None:
-    """The Defender for Cloud alert's ARM id among the alert's group values (rules/defender-alert.yaml)."""
-    for value in alert.group.values():
-        if value and "/providers/microsoft.security/" in value.lower():
-            try:
-                alert_target(value)
-            except InputError:
-                continue
-            return value
-    return None
 
 
 def dismiss_in_defender(alert: Alert, by: str) -> dict[str, Any] | None:

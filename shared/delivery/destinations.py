@@ -43,8 +43,13 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
+# The alert's context, computed on first call: only once the destination's settings are usable, so a
+# route that cannot send yet costs no enrichment.
+ContextOf = Callable[[], Mapping[str, Any]]
+
+
 class Sender(Protocol):
-    def __call__(self, route: Route, alert: Alert, context: Mapping[str, Any]) -> None:
+    def __call__(self, route: Route, alert: Alert, context: ContextOf) -> None:
         """Deliver, or raise DeliveryError."""
 
 
@@ -78,27 +83,29 @@ class Destinations:
         self._environ = environ
         self._credential = credential
         self._session = session or requests.Session()
-        self._ingestion_options = dict(ingestion_options or {})
+        # The SDK waits out 429 and 5xx itself (Retry-After honoured) a few times before it raises.
+        self._ingestion_options = {"retry_total": 3, "retry_backoff_max": 30, **(ingestion_options or {})}
         self._clients: dict[str, Any] = {}
 
-    def __call__(self, route: Route, alert: Alert, context: Mapping[str, Any]) -> None:
+    def __call__(self, route: Route, alert: Alert, context: ContextOf) -> None:
         if isinstance(route.destination, Webhook):
             self.webhook(route, route.destination, alert, context)
         else:
             self.log_analytics(route, route.destination, alert, context)
 
-    def webhook(self, route: Route, destination: Webhook, alert: Alert, context: Mapping[str, Any]) -> None:
+    def webhook(self, route: Route, destination: Webhook, alert: Alert, context: ContextOf) -> None:
         url = destination.url or _setting(self._environ, destination.url_setting or "")
         try:
             check_url(url)
         except ValueError as error:
             raise DeliveryError(f"the URL in {destination.url_setting} {error}", retryable=True) from None
-        body = orjson.dumps(payload(destination.format, alert, context, route.name))
+        secret = _setting(self._environ, destination.secret_setting) if destination.secret_setting else None
+        body = orjson.dumps(payload(destination.format, alert, context(), route.name))
         headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: alert.alert_id,
                    "X-Stormwatch-Alert-Id": alert.alert_id, "X-Stormwatch-Route": route.name,
                    "User-Agent": "Stormwatch"}
-        if destination.secret_setting:
-            headers[SIGNATURE_HEADER] = signature(_setting(self._environ, destination.secret_setting).encode(), body)
+        if secret is not None:
+            headers[SIGNATURE_HEADER] = signature(secret.encode(), body)
         try:
             answer = self._session.post(url, data=body, headers=headers, timeout=destination.timeout_seconds,
                                         allow_redirects=False)
@@ -109,8 +116,7 @@ class Destinations:
         raise DeliveryError(f"webhook answered {answer.status_code}", retryable=answer.status_code not in _REFUSED,
                             retry_after=retry_after(answer.headers))
 
-    def log_analytics(self, route: Route, destination: LogAnalytics, alert: Alert,
-                      context: Mapping[str, Any]) -> None:
+    def log_analytics(self, route: Route, destination: LogAnalytics, alert: Alert, context: ContextOf) -> None:
         endpoint = _setting(self._environ, destination.endpoint_setting)
         rule_id = _setting(self._environ, destination.rule_id_setting)
         try:
@@ -119,7 +125,7 @@ class Destinations:
             raise DeliveryError(f"{destination.endpoint_setting} {error}", retryable=True) from None
         client = self._ingestion_client(endpoint, destination.timeout_seconds)
         try:
-            client.upload(rule_id=rule_id, stream_name=destination.stream, logs=[log_row(alert, context, route.name)],
+            client.upload(rule_id=rule_id, stream_name=destination.stream, logs=[log_row(alert, context(), route.name)],
                           timeout=destination.timeout_seconds)
         except HttpResponseError as error:
             status = error.status_code or 0

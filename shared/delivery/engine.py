@@ -9,6 +9,7 @@
    Once one delivery to a route fails for a reason worth retrying, that route's other rows wait for the
    next run instead of each spending a timeout on a receiver that is down. A run stops after
    `max_per_run` rows or its time budget; the rest are still due next minute.
+3. Housekeeping: delivered rows older than KEEP_DELIVERED are deleted, so each minute's scans stay small.
 
 Only an outage of the tables raises (the timer runs again); nothing a route, alert or receiver holds does.
 """
@@ -29,23 +30,25 @@ import orjson
 from azure.data.tables import TableServiceClient
 
 from shared.clients.storage import default_credential, is_outage, table_service
+from shared.delivery.context import AlertContext
 from shared.delivery.destinations import DeliveryError, Destinations, Sender
-from shared.delivery.lifecycle import AlertRows
-from shared.delivery.outbox import Claimed, Delivery, Outbox, backoff
+from shared.delivery.lifecycle import AlertRows, StoredAlert
+from shared.delivery.outbox import MAX_ERROR_CHARS, Claimed, Delivery, Outbox, backoff
 from shared.delivery.routes import Route, RouteTable, load_routes
-from shared.detect.alerts import Alert
-from shared.detect.engine import RULES_DIR
+from shared.detect.engine import RULES_DIR, current_rules
+from shared.enrich.service import enricher
 from shared.settings import Settings, get_settings
 from shared.values import for_log
 
 log = logging.getLogger("stormwatch.delivery")
-Enrich = Callable[[Alert], dict[str, Any]]
+Enrich = Callable[[StoredAlert], dict[str, Any]]
 MAX_PER_RUN = 500
 RUN_BUDGET = timedelta(minutes=4)  # the timer fires every minute; the host's timeout is longer
 CLAIM_MARGIN = timedelta(seconds=60)
+KEEP_DELIVERED = timedelta(days=30)  # delivered rows are deleted after this (README "The guarantee")
 
 
-def no_context(_alert: Alert) -> dict[str, Any]:
+def no_context(_stored: StoredAlert) -> dict[str, Any]:
     return {}
 
 
@@ -72,6 +75,7 @@ class DeliveryReport:
     retrying: int = 0
     failed: int = 0
     waiting: int = 0  # due rows left for the next run (their route is down, or claimed by another run)
+    forgotten: int = 0  # delivered rows past KEEP_DELIVERED, deleted
     route_errors: list[str] = field(default_factory=list)
     duration_ms: float = 0.0
 
@@ -139,11 +143,14 @@ def _attempt(deliverer: Deliverer, route: Route | None, delivery: Delivery,
         return f"route {delivery.route} is no longer in routes.yaml", False, timedelta(0)
     stored = deliverer.alerts.get(delivery.alert_id)
     if stored is None:
-        return "the alert is no longer stored", False, timedelta(0)
-    if delivery.alert_id not in contexts:
-        contexts[delivery.alert_id] = deliverer.enrich(stored.alert)
+        return "the alert is no longer stored (or its row is unreadable)", False, timedelta(0)
+    def context() -> dict[str, Any]:
+        if delivery.alert_id not in contexts:
+            contexts[delivery.alert_id] = deliverer.enrich(stored)
+        return contexts[delivery.alert_id]
+
     try:
-        deliverer.send(route, stored.alert, contexts[delivery.alert_id])
+        deliverer.send(route, stored.alert, context)
     except DeliveryError as error:
         return error.message, error.retryable, timedelta(seconds=error.retry_after or 0)
     except Exception as error:
@@ -157,7 +164,8 @@ def _attempt(deliverer: Deliverer, route: Route | None, delivery: Delivery,
 def _record(deliverer: Deliverer, held: Claimed, report: DeliveryReport, *, status: str, error: str | None,
             now: datetime, attempts: int | None = None, next_attempt: datetime | None = None) -> None:
     delivery = held.delivery
-    update: dict[str, Any] = {"status": status, "updated_at": now, "last_error": error,
+    update: dict[str, Any] = {"status": status, "updated_at": now,
+                              "last_error": None if error is None else error[:MAX_ERROR_CHARS],
                               "attempts": delivery.attempts + 1 if attempts is None else attempts,
                               "next_attempt": next_attempt or now}
     if status == "delivered":
@@ -178,6 +186,7 @@ def run_delivery(deliverer: Deliverer) -> DeliveryReport:
     report = DeliveryReport(route_errors=[str(error) for error in deliverer.routes.errors])
     route_pending(deliverer, deliverer.clock(), report)
     drain(deliverer, report)
+    report.forgotten = deliverer.outbox.forget_delivered(deliverer.clock() - KEEP_DELIVERED, deliverer.max_per_run)
     report.duration_ms = round((time.perf_counter() - started) * 1000, 3)
     level = logging.WARNING if report.failed or report.route_errors else logging.INFO
     log.log(level, report.as_log())
@@ -195,14 +204,15 @@ def routes_dir(rules_dir: str | None) -> Path:
     return Path(rules_dir) if rules_dir else RULES_DIR
 
 
-def deliverer_for(settings: Settings) -> Deliverer:
-    """A deliverer over the settings' tables and routes.yaml (load errors logged, never raised)."""
-    routes = load_routes(routes_dir(settings.rules_dir))
+def deliverer_for(settings: Settings, rules_folder: Path | None = None) -> Deliverer:
+    """A deliverer over the settings' tables and the routes.yaml of `rules_folder` (default: the settings'
+    rules folder); load errors are logged, never raised."""
+    routes = load_routes(rules_folder or routes_dir(settings.rules_dir))
     for error in routes.errors:
         log.error("routes.yaml: %s", error)
     return build_deliverer(table_service(settings), alerts_table=settings.alerts_table,
                            deliveries_table=settings.deliveries_table, routes=routes,
-                           send=Destinations(os.environ, default_credential))
+                           send=Destinations(os.environ, default_credential), enrich=AlertContext(enricher))
 
 
 _built: dict[str, tuple[tuple[object, ...], Deliverer]] = {}
@@ -210,13 +220,15 @@ _building = threading.Lock()
 
 
 def deliverer() -> Deliverer:
-    """This process's deliverer (routes read once, like the rules), rebuilt when its settings change."""
+    """This process's deliverer, with routes.yaml from the rules detect runs (the packaged folder with the
+    rules container laid over it), rebuilt when that folder or the settings change."""
     settings = get_settings()
-    signature = (settings.rules_dir, settings.alerts_table, settings.deliveries_table,
-                 settings.storage_connection_string, settings.table_endpoint)
+    folder = current_rules().folder
+    signature = (folder, settings.alerts_table, settings.deliveries_table, settings.storage_connection_string,
+                 settings.table_endpoint)
     with _building:
         built = _built.get("current")
         if built is None or built[0] != signature:
-            built = signature, deliverer_for(settings)
+            built = signature, deliverer_for(settings, folder)
             _built["current"] = built
         return built[1]

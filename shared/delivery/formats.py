@@ -46,7 +46,7 @@ def facts(alert: Alert, context: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 
 def context_facts(context: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The enrichment's headline facts (shared.delivery.context puts them under `facts`)."""
+    """The context's headline facts (shared.delivery.context puts them under `facts`)."""
     listed = context.get("facts")
     if not isinstance(listed, list):
         return []

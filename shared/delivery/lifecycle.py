@@ -8,19 +8,22 @@ row, so a redelivered batch that finds the alert stored leaves its status alone.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
+import orjson
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from shared.detect.alerts import ALERT_ROW_KEY, ROUTED, Alert, alert_from_entity
+from shared.detect.alerts import ALERT_ROW_KEY, ROUTED, SUBJECT, Alert, alert_from_entity
 from shared.http_errors import InputError
-from shared.values import format_time
+from shared.values import for_log, format_time
 
+log = logging.getLogger("stormwatch.delivery")
 AlertStatus = Literal["new", "acknowledged", "closed", "false_positive"]
 STATUSES: tuple[AlertStatus, ...] = ("new", "acknowledged", "closed", "false_positive")
 ALERT_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -60,6 +63,7 @@ class StoredAlert(NamedTuple):
     alert: Alert
     lifecycle: Lifecycle
     routed: bool | None  # None: saved before delivery existed (never routed)
+    subject: dict[str, Any] | None = None  # what raised it (shared.detect.alerts.subject_of)
 
     def as_json(self) -> dict[str, Any]:
         return {**self.alert.model_dump(mode="json"), "lifecycle": self.lifecycle.model_dump(mode="json"),
@@ -80,9 +84,24 @@ def lifecycle_of(entity: Mapping[str, Any]) -> Lifecycle:
         return Lifecycle()
 
 
+def readable(entity: Mapping[str, Any]) -> StoredAlert | None:
+    """The row as a StoredAlert, or None (logged) for a row no alert can be read from (edited by hand)."""
+    try:
+        return stored_alert(entity)
+    except ValueError as error:  # pydantic's ValidationError and orjson's decode error are ValueErrors
+        log.warning("alert row %s unreadable: %s", for_log(str(entity.get("PartitionKey"))),
+                    type(error).__name__)
+        return None
+
+
 def stored_alert(entity: Mapping[str, Any]) -> StoredAlert:
     routed = entity.get(ROUTED)
-    return StoredAlert(alert_from_entity(entity), lifecycle_of(entity), routed if isinstance(routed, bool) else None)
+    subject = None
+    if isinstance(entity.get(SUBJECT), str):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            subject = orjson.loads(entity[SUBJECT])
+    return StoredAlert(alert_from_entity(entity), lifecycle_of(entity), routed if isinstance(routed, bool) else None,
+                       subject if isinstance(subject, dict) else None)
 
 
 class AlertRows:
@@ -101,7 +120,7 @@ class AlertRows:
     def get(self, alert_id: str) -> StoredAlert | None:
         self.ensure_table()
         try:
-            return stored_alert(self._table.get_entity(alert_id, ALERT_ROW_KEY))
+            return readable(self._table.get_entity(alert_id, ALERT_ROW_KEY))
         except ResourceNotFoundError:
             return None
 
@@ -110,7 +129,9 @@ class AlertRows:
         self.ensure_table()
         found: list[StoredAlert] = []
         for entity in self._table.query_entities(f"{ROUTED} eq false", results_per_page=min(limit, 1000)):
-            found.append(stored_alert(entity))
+            stored = readable(entity)
+            if stored is not None:
+                found.append(stored)
             if len(found) >= limit:
                 break
         return found
@@ -122,7 +143,7 @@ class AlertRows:
     def recent(self, limit: int, status: AlertStatus | None = None) -> list[StoredAlert]:
         """The latest alerts by event time, optionally of one status (a scan, like `unrouted`)."""
         self.ensure_table()
-        rows = [stored_alert(entity) for entity in self._table.list_entities()]
+        rows = [stored for entity in self._table.list_entities() if (stored := readable(entity)) is not None]
         if status is not None:
             rows = [row for row in rows if row.lifecycle.status == status]
         return sorted(rows, key=lambda row: (row.alert.time, row.alert.alert_id), reverse=True)[:limit]

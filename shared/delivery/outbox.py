@@ -11,17 +11,20 @@ one case left (sent, then died before recording it).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from azure.data.tables import TableClient, TableEntity, UpdateMode
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from shared.http_errors import InputError
+from shared.values import for_log
 
+log = logging.getLogger("stormwatch.delivery")
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 MAX_ERROR_CHARS = 1000
 
@@ -40,6 +43,16 @@ class Delivery(BaseModel):
     last_error: str | None = None
     delivered_at: AwareDatetime | None = None
     updated_at: AwareDatetime
+
+
+def _rows(entities: Iterable[TableEntity]) -> Iterator[tuple[Delivery, TableEntity]]:
+    """Each row as a Delivery with its entity; a row edited into something else is logged and skipped."""
+    for entity in entities:
+        try:
+            yield Delivery.model_validate(entity), entity
+        except ValidationError:
+            log.warning("outbox row %s/%s unreadable: skipped", for_log(str(entity.get("PartitionKey"))),
+                        for_log(str(entity.get("RowKey"))))
 
 
 class Claimed(BaseModel):
@@ -83,10 +96,11 @@ class Outbox:
         """Pending rows whose next attempt has come, oldest first within a page."""
         self.ensure_table()
         query = f"status eq 'pending' and next_attempt le {_time_filter(now)}"
-        for count, entity in enumerate(self._table.query_entities(query, results_per_page=min(limit, 1000))):
+        entities = self._table.query_entities(query, results_per_page=min(limit, 1000))
+        for count, (delivery, entity) in enumerate(_rows(entities)):
             if count >= limit:
                 return
-            yield Claimed(delivery=Delivery.model_validate(entity), etag=str(entity.metadata["etag"]))
+            yield Claimed(delivery=delivery, etag=str(entity.metadata["etag"]))
 
     def claim(self, claimed: Claimed, until: datetime) -> Claimed | None:
         """The row held until `until` (its next attempt moved there), or None if another drain changed it."""
@@ -106,13 +120,12 @@ class Outbox:
 
     def of_alert(self, alert_id: str) -> list[Delivery]:
         self.ensure_table()
-        return [Delivery.model_validate(entity)
-                for entity in self._table.query_entities("PartitionKey eq @id", parameters={"id": alert_id})]
+        return [row for row, _ in _rows(self._table.query_entities("PartitionKey eq @id", parameters={"id": alert_id}))]
 
     def failed(self, limit: int) -> list[Delivery]:
         self.ensure_table()
-        rows = [Delivery.model_validate(entity)
-                for entity in self._table.query_entities("status eq 'failed'", results_per_page=min(limit, 1000))]
+        entities = self._table.query_entities("status eq 'failed'", results_per_page=min(limit, 1000))
+        rows = [row for row, _ in _rows(entities)]
         return sorted(rows, key=lambda row: row.updated_at, reverse=True)[:limit]
 
     def retry(self, alert_id: str, route: str | None, now: datetime) -> list[Delivery]:
@@ -130,6 +143,20 @@ class Outbox:
             self._table.upsert_entity(_entity(again), mode=UpdateMode.REPLACE)
             retried.append(again)
         return retried
+
+    def forget_delivered(self, before: datetime, limit: int) -> int:
+        """Delete up to `limit` rows delivered before `before`: the table stays as small as what is still
+        owed (failed rows stay until retried). Their alerts are routed already and stay so."""
+        self.ensure_table()
+        query = f"status eq 'delivered' and delivered_at lt {_time_filter(before)}"
+        rows = self._table.query_entities(query, select=["PartitionKey", "RowKey"], results_per_page=min(limit, 1000))
+        deleted = 0
+        for row in rows:
+            if deleted >= limit:
+                break
+            self._table.delete_entity(row["PartitionKey"], row["RowKey"])
+            deleted += 1
+        return deleted
 
     def clear(self) -> int:
         self.ensure_table()

@@ -27,6 +27,9 @@ SEVERITY_ORDER: tuple[Severity, ...] = ("informational", "low", "medium", "high"
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # also a Table RowKey: no / \ # ?
 _SETTING = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 MAX_ROUTES = 100
+# Hosts whose webhook URLs are themselves the secret (a path token or a `sig=`): never in the file.
+_SECRET_URL_HOSTS = ("hooks.slack.com", ".logic.azure.com", ".powerautomate.com", ".powerplatform.com",
+                     ".webhook.office.com", "outlook.office.com")
 
 
 class _Model(BaseModel):
@@ -87,9 +90,12 @@ class Webhook(_Model):
         if url is None:
             return None
         parts = urlsplit(check_url(url))
-        if parts.username or parts.password or parts.query or parts.fragment:
-            raise ValueError("carries credentials or a query string: put the URL in an app setting "
-                             "and name it with url_setting")
+        host = (parts.hostname or "").lower()
+        secret_host = any(host == known.lstrip(".") or (known.startswith(".") and host.endswith(known))
+                          for known in _SECRET_URL_HOSTS)
+        if parts.username or parts.password or parts.query or parts.fragment or secret_host:
+            raise ValueError("carries credentials, a query string or a token (Slack, Teams Workflows): put the "
+                             "URL in an app setting and name it with url_setting")
         return url
 
     @model_validator(mode="after")

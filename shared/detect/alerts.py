@@ -34,6 +34,13 @@ ALERT_ROW_KEY = "alert"
 PUBLISHED = "published"
 # False on every alert saved from now on: delivery (shared.delivery) routes it later, off the detection path.
 ROUTED = "routed"
+# What raised the alert, for delivery's context (shared.delivery.context): the raising event's
+# who/what/where, and the request body of its operation when the batch holds it (the Start stage of
+# an Activity Log operation carries the body; later stages share its correlation id).
+SUBJECT = "subject"
+SUBJECT_FIELDS = ("event_id", "source", "operation", "result", "actor", "source_ip", "resource_id",
+                  "subscription_id", "correlation_id", "alert_id")
+SUBJECT_CHARS = 16_000
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _UNKNOWN = "(unknown)"
 # Cuts of record-derived text in an alert. Even as JSON with every character escaped (6 each), the
@@ -136,8 +143,8 @@ class AlertStore(Protocol):
     def stage(self, alert_id: str) -> Stage:
         """absent; saved (stored, not yet published); or published."""
 
-    def save(self, alert: Alert) -> None:
-        """Upsert by alert id, marked not yet published."""
+    def save(self, alert: Alert, subject: Mapping[str, Any] | None = None) -> None:
+        """Upsert by alert id, marked not yet published (and not yet routed), with what raised it."""
 
     def mark_published(self, alert_id: str) -> None:
         """Record that the stored alert went out."""
@@ -164,9 +171,11 @@ class TableAlertStore:
             return "absent"
         return "saved" if row.get(PUBLISHED) is False else "published"  # rows from before the mark: published
 
-    def save(self, alert: Alert) -> None:
+    def save(self, alert: Alert, subject: Mapping[str, Any] | None = None) -> None:
         self.ensure_table()
-        self._table.upsert_entity({**alert_entity(alert), PUBLISHED: False, ROUTED: False}, mode=UpdateMode.REPLACE)
+        extra = {SUBJECT: orjson.dumps(subject).decode()} if subject else {}
+        self._table.upsert_entity({**alert_entity(alert), PUBLISHED: False, ROUTED: False, **extra},
+                                  mode=UpdateMode.REPLACE)
 
     def mark_published(self, alert_id: str) -> None:
         self._table.upsert_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, PUBLISHED: True},
@@ -216,7 +225,7 @@ class MemoryAlertStore:
     def stage(self, alert_id: str) -> Stage:
         return "published" if alert_id in self.published else "saved" if alert_id in self.alerts else "absent"
 
-    def save(self, alert: Alert) -> None:
+    def save(self, alert: Alert, subject: Mapping[str, Any] | None = None) -> None:
         self.alerts[alert.alert_id] = alert
 
     def mark_published(self, alert_id: str) -> None:
@@ -230,7 +239,36 @@ class Emitted(NamedTuple):
     rejected: list[tuple[Alert, str]]
 
 
-def emit_alerts(alerts: Sequence[Alert], store: AlertStore, publisher: Publisher, hub: str) -> Emitted:
+def subject_of(event: Mapping[str, Any], batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The raising event's who/what/where, bounded; its operation's request body from the event or
+    from an event of the batch with the same correlation id (the Start stage)."""
+    subject: dict[str, Any] = {name: truncated(str(event[name]), 1000) for name in SUBJECT_FIELDS if event.get(name)}
+    correlation = event.get("correlation_id")
+    for candidate in (event, *(other for other in batch if correlation and other.get("correlation_id") == correlation)):
+        details = candidate.get("details")
+        body = details.get("request_body") if isinstance(details, Mapping) else None
+        if body:
+            subject["request_body"] = body
+            break
+    if len(orjson.dumps(subject)) > SUBJECT_CHARS:
+        subject.pop("request_body", None)
+        subject["request_body_dropped"] = True  # too large for the row: delivery reads ARM instead
+    return subject
+
+
+def subjects_of(alerts: Sequence[Alert], events: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each alert's subject from the latest of its events in the batch (none for alerts raised earlier)."""
+    by_id = {event.get("event_id"): event for event in events}
+    subjects = {}
+    for alert in alerts:
+        raising = [by_id[event_id] for event_id in alert.event_ids if event_id in by_id]
+        if raising:
+            subjects[alert.alert_id] = subject_of(raising[-1], events)
+    return subjects
+
+
+def emit_alerts(alerts: Sequence[Alert], store: AlertStore, publisher: Publisher, hub: str,
+                subjects: Mapping[str, Mapping[str, Any]] | None = None) -> Emitted:
     """Store, then publish, then mark published the alerts not published yet, in order.
 
     Only an outage raises. An alert storage rejects for what it holds (a 4xx) is still published,
@@ -242,7 +280,7 @@ def emit_alerts(alerts: Sequence[Alert], store: AlertStore, publisher: Publisher
     for alert in unique:
         if stages[alert.alert_id] == "absent":
             try:
-                store.save(alert)
+                store.save(alert, (subjects or {}).get(alert.alert_id))
             except Exception as error:
                 if is_outage(error):
                     raise

@@ -37,12 +37,12 @@ from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
 from shared.clients.rule_store import BlobRuleStore
 from shared.clients.storage import blob_service, table_service
-from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts
+from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts, subjects_of
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rule_source import LayeredRules, RuleSet
 from shared.detect.rules.aggregate import Hit, KeyContext, Transition, advance, match_alert, to_us
-from shared.detect.rules.fields import route
-from shared.detect.rules.loader import RulePack, load_rules
+from shared.detect.rules.index import RuleIndex
+from shared.detect.rules.loader import UNKNOWN_SUBSCRIPTIONS, RulePack, load_rules
 from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
 from shared.detect.state import Applied, Change, StateKey, StateTable, TableEntityStore, describe_key
@@ -68,6 +68,15 @@ class Detector:
     alerts_hub: str
     dead_letters: DeadLetterStore
     inventory: InventoryTable | None = None  # per-subscription, per-day aggregates (docs/dashboard.md)
+    _index: tuple[list[Rule], RuleIndex] | None = None
+
+    @property
+    def index(self) -> RuleIndex:
+        """The rules indexed by the values they require, rebuilt when the rules list was swapped."""
+        if self._index is None or self._index[0] is not self.rules:
+            self._index = self.rules, RuleIndex.of([rule for rule in self.rules
+                                                    if not (rule.silent and not rule.members)])
+        return self._index[1]
 
 
 class Decoded(NamedTuple):
@@ -165,22 +174,29 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
     candidates: list[Alert] = []
     touched: dict[StateKey, _KeyHits] = {}
     rule_errors = 0
-    routed = route(detector.rules, events, lambda decoded: decoded.event)  # by Sigma log source
-    for rule in detector.rules:
-        for decoded in routed[rule.service]:
+    index = detector.index  # silent inputs are left out: the correlations counting them hold their selection
+    for decoded in events:
+        for rule in index.candidates(decoded.event):  # by log source and the values rules require
             try:
-                if rule.selects(decoded.event):
+                members = rule.matching(decoded.event)
+                if members:
                     matched[rule.id] += 1
-                    _select(rule, decoded, partition or "", candidates, touched)
+                    # an event counts once, except towards each rule of a temporal correlation
+                    for member in members if rule.kind.startswith("temporal") else members[:1]:
+                        sequence = decoded.position.sequence_number
+                        hit = Hit(decoded.time_us, decoded.event["event_id"], -1 if sequence is None else sequence,
+                                  decoded.event, member)
+                        _select(rule, hit, partition or "", candidates, touched)
             except Exception:  # a rule must never sink the batch: the others still run
                 rule_errors += 1
                 log.exception("rule %s failed on event %s", rule.id, for_log(decoded.event.get("event_id")))
-    applied, refused = _apply(detector, touched.values(), partition or "")
-    for result in applied:
-        candidates.extend(result.transition.alerts)
-        candidates.extend(result.transition.replayed)
+    applied, refused = _apply_levels(detector, touched, partition or "")
+    for entry, result in applied:
+        if not entry.rule.silent:
+            candidates.extend(raised.alert for raised in result.transition.emitted)
     candidates.sort(key=lambda alert: (alert.time, alert.alert_id))
-    emitted = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub)
+    subjects = subjects_of(candidates, [decoded.event for decoded in events])
+    emitted = emit_alerts(candidates, detector.alerts, detector.publisher, detector.alerts_hub, subjects)
     rejected = _rejected_letters(refused, emitted, partition)
     detector.dead_letters.write(rejected)
     letters.extend(rejected)
@@ -190,14 +206,15 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
     report = DetectReport(
         partition=partition, events_in=len(bodies), dead_letters=len(letters), matched=dict(matched),
         keys_touched=len(touched), alerts=new, alerts_repeated=len({a.alert_id for a in candidates}) - len(new),
-        redelivered=sum(result.transition.redelivered for result in applied),
-        too_late=sum(result.transition.too_late for result in applied),
+        redelivered=sum(result.transition.redelivered for _, result in applied),
+        too_late=sum(result.transition.too_late for _, result in applied),
         future_dated=sum(decoded.future_dated for decoded in events),
-        duplicates=sum(result.transition.duplicates for result in applied),
-        rule_errors=rule_errors + sum(result.failed for result in applied),
-        state_reads=sum(result.reads for result in applied), state_writes=sum(result.writes for result in applied),
-        state_conflicts=sum(result.conflicts for result in applied),
-        table_transactions=sum(result.reads + result.writes for result in applied)
+        duplicates=sum(result.transition.duplicates for _, result in applied),
+        rule_errors=rule_errors + sum(result.failed for _, result in applied),
+        state_reads=sum(result.reads for _, result in applied),
+        state_writes=sum(result.writes for _, result in applied),
+        state_conflicts=sum(result.conflicts for _, result in applied),
+        table_transactions=sum(result.reads + result.writes for _, result in applied)
         + len({alert.alert_id for alert in candidates}) + 2 * len(new) + inventory_requests,
         duration_ms=round((time.perf_counter() - started) * 1000, 3), lag_ms=batch_lag_ms(bodies),
     )
@@ -205,14 +222,12 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
     return report
 
 
-def _select(rule: Rule, decoded: Decoded, partition: str, candidates: list[Alert],
+def _select(rule: Rule, hit: Hit, partition: str, candidates: list[Alert],
             touched: dict[StateKey, _KeyHits]) -> None:
-    event = decoded.event
-    sequence = decoded.position.sequence_number
-    hit = Hit(decoded.time_us, event["event_id"], -1 if sequence is None else sequence, event)
-    group_values = rule.group_of(event)
-    group = dict(zip(rule.spec.group_by, group_values, strict=True))
+    event = hit.event
+    group_values = rule.group_of(event, hit.member)
     if not rule.stateful:
+        group = dict(zip(rule.group_by, group_values, strict=True))
         candidates.append(match_alert(KeyContext(rule, state_key(group_values), group, partition), hit))
         return
     values: tuple[str, ...] = ()
@@ -221,12 +236,47 @@ def _select(rule: Rule, decoded: Decoded, partition: str, candidates: list[Alert
         if new_values is None:
             return  # nothing to call new
         values = new_values
-        group = {**group, **dict(zip(rule.spec.fields, values, strict=True))}
+    _touch(rule, hit, group_values, values, touched)
+
+
+def _touch(rule: Rule, hit: Hit, group_values: tuple[str | None, ...], values: tuple[str, ...],
+           touched: dict[StateKey, _KeyHits]) -> None:
+    """Add a hit to its key's work for this batch (one read-modify-write per key)."""
+    group = dict(zip(rule.group_by, group_values, strict=True))
+    if values:
+        group = {**group, **dict(zip(rule.new_value_names, values, strict=True))}
     key = StateKey.of(rule.id, state_key(group_values, values))
     entry = touched.get(key)
     if entry is None:
         entry = touched[key] = _KeyHits(rule, key, group)
     entry.hits.append(hit)
+
+
+def _apply_levels(detector: Detector, touched: dict[StateKey, _KeyHits],
+                  partition: str) -> tuple[list[tuple[_KeyHits, Applied]], list[tuple[_KeyHits, str]]]:
+    """Apply the keys level by level: a correlation's alerts become hits of the correlations that count
+    them, applied in the next round. On a redelivery the alerts come back replayed, the same hits, which
+    the next level's watermarks skip."""
+    parents: dict[str, list[tuple[Rule, int]]] = {}
+    for rule in detector.rules:
+        for index, member in enumerate(rule.members):
+            if member.rule is not None:
+                parents.setdefault(member.rule.id, []).append((rule, index))
+    applied: list[tuple[_KeyHits, Applied]] = []
+    refused: list[tuple[_KeyHits, str]] = []
+    for level in range(max((rule.level for rule in detector.rules), default=0) + 1):
+        work = [entry for entry in touched.values() if entry.rule.level == level]
+        results, rejected = _apply(detector, work, partition)
+        refused.extend(rejected)
+        for entry, result in zip(work, results, strict=True):
+            applied.append((entry, result))
+            for raised in result.transition.emitted:
+                alert = raised.alert
+                event = alert.model_dump(mode="json")  # the alert is the hit: its group and event ids
+                for parent, index in parents.get(entry.rule.id, []):
+                    hit = Hit(to_us(alert.time), alert.alert_id, raised.sequence, event, index)
+                    _touch(parent, hit, parent.group_of(event, index), (), touched)
+    return applied, refused
 
 
 def _apply(detector: Detector, touched: Iterable[_KeyHits],
@@ -278,9 +328,10 @@ def housekeep(detector: Detector, now: datetime) -> dict[str, int]:
     return deleted
 
 
-def load_pack(rules_dir: str | Path | None, statuses: Sequence[str] = DEFAULT_STATUSES) -> RulePack:
+def load_pack(rules_dir: str | Path | None, statuses: Sequence[str] = DEFAULT_STATUSES,
+              unknown_subscriptions: str = UNKNOWN_SUBSCRIPTIONS) -> RulePack:
     """Load the rules, logging each file that failed: one bad file never disables the others."""
-    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, statuses)
+    pack = load_rules(Path(rules_dir) if rules_dir else RULES_DIR, statuses, unknown_subscriptions)
     for error in pack.errors:
         log.error("rule file not loaded: %s", error)
     for skipped in pack.skipped:
@@ -327,15 +378,16 @@ def current_rules() -> RuleSet:
     """This process's rules and lists: the packaged folder with the rules container laid over it, checked
     again when due (README "Rules without a republish")."""
     settings = get_settings()
-    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.rules_container,
-                 settings.rules_refresh_seconds, settings.storage_connection_string, settings.blob_endpoint)
+    signature = (settings.rules_dir, tuple(settings.rule_statuses), settings.unknown_subscriptions,
+                 settings.rules_container, settings.rules_refresh_seconds, settings.storage_connection_string,
+                 settings.blob_endpoint)
     with _layering:
         layered = _layers.get("current")
         if layered is None or layered[0] != signature:
-            statuses = tuple(settings.rule_statuses)
+            statuses, unknown = tuple(settings.rule_statuses), settings.unknown_subscriptions
             layered = signature, LayeredRules(
                 Path(settings.rules_dir) if settings.rules_dir else RULES_DIR,
                 BlobRuleStore(blob_service(settings), settings.rules_container),
-                lambda folder: load_pack(folder, statuses), every=settings.rules_refresh_seconds)
+                lambda folder: load_pack(folder, statuses, unknown), every=settings.rules_refresh_seconds)
             _layers["current"] = layered
         return layered[1].current()

@@ -7,6 +7,7 @@ so a rule filters on environment with the usual `filters: [{field: subscription_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +43,26 @@ def environment_lists(catalog: SubscriptionCatalog) -> dict[str, frozenset[str]]
                                                       in catalog.subscriptions.items()
                                                       if entry.environment == environment)
             for environment in ENVIRONMENTS}
+
+
+@dataclass(frozen=True)
+class EnvironmentList:
+    """An environment's subscriptions as a rule filter sees them: a subscription the catalog does not
+    list belongs to the environment chosen for unknown ones (STORMWATCH_UNKNOWN_SUBSCRIPTIONS)."""
+
+    members: frozenset[str]
+    known: frozenset[str]
+    takes_unknown: bool
+
+    def __contains__(self, value: object) -> bool:
+        return value in self.members or (self.takes_unknown and value not in self.known)
+
+
+def filter_lists(catalog: SubscriptionCatalog, unknown: str) -> dict[str, EnvironmentList]:
+    """The catalog's environment lists for rule filters; `unknown`: the environment of unlisted ids."""
+    known = frozenset(subscription_id.lower() for subscription_id in catalog.subscriptions)
+    return {name: EnvironmentList(members, known, name == f"{unknown}_subscriptions")
+            for name, members in environment_lists(catalog).items()}
 
 
 def load_catalog(rules_dir: Path) -> SubscriptionCatalog:

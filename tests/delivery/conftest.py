@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.credentials import TokenCredential
 from azure.data.tables import TableServiceClient
 
 from shared.cli import azurite
+from shared.clients import wiring
 from shared.delivery.destinations import Destinations
 from shared.delivery.engine import Deliverer, Enrich, build_deliverer, no_context
 from shared.delivery.routes import load_routes
 from shared.detect.alerts import Alert, TableAlertStore, alert_id
 from shared.detect.rules.model import Severity
+from tests.enrich.fake_arm import SUBSCRIPTION, FakeArm, running
 
 T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
 
@@ -56,15 +59,18 @@ class DeliveryTables:
         (self.folder / "routes.yaml").write_text(textwrap.dedent(text))
         return self.folder
 
-    def deliverer(self, environ: dict[str, str], enrich: Enrich = no_context, **options: Any) -> Deliverer:
+    def deliverer(self, environ: dict[str, str], enrich: Enrich = no_context,
+                  credential: TokenCredential | None = None, **options: Any) -> Deliverer:
         routes = load_routes(self.folder)
         assert not routes.errors, [str(error) for error in routes.errors]
         return build_deliverer(self.service(), alerts_table=self.alerts, deliveries_table=self.deliveries,
-                               routes=routes, send=Destinations(environ, _no_credential, **options), enrich=enrich)
+                               routes=routes, send=Destinations(environ, lambda: _given(credential), **options),
+                               enrich=enrich)
 
 
-def _no_credential() -> Any:
-    raise AssertionError("webhook routes need no credential")
+def _given(credential: TokenCredential | None) -> TokenCredential:
+    assert credential is not None, "webhook routes need no credential"
+    return credential
 
 
 @pytest.fixture
@@ -79,3 +85,14 @@ def delivery_tables(app_env: pytest.MonkeyPatch, azurite_instance: azurite.Azuri
     service = tables.service()
     service.delete_table(tables.alerts)
     service.delete_table(tables.deliveries)
+
+
+@pytest.fixture
+def arm(app_env: pytest.MonkeyPatch) -> Iterator[FakeArm]:
+    for fake in running():
+        app_env.setenv("STORMWATCH_ARM_ENDPOINT", fake.url)
+        app_env.setenv("STORMWATCH_SUBSCRIPTION_ID", SUBSCRIPTION)
+        app_env.setenv("STORMWATCH_SERVICE_TAGS_REGION", "eastus")  # the fake ARM's tags
+        app_env.setenv("STORMWATCH_ENRICH_CACHE_TABLE", f"enrich{uuid.uuid4().hex[:10]}")  # no hits from other tests
+        wiring.reset()
+        yield fake

@@ -4,7 +4,6 @@ alert dismisses it in Defender (the fake ARM on 127.0.0.1) when dismissal is ena
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,7 +17,7 @@ from shared.inventory.api import with_lifecycle
 from shared.inventory.dashboard import render_dashboard
 from tests.delivery.conftest import DeliveryTables, make_alert
 from tests.enrich.conftest import call, json_of
-from tests.enrich.fake_arm import SUBSCRIPTION, FakeArm, arm_path, running
+from tests.enrich.fake_arm import FakeArm, arm_path
 from tests.test_caller import ERIN, READER_ONLY
 
 JSON = {"content-type": "application/json"}
@@ -77,16 +76,6 @@ def test_with_entra_sign_in_readers_read_responders_change_and_are_recorded(
         response = status(alert.alert_id, "POST", ack, {PRINCIPAL_HEADER: ERIN})
     assert json_of(response)["lifecycle"]["changed_by"] == "erin@contoso.example"
     assert any('"by":"erin@contoso.example"' in record.getMessage() for record in caplog.records)
-
-
-@pytest.fixture
-def arm(app_env: pytest.MonkeyPatch) -> Iterator[FakeArm]:
-    for fake in running():
-        app_env.setenv("STORMWATCH_ARM_ENDPOINT", fake.url)
-        app_env.setenv("STORMWATCH_SUBSCRIPTION_ID", SUBSCRIPTION)
-        app_env.setenv("STORMWATCH_ENRICH_CACHE_TABLE", "enrichlifecycle")
-        wiring.reset()
-        yield fake
 
 
 @pytest.mark.parametrize("enabled", [True, False])

@@ -60,6 +60,8 @@ def test_one_bad_route_is_reported_with_its_line_and_the_others_load(tmp_path: P
     "routes:\n  - name: x\n    destination: {type: carrier_pigeon}",
     "routes:\n  - name: x\n    destination: {type: webhook, url: 'http://example.com/hook'}",  # not https
     "routes:\n  - name: x\n    destination: {type: webhook, url: 'https://a', url_setting: B}",  # both
+    "routes:\n  - name: x\n    destination: {type: webhook, url: 'https://hooks.slack.com/services/T/B/X'}",
+    "routes:\n  - name: x\n    destination: {type: webhook, url: 'https://x.westeurope.logic.azure.com/w'}",
     "routes:\n  - name: 'a/b'\n    destination: {type: webhook, url_setting: B}",  # not a RowKey
     "routes:\n  - name: x\n    match: {min_severity: urgent}\n    destination: {type: webhook, url_setting: B}",
     "routes:\n  - name: x\n    destination: {type: log_analytics, stream: 'StormwatchAlerts_CL'}",  # no Custom-

@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from datetime import timedelta
+import logging
+import textwrap
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.storage.blob import BlobServiceClient
 
+from shared.clients import wiring
 from shared.delivery.destinations import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
-from shared.delivery.engine import run_delivery
+from shared.delivery.engine import deliverer, run_delivery
 from shared.delivery.formats import CARD_CONTENT_TYPE, CARD_SCHEMA
 from shared.detect.rules.errors import LoadError
+from tests.conftest import indexed_functions
 from tests.delivery.conftest import DeliveryTables, make_alert
 from tests.delivery.receiver import Receiver, receiving
 
@@ -208,3 +214,59 @@ def test_a_receiver_killed_mid_run_gets_every_alert_exactly_once_after_it_return
     assert sorted(delivered_keys) == sorted(alert.alert_id for alert in alerts)  # each once, none twice
     rows = [row for alert in alerts for row in deliverer.outbox.of_alert(alert.alert_id)]
     assert {row.status for row in rows} == {"delivered"} and len(rows) == 20
+
+
+def test_the_timer_function_delivers_through_a_routes_file_uploaded_to_the_rules_container(
+        delivery_tables: DeliveryTables, app_env: pytest.MonkeyPatch) -> None:
+    one_route(delivery_tables)  # the packaged folder's routes.yaml: a route named "hook"
+    container = BlobServiceClient.from_connection_string(delivery_tables.connection_string).create_container(
+        f"rules{uuid.uuid4().hex[:10]}")
+    alert = make_alert(1)
+    delivery_tables.save(alert)
+    with receiving() as receiver:
+        container.upload_blob("routes.yaml", textwrap.dedent(f"""
+            routes:
+              - name: uploaded
+                destination: {{type: webhook, format: slack, url: "{receiver.url}"}}
+            """))
+        app_env.setenv("STORMWATCH_RULES_CONTAINER", container.container_name)
+        wiring.reset()
+        indexed_functions()["delivery"].get_user_function()(None)
+    assert len(receiver.received) == 1 and "blocks" in receiver.received[0].json()
+    assert [row.route for row in deliverer().outbox.of_alert(alert.alert_id)] == ["uploaded"]
+
+
+def test_delivered_rows_are_forgotten_after_thirty_days_failed_ones_stay(delivery_tables: DeliveryTables) -> None:
+    one_route(delivery_tables, max_attempts=1)
+    # Due rows come in PartitionKey (alert id) order: the first is answered 200, the second 400.
+    delivered, failed = sorted((make_alert(1), make_alert(2)), key=lambda alert: alert.alert_id)
+    delivery_tables.save(delivered, failed)
+    with receiving(answers=[200, 400]) as receiver:
+        deliverer = delivery_tables.deliverer({"HOOK": receiver.url})
+        assert run_delivery(deliverer).forgotten == 0
+        deliverer.clock = lambda: datetime.now(UTC) + timedelta(days=31)
+        assert run_delivery(deliverer).forgotten == 1
+    assert [(alert_id, [row.status for row in deliverer.outbox.of_alert(alert_id)])
+            for alert_id in (delivered.alert_id, failed.alert_id)] == [(delivered.alert_id, []),
+                                                                       (failed.alert_id, ["failed"])]
+
+
+def test_rows_edited_into_garbage_are_skipped_never_raised(delivery_tables: DeliveryTables,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    one_route(delivery_tables)
+    good = make_alert(1)
+    delivery_tables.save(good)
+    service = delivery_tables.service()
+    service.get_table_client(delivery_tables.alerts).upsert_entity(
+        {"PartitionKey": "f" * 32, "RowKey": "alert", "routed": False, "severity": "apocalyptic"})
+    outbox = service.create_table_if_not_exists(delivery_tables.deliveries)
+    outbox.upsert_entity({"PartitionKey": "e" * 32, "RowKey": "hook", "status": "pending", "attempts": "many",
+                          "next_attempt": datetime(2026, 1, 1, tzinfo=UTC)})
+    with receiving() as receiver:
+        deliverer = delivery_tables.deliverer({"HOOK": receiver.url})
+        with caplog.at_level(logging.WARNING, logger="stormwatch.delivery"):
+            report = run_delivery(deliverer)
+    assert (report.alerts_routed, report.delivered) == (1, 1) and len(receiver.received) == 1
+    assert 'alert row "ffffffffffffffffffffffffffffffff" unreadable' in caplog.text
+    assert "unreadable: skipped" in caplog.text
+    assert deliverer.alerts.get("f" * 32) is None and deliverer.outbox.of_alert("e" * 32) == []

@@ -34,6 +34,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # first_seen: refresh last_seen (one write) at most this often per value: keeps housekeeping honest.
 LAST_SEEN_REFRESH_US = 24 * 3600 * 1_000_000
 FIRED_KEPT = 10
+# temporal correlations: the newest hits kept per referenced rule and key (enough to find the tightest
+# set; older ones can only give sets that are wider or already alerted on).
+STEPS_PER_MEMBER = 20
 # threshold: event ids remembered per bucket to skip events normalize published twice; beyond this many
 # the bucket alone meets any threshold up to it, and larger thresholds dedupe on a best-effort basis.
 THRESHOLD_IDS_KEPT = 1000
@@ -51,12 +54,15 @@ class Sampled(NamedTuple):
 
 
 class Hit(NamedTuple):
-    """One event a rule selected, with its position on the input partition."""
+    """One event a rule selected, with its position on the input partition (and, for a correlation,
+    which of its rules selected it). A correlation's alert counted by another correlation is a hit too:
+    its `event` is the alert, its position that of the hit that raised it."""
 
     time_us: int
     event_id: str
     sequence: int
     event: Mapping[str, Any]
+    member: int = 0
 
 
 @dataclass
@@ -100,6 +106,8 @@ class KeyState:
     first_us: int | None = None
     last_us: int | None = None
     fired: list[dict[str, Any]] = field(default_factory=list)
+    # temporal correlations: recent hits as [member, time_us, event_id, [event ids it stands for]]
+    steps: list[list[Any]] = field(default_factory=list)
 
     def copy(self) -> KeyState:
         return KeyState(
@@ -107,7 +115,7 @@ class KeyState:
             buckets={start: Bucket(b.count, b.first_us, b.last_us, set(b.hashes), list(b.sample))
                      for start, b in self.buckets.items()},
             suppressed_until_us=self.suppressed_until_us,
-            first_us=self.first_us, last_us=self.last_us, fired=list(self.fired),
+            first_us=self.first_us, last_us=self.last_us, fired=list(self.fired), steps=list(self.steps),
         )
 
     def to_json(self) -> str:
@@ -116,7 +124,7 @@ class KeyState:
             "buckets": [[start, b.count, b.first_us, b.last_us, sorted(b.hashes), b.sample_json()]
                         for start, b in sorted(self.buckets.items())],
             "suppressed_until_us": self.suppressed_until_us,
-            "first_us": self.first_us, "last_us": self.last_us, "fired": self.fired,
+            "first_us": self.first_us, "last_us": self.last_us, "fired": self.fired, "steps": self.steps,
         }).decode()
 
     @classmethod
@@ -129,7 +137,7 @@ class KeyState:
         state = cls(
             watermarks=data["watermarks"], latest_us=data["latest_us"], buckets=buckets,
             suppressed_until_us=data["suppressed_until_us"], first_us=data["first_us"],
-            last_us=data["last_us"], fired=data["fired"],
+            last_us=data["last_us"], fired=data["fired"], steps=data.get("steps", []),
         )
         # Written before buckets kept samples: the key's 10 newest hits in one list. Each goes to its bucket,
         # the latest starting at or before it (pruning drops a bucket and its hits together).
@@ -152,7 +160,7 @@ class Transition:
 
     state: KeyState | None
     raised: list[Raised] = field(default_factory=list)
-    replayed: list[Alert] = field(default_factory=list)
+    replayed: list[Raised] = field(default_factory=list)
     applied: int = 0
     redelivered: int = 0
     too_late: int = 0
@@ -161,6 +169,11 @@ class Transition:
     @property
     def alerts(self) -> list[Alert]:
         return [raised.alert for raised in self.raised]
+
+    @property
+    def emitted(self) -> list[Raised]:
+        """New alerts and the ones a redelivered batch raised before (emitted again: same ids)."""
+        return [*self.raised, *self.replayed]
 
 
 @dataclass(frozen=True)
@@ -199,6 +212,8 @@ def advance(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -
     state.watermarks[context.partition] = max(mark, *(hit.sequence for hit in fresh))
     if kind == "match":
         _suppressed_matches(context, state, fresh, transition)
+    elif kind in ("temporal", "temporal_ordered"):
+        _temporal(context, state, fresh, transition)
     else:
         _aggregate(context, state, fresh, transition)
     _remember(state, context.partition, transition.raised)
@@ -206,10 +221,10 @@ def advance(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -
     return transition
 
 
-def _replayed(state: KeyState, partition: str, hits: Sequence[Hit]) -> list[Alert]:
+def _replayed(state: KeyState, partition: str, hits: Sequence[Hit]) -> list[Raised]:
     """Alerts this very batch raised on an earlier delivery (it is being redelivered)."""
     positions = {hit.sequence for hit in hits if hit.sequence >= 0}  # unknown positions cannot be redelivered
-    return [Alert.model_validate(entry["alert"]) for entry in state.fired
+    return [Raised(Alert.model_validate(entry["alert"]), entry["sequence"]) for entry in state.fired
             if entry["partition"] == partition and entry["sequence"] in positions]
 
 
@@ -232,28 +247,28 @@ def _suppressed_matches(context: KeyContext, state: KeyState, fresh: list[Hit], 
 
 
 def _aggregate(context: KeyContext, state: KeyState, fresh: list[Hit], transition: Transition) -> None:
-    """threshold / distinct over event-time buckets; late hits land in their own (older) buckets."""
+    """event_count / value_count over event-time buckets; late hits land in their own (older) buckets."""
     rule = context.rule
-    width, cap = rule.bucket_us, rule.spec.condition.gte if rule.spec.condition else 1
+    width, cap = rule.bucket_us, rule.needed.saturation
     for hit in fresh:
         if state.latest_us is not None and hit.time_us < state.latest_us - rule.lateness_us:
             transition.too_late += 1
             continue
         start = hit.time_us - hit.time_us % width
         bucket = state.buckets.get(start)
-        if rule.kind == "threshold" and bucket is not None and _seen_before(bucket, hit):
+        if rule.kind == "event_count" and bucket is not None and _seen_before(bucket, hit):
             transition.duplicates += 1
             continue
         transition.applied += 1
         if bucket is None:
             bucket = state.buckets[start] = Bucket(0, hit.time_us, hit.time_us)
-        if rule.kind == "threshold" and len(bucket.hashes) < min(cap, THRESHOLD_IDS_KEPT):
+        if rule.kind == "event_count" and len(bucket.hashes) < min(cap, THRESHOLD_IDS_KEPT):
             bucket.hashes.add(_digest(hit.event_id))
         bucket.count += 1
         bucket.first_us, bucket.last_us = min(bucket.first_us, hit.time_us), max(bucket.last_us, hit.time_us)
         sealed = _sealed(rule, state, start)
-        if rule.kind == "distinct":
-            for value in sorted(rule.distinct_values_of(hit.event)):
+        if rule.kind == "value_count":
+            for value in sorted(rule.distinct_values_of(hit.event, hit.member)):
                 tag = _digest(value)
                 if not sealed:
                     bucket.keep(Sampled(hit.time_us, hit.event_id, tag))
@@ -282,15 +297,15 @@ def _seen_before(bucket: Bucket, hit: Hit) -> bool:
 def _check_windows(context: KeyContext, state: KeyState, start: int, hit: Hit) -> Raised | None:
     """Every window (W = 10 buckets) that contains the hit's bucket, earliest first; fire on the first full one."""
     rule = context.rule
-    window, threshold = rule.window_us, rule.spec.condition.gte if rule.spec.condition else 1
+    window, condition = rule.window_us, rule.needed
     ends = [start, *sorted(other for other in state.buckets if start < other < start + window)]
     for end in ends:
         members = [bucket for other, bucket in state.buckets.items() if end - window < other <= end]
-        if rule.kind == "distinct":
+        if rule.kind == "value_count":
             value = len(set().union(*(bucket.hashes for bucket in members)))
         else:
             value = sum(bucket.count for bucket in members)
-        if value < threshold:
+        if not condition.holds(value):
             continue
         first = min(bucket.first_us for bucket in members)
         last = max(bucket.last_us for bucket in members)
@@ -336,13 +351,15 @@ def _prune(rule: Rule, state: KeyState) -> None:
 
 
 def _first_seen(context: KeyContext, before: KeyState | None, hits: Sequence[Hit]) -> Transition:
-    """A (key, value) entity is created once: creation after the learning period raises the alert.
+    """A (key, value) entity is created once: creation after the learning period raises the alert. A value
+    unseen for `forget` (its entity not yet deleted by housekeeping) is new again, and so is one whose
+    entity housekeeping deleted: the alert id holds the first-seen time, so the return is a new alert.
 
     The alert is the first event to arrive with the value (count 1), whatever else its batch carried,
     so it is the same however the events were batched."""
     earliest = hits[0]
     newest = max(hit.time_us for hit in hits)
-    if before is not None:
+    if before is not None and earliest.time_us <= (before.last_us or 0) + context.rule.forget_us:
         transition = Transition(state=None, replayed=_replayed(before, context.partition, hits))
         if newest > (before.last_us or 0) + LAST_SEEN_REFRESH_US:
             transition.state = before.copy()
@@ -353,9 +370,95 @@ def _first_seen(context: KeyContext, before: KeyState | None, hits: Sequence[Hit
     learning_end = context.learning_end_us
     if learning_end is not None and earliest.time_us >= learning_end:
         transition.raised.append(_raise(context, earliest, count=1, first_us=earliest.time_us,
-                                        last_us=earliest.time_us, event_ids=[earliest.event_id], raised_by=""))
+                                        last_us=earliest.time_us, event_ids=[earliest.event_id],
+                                        raised_by=f"first-seen:{earliest.time_us}"))
         _remember(state, context.partition, transition.raised)
     return transition
+
+
+def _temporal(context: KeyContext, state: KeyState, fresh: list[Hit], transition: Transition) -> None:
+    """temporal / temporal_ordered: the referenced rules (in their order, for temporal_ordered) all hit
+    within the timespan for the same group. The hit that completes such a set raises the alert; the
+    set's newest hit starts the suppression, as a window's does for counts."""
+    rule = context.rule
+    for hit in sorted(fresh, key=lambda item: item.sequence):
+        if state.latest_us is not None and hit.time_us < state.latest_us - rule.lateness_us:
+            transition.too_late += 1
+            continue
+        if any(step[0] == hit.member and step[2] == hit.event_id for step in state.steps):
+            transition.duplicates += 1
+            continue
+        transition.applied += 1
+        step = [hit.member, hit.time_us, hit.event_id, _stands_for(rule, hit)]
+        state.steps.append(step)
+        state.steps.sort(key=lambda item: (item[1], item[2], item[0]))
+        state.latest_us = max(state.latest_us or hit.time_us, hit.time_us)
+        chain = _in_order(rule, state.steps, step) if rule.kind == "temporal_ordered" else _together(
+            rule, state.steps, step)
+        if chain is None:
+            continue
+        first, last = chain[0][1], chain[-1][1]
+        if state.suppressed_until_us is not None and last < state.suppressed_until_us:
+            continue
+        state.suppressed_until_us = last + rule.suppress_us
+        event_ids = list(dict.fromkeys(event_id for item in chain for event_id in item[3]))
+        transition.raised.append(_raise(context, hit, count=len(chain), first_us=first, last_us=last,
+                                        event_ids=event_ids[:MAX_EVENT_IDS], fired_us=last))
+    _prune_steps(rule, state)
+
+
+def _stands_for(rule: Rule, hit: Hit) -> list[str]:
+    """The events a hit stands for: itself, or those of the correlation alert it is."""
+    if rule.members and rule.members[hit.member].rule is not None:
+        return [str(event_id) for event_id in hit.event.get("event_ids", [])][:MAX_EVENT_IDS]
+    return [hit.event_id]
+
+
+def _in_order(rule: Rule, steps: list[list[Any]], step: list[Any]) -> list[list[Any]] | None:
+    """The tightest chain member 0, 1, ... n-1 in time order through `step`, if it fits the timespan:
+    the latest possible hit of each member before it, the earliest of each after it."""
+    chain, moment = [step], step[1]
+    for member in range(step[0] - 1, -1, -1):
+        earlier = [item for item in steps if item[0] == member and item[1] <= moment]
+        if not earlier:
+            return None
+        chain.insert(0, earlier[-1])
+        moment = earlier[-1][1]
+    moment = step[1]
+    for member in range(step[0] + 1, len(rule.members)):
+        later = [item for item in steps if item[0] == member and item[1] >= moment]
+        if not later:
+            return None
+        chain.append(later[0])
+        moment = later[0][1]
+    return chain if chain[-1][1] - chain[0][1] <= rule.window_us else None
+
+
+def _together(rule: Rule, steps: list[list[Any]], step: list[Any]) -> list[list[Any]] | None:
+    """The earliest window of the timespan holding `step` in which enough members hit (default: all)."""
+    moment = step[1]
+    for start in sorted({item[1] for item in steps if moment - rule.window_us <= item[1] <= moment}):
+        inside = [item for item in steps if start <= item[1] <= start + rule.window_us]
+        chosen = {step[0]: step}
+        for item in inside:
+            chosen.setdefault(item[0], item)
+        if rule.needed.holds(len(chosen)):
+            return sorted(chosen.values(), key=lambda item: (item[1], item[2], item[0]))
+    return None
+
+
+def _prune_steps(rule: Rule, state: KeyState) -> None:
+    """Keep the steps a later hit can still complete a set with: within reach, newest few per member."""
+    if state.latest_us is None:
+        return
+    oldest = state.latest_us - rule.lateness_us - rule.window_us
+    kept: list[list[Any]] = []
+    per_member: dict[int, int] = {}
+    for item in reversed(state.steps):
+        if item[1] >= oldest and per_member.get(item[0], 0) < STEPS_PER_MEMBER:
+            per_member[item[0]] = per_member.get(item[0], 0) + 1
+            kept.append(item)
+    state.steps = kept[::-1]
 
 
 def _raise(context: KeyContext, hit: Hit, *, count: int, first_us: int, last_us: int, event_ids: list[str],

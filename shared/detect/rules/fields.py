@@ -7,11 +7,11 @@ whichever naming family (Event Hub JSON, Log Analytics, Graph) the rule's author
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,13 +20,9 @@ from shared.detect.rules.errors import RuleError
 from shared.detect.rules.sigma import Getter, compile_path
 from shared.normalized_event import FIELD_NAMES
 
-if TYPE_CHECKING:
-    from shared.detect.rules.rule import Rule
-
 FIELD_MAP_FILE = Path(__file__).with_name("field_map.yaml")
 AZURE = "azure"
 _NORMALIZED = frozenset(FIELD_NAMES)
-T = TypeVar("T")
 
 
 class _Records(BaseModel):
@@ -141,16 +137,3 @@ def field_map(path: Path = FIELD_MAP_FILE) -> FieldMap:
         for alias in (name, *spec.aliases):
             aliases[alias.casefold()] = name
     return FieldMap(services=services, aliases=aliases)
-
-
-def route(rules: Sequence[Rule], events: Sequence[T],
-          event_of: Callable[[T], Mapping[str, Any]]) -> dict[str | None, Sequence[T]]:
-    """The events each rule's service may see, computed once per service per batch (None: all of them)."""
-    services = field_map().services
-    routed: dict[str | None, Sequence[T]] = {None: events}
-    for rule in rules:
-        name = rule.service
-        if name is not None and name not in routed:
-            routes = services[name].routes
-            routed[name] = [item for item in events if routes(event_of(item))]
-    return routed

@@ -12,8 +12,8 @@ are bounded before anything recurses over them, and any other exception is that 
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Container, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,22 +21,21 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from shared.detect.rules.correlation import compile_correlation, silence_inputs
 from shared.detect.rules.errors import LoadError, RuleError
 from shared.detect.rules.fields import Service, field_map
+from shared.detect.rules.index import requirement_of
 from shared.detect.rules.model import DEFAULT_STATUSES, ListFilter, RuleFile, RuleTest, ValueList, parse_duration
-from shared.detect.rules.rule import BUCKETS_PER_WINDOW, Rule, RuleCase, distinct_state_chars
-from shared.detect.rules.sigma import Getter, Predicate, Resolve, as_text, compile_detection
-from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, environment_lists
+from shared.detect.rules.rule import Rule, RuleCase
+from shared.detect.rules.sigma import Getter, Predicate, Resolve, as_text, compile_detection, required_values
+from shared.detect.subscriptions import CATALOG_LIST, SubscriptionCatalog, filter_lists
 from shared.normalized_event import FIELD_NAMES, NormalizedEvent
 from shared.values import MappingError, format_time, parse_time
 
 LISTS_FOLDER = "lists"
+UNKNOWN_SUBSCRIPTIONS = "production"  # the environment of a subscription the catalog does not list
 ROUTES_FILE = "routes.yaml"  # where alerts go (shared.delivery.routes): beside the rules, not a rule
 RULE_SUFFIXES = (".yaml", ".yml")
-# The buckets of a distinct key (value hashes, capped at the threshold, and evidence samples;
-# `distinct_state_chars`): keep their worst case inside one entity (1 MiB, strings counted as UTF-16),
-# with room for the rest of the document.
-MAX_DISTINCT_STATE_CHARS = 300_000
 # Test events without a time get one from here, a second apart.
 TEST_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 # Bounds on one file (the shipped rules are under 3 KB, 8 levels deep, conditions under 100 characters).
@@ -86,33 +85,80 @@ class RulePack:
     skipped: list[LoadError] = field(default_factory=list)
 
 
-def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES) -> RulePack:
-    """Every rule file under `directory`; Sigma rules whose `status` is not in `statuses` are skipped."""
+@dataclass(frozen=True)
+class _Document:
+    """One YAML document of a rule file, validated: a rule or a correlation (a file may hold several)."""
+
+    path: Path
+    spec: RuleFile
+    node: yaml.Node
+
+
+def load_rules(directory: Path, statuses: Collection[str] = DEFAULT_STATUSES,
+               unknown_subscriptions: str = UNKNOWN_SUBSCRIPTIONS) -> RulePack:
+    """Every rule file under `directory`; Sigma rules whose `status` is not in `statuses` are skipped.
+    A subscription the catalog does not list counts as one of `unknown_subscriptions` (an environment).
+
+    Rules load first, then correlations, which name the rules they count (by `name` or `id`, in any
+    file). A rule only a correlation counts raises no alert of its own unless the correlation says
+    `generate: true`."""
     pack = RulePack()
     if not directory.is_dir():
         pack.errors.append(LoadError(directory, None, "rules folder not found"))
         return pack
-    lists = _load_lists(directory / LISTS_FOLDER, pack.errors)
-    seen: dict[str, Path] = {}
+    lists = _load_lists(directory / LISTS_FOLDER, pack.errors, unknown_subscriptions)
+    documents: list[_Document] = []
     for path in rule_files(directory):
         try:
-            rule = load_rule_file(path, lists)
+            documents.extend(_documents(path))
+        except _FileError as error:
+            pack.errors.append(error.report)
+        except Exception as error:  # whatever else one file causes, the other rules still load
+            pack.errors.append(_unexpected(path, error))
+    seen: dict[str, Path] = {}
+    by_reference: dict[str, Rule] = {}
+    for document in _in_dependency_order(documents):
+        try:
+            rule = _compiled(document, lambda spec, path: _compile(spec, path, lists, by_reference))
         except _FileError as error:
             pack.errors.append(error.report)
             continue
-        except Exception as error:  # whatever else one file causes, the other rules still load
-            pack.errors.append(_unexpected(path, error))
+        except Exception as error:
+            pack.errors.append(_unexpected(document.path, error))
             continue
         if rule.id in seen:
-            pack.errors.append(LoadError(path, 1, f"rule id {rule.id!r} is already used by {seen[rule.id]}"))
+            pack.errors.append(LoadError(document.path, document.node.start_mark.line + 1,
+                                         f"rule id {rule.id!r} is already used by {seen[rule.id]}"))
             continue
         if rule.spec.status is not None and rule.spec.status not in statuses:
-            pack.skipped.append(LoadError(path, None, f"status {rule.spec.status} is not run (running: "
-                                                      f"{', '.join(statuses)})"))
+            pack.skipped.append(LoadError(document.path, None, f"status {rule.spec.status} is not run (running: "
+                                                               f"{', '.join(statuses)})"))
             continue
-        seen[rule.id] = path
+        seen[rule.id] = document.path
+        by_reference.update({rule.spec.id: rule, rule.id: rule})  # Sigma refers by name or by id
         pack.rules.append(rule)
+    pack.rules = silence_inputs(pack.rules, [document.spec for document in documents])
     return pack
+
+
+def _in_dependency_order(documents: list[_Document]) -> list[_Document]:
+    """Rules first, then each correlation after the correlations it names (in whatever file); a correlation
+    in a cycle, or naming what no document defines, comes last and reports what is missing."""
+    ordered = [item for item in documents if item.spec.correlation is None]
+    pending = [item for item in documents if item.spec.correlation is not None]
+    names = {name: item for item in pending for name in (item.spec.id, item.spec.rule_id)}
+    placed: set[int] = set()
+    while pending:
+        ready = [item for item in pending if all(names.get(name) is None or id(names[name]) in placed
+                                                 for name in (item.spec.correlation.rules if item.spec.correlation
+                                                              else []))]
+        if not ready:
+            return ordered + pending
+        for item in ready:
+            placed.add(id(item))
+        ordered.extend(ready)
+        pending = [item for item in pending if id(item) not in placed]
+    return ordered
 
 
 def rule_files(directory: Path) -> list[Path]:
@@ -120,6 +166,14 @@ def rule_files(directory: Path) -> list[Path]:
     routes = directory / ROUTES_FILE
     return sorted(path for path in directory.rglob("*") if path.suffix in RULE_SUFFIXES
                   and path.is_file() and lists not in path.parents and path != routes)
+
+
+def read_documents(path: Path) -> tuple[list[Any], LoadError | None]:
+    """A rule file's YAML documents, read with the same bounds as loading (`rules convert` reads old files)."""
+    try:
+        return [data for data, _ in _read_yaml_documents(path)], None
+    except _FileError as error:
+        return [], error.report
 
 
 class _FileError(Exception):
@@ -133,6 +187,15 @@ def _unexpected(path: Path, error: Exception) -> LoadError:
 
 
 def _read_yaml(path: Path) -> tuple[Any, yaml.Node]:
+    """A file of one YAML document (a list)."""
+    documents = _read_yaml_documents(path)
+    if len(documents) > 1:
+        raise _FileError(LoadError(path, documents[1][1].start_mark.line + 1, "holds more than one YAML document"))
+    return documents[0]
+
+
+def _read_yaml_documents(path: Path) -> list[tuple[Any, yaml.Node]]:
+    """Every document of the file (`---` separates a rule from its correlation); each one bounded."""
     try:
         with path.open("rb") as file:
             data = file.read(MAX_FILE_BYTES + 1)
@@ -143,12 +206,19 @@ def _read_yaml(path: Path) -> tuple[Any, yaml.Node]:
         raise _FileError(LoadError(path, None, f"cannot read: {error}")) from None
     loader = _RuleYamlLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
+        documents: list[tuple[Any, yaml.Node]] = []
+        budget = MAX_YAML_NODES
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            budget -= _expanded_size(node, {})
+            if budget < 0:
+                raise _FileError(LoadError(path, None, f"more than {MAX_YAML_NODES:,} values with anchors expanded"))
+            documents.append((loader.construct_document(node), node))
+        if not documents:
             raise _FileError(LoadError(path, 1, "the file is empty"))
-        if _expanded_size(node, {}) > MAX_YAML_NODES:
-            raise _FileError(LoadError(path, None, f"more than {MAX_YAML_NODES:,} values with anchors expanded"))
-        return loader.construct_document(node), node
+        return documents
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else None
@@ -207,8 +277,8 @@ def _validation_report(path: Path, node: yaml.Node, error: ValidationError,
     return LoadError(path, line_of(node, loc), f"{where}: {message}{more}" if where else message + more)
 
 
-def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[str]]:
-    lists: dict[str, frozenset[str]] = {}
+def _load_lists(folder: Path, errors: list[LoadError], unknown_subscriptions: str) -> dict[str, Container[str]]:
+    lists: dict[str, Container[str]] = {}
     if not folder.is_dir():
         return lists
     for path in sorted(folder.glob("*")):
@@ -218,7 +288,7 @@ def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[st
             data, node = _read_yaml(path)
             try:
                 if path.stem == CATALOG_LIST:  # one list per environment (shared/detect/subscriptions.py)
-                    lists.update(environment_lists(SubscriptionCatalog.model_validate(data)))
+                    lists.update(filter_lists(SubscriptionCatalog.model_validate(data), unknown_subscriptions))
                     continue
                 value_list = ValueList.model_validate(data)
             except ValidationError as error:
@@ -233,22 +303,47 @@ def _load_lists(folder: Path, errors: list[LoadError]) -> dict[str, frozenset[st
     return lists
 
 
-def load_rule_file(path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
-    data, node = _read_yaml(path)
+def _documents(path: Path) -> list[_Document]:
+    """The file's documents, each validated (a file is loaded whole or reported whole)."""
+    documents = []
+    for data, node in _read_yaml_documents(path):
+        try:
+            documents.append(_Document(path, RuleFile.model_validate(data), node))
+        except ValidationError as error:
+            raise _FileError(_validation_report(path, node, error)) from None
+    return documents
+
+
+def _compiled(document: _Document, compile_spec: Callable[[RuleFile, Path], Rule]) -> Rule:
     try:
-        spec = RuleFile.model_validate(data)
-    except ValidationError as error:
-        raise _FileError(_validation_report(path, node, error)) from None
-    try:
-        return _compile(spec, path, lists)
+        return compile_spec(document.spec, document.path)
     except RuleError as error:
         where = _describe(error.loc)
-        raise _FileError(LoadError(path, line_of(node, error.loc),
+        raise _FileError(LoadError(document.path, line_of(document.node, error.loc),
                                    f"{where}: {error.message}" if where else error.message)) from None
 
 
-def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) -> Rule:
-    _check_kind(spec)
+def _compile(spec: RuleFile, path: Path, lists: Mapping[str, Container[str]],
+             loaded: Mapping[str, Rule]) -> Rule:
+    if spec.correlation is not None:
+        return _with_cases(compile_correlation(spec, path, loaded))
+    return _with_cases(_compile_detection(spec, path, lists))
+
+
+def _with_cases(rule: Rule) -> Rule:
+    spec = rule.spec
+    _check_summary(spec.summary)
+    planned = sum(item["repeat"] if isinstance(item.get("repeat"), int) else 1
+                  for test in spec.tests for item in test.events)
+    if planned > MAX_TEST_EVENTS:
+        raise RuleError(f"the tests hold {planned:,} events, more than {MAX_TEST_EVENTS:,}", ("tests",))
+    return replace(rule, cases=tuple(_case(spec.rule_id, test, ("tests", index))
+                                     for index, test in enumerate(spec.tests)))
+
+
+def _compile_detection(spec: RuleFile, path: Path, lists: Mapping[str, Container[str]]) -> Rule:
+    if spec.first_seen is not None and spec.suppress is not None:
+        raise RuleError("a first_seen rule raises once per new value: suppress does not apply", ("suppress",))
     _check_condition(spec.detection.get("condition") if isinstance(spec.detection, Mapping) else None)
     service = field_map().service(spec.logsource.model_dump() if spec.logsource else None)
 
@@ -256,28 +351,34 @@ def _compile(spec: RuleFile, path: Path, lists: Mapping[str, frozenset[str]]) ->
         return field_map().getter(name, service)
 
     try:
-        detection = compile_detection(spec.detection, resolve)
+        detection = compile_detection(spec.detection or {}, resolve)
     except RuleError as error:
         raise error.within("detection") from None
     filters = [_compile_filter(item, lists, ("filters", index), resolve) for index, item in enumerate(spec.filters)]
     selects = detection if not filters else _both(detection, filters)
     value_getters: tuple[Getter, ...] = ()
-    if spec.kind == "first_seen":
-        value_getters = tuple(_path(resolve, name, ("fields", index)) for index, name in enumerate(spec.fields))
-    if spec.kind == "distinct" and spec.condition and spec.condition.field:
-        value_getters = (_path(resolve, spec.condition.field, ("condition", "field")),)
-    _check_summary(spec.summary)
-    planned = sum(item["repeat"] if isinstance(item.get("repeat"), int) else 1
-                  for test in spec.tests for item in test.events)
-    if planned > MAX_TEST_EVENTS:
-        raise RuleError(f"the tests hold {planned:,} events, more than {MAX_TEST_EVENTS:,}", ("tests",))
+    requirements = requirement_of((field_map().paths(name, service), required_values(spec.detection or {}, name))
+                                 for name in _plain_fields(spec.detection or {}))
+    if spec.first_seen is not None:
+        value_getters = tuple(_path(resolve, name, ("first_seen", "fields", index))
+                              for index, name in enumerate(spec.first_seen.fields))
     return Rule(
         spec=spec, path=path, selects=_routed(service, selects),
         group_getters=tuple(_path(resolve, name, ("group-by", index)) for index, name in enumerate(spec.group_by)),
-        value_getters=value_getters,
-        cases=tuple(_case(spec.id, test, ("tests", index)) for index, test in enumerate(spec.tests)),
-        service=None if service is None else service.name,
+        value_getters=value_getters, service=None if service is None else service.name, requirements=requirements,
     )
+
+
+def _plain_fields(detection: Mapping[str, Any]) -> set[str]:
+    """Field names a selection compares without a modifier: the candidates of the rule index."""
+    names: set[str] = set()
+    for name, body in detection.items():
+        if name in ("condition", "timeframe"):
+            continue
+        for selection in body if isinstance(body, list) else [body]:
+            if isinstance(selection, Mapping):
+                names.update(key for key in selection if isinstance(key, str) and "|" not in key)
+    return names
 
 
 def _routed(service: Service | None, selects: Predicate) -> Predicate:
@@ -286,35 +387,6 @@ def _routed(service: Service | None, selects: Predicate) -> Predicate:
         return selects
     routes = service.routes
     return lambda event: routes(event) and selects(event)
-
-
-def _check_kind(spec: RuleFile) -> None:
-    aggregates = spec.kind in ("threshold", "distinct")
-    if aggregates:
-        if spec.timespan is None:
-            raise RuleError(f"a {spec.kind} rule needs a timespan (e.g. 10m)", ("kind",))
-        seconds = spec.timespan.total_seconds()
-        if seconds < BUCKETS_PER_WINDOW or seconds % BUCKETS_PER_WINDOW:
-            raise RuleError(f"timespan must be a multiple of {BUCKETS_PER_WINDOW}s (it is cut into "
-                            f"{BUCKETS_PER_WINDOW} buckets)", ("timespan",))
-        if spec.condition is None:
-            raise RuleError(f"a {spec.kind} rule needs a condition, e.g. {{gte: 10}}", ("kind",))
-    elif spec.timespan is not None or spec.condition is not None:
-        raise RuleError(f"timespan and condition belong to threshold and distinct rules, not {spec.kind}",
-                        ("timespan",) if spec.timespan is not None else ("condition",))
-    if spec.kind == "threshold" and spec.condition and spec.condition.field:
-        raise RuleError("a threshold counts events: use kind distinct to count values of a field",
-                        ("condition", "field"))
-    if spec.kind == "distinct" and spec.condition and not spec.condition.field:
-        raise RuleError("a distinct rule counts the values of condition.field", ("condition",))
-    if spec.kind == "distinct" and spec.condition and spec.timespan and distinct_state_chars(
-            spec.condition.gte, spec.timespan, spec.lateness) > MAX_DISTINCT_STATE_CHARS:
-        raise RuleError(f"condition.gte {spec.condition.gte} with this timespan and lateness would not fit in one "
-                        "state entity: lower it or the lateness", ("condition", "gte"))
-    if spec.kind == "first_seen" and not spec.fields:
-        raise RuleError("a first_seen rule names the fields whose values must be new", ("kind",))
-    if spec.kind == "first_seen" and spec.suppress is not None:
-        raise RuleError("a first_seen rule raises once per new value: suppress does not apply", ("suppress",))
 
 
 def _check_condition(condition: Any) -> None:
@@ -341,7 +413,7 @@ def _path(resolve: Resolve, name: str, loc: tuple[str | int, ...]) -> Getter:
         raise RuleError(error.message, loc) from None
 
 
-def _compile_filter(item: ListFilter, lists: Mapping[str, frozenset[str]],
+def _compile_filter(item: ListFilter, lists: Mapping[str, Container[str]],
                     loc: tuple[str | int, ...], resolve: Resolve) -> Predicate:
     name = item.in_list or item.not_in or ""
     if name not in lists:

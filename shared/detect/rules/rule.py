@@ -7,10 +7,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from shared.detect.rules.model import RuleFile
+from shared.detect.rules.model import Condition, RuleFile, RuleKind
 from shared.detect.rules.sigma import Getter, Predicate, as_text
 
 # A window of W is kept as buckets of W/10 on event time: a sliding window at 10% resolution.
@@ -22,6 +23,10 @@ MAX_EVENT_IDS = 10
 # its lists, one value hash, one sample entry (`[time, "event id", "value hash"]`, event ids of up to
 # 40 characters).
 BUCKET_CHARS, HASH_CHARS, SAMPLE_ENTRY_CHARS = 70, 19, 80
+# The buckets of a distinct key (value hashes, capped at the threshold, and evidence samples;
+# `distinct_state_chars`): keep their worst case inside one entity (1 MiB, strings counted as UTF-16),
+# with room for the rest of the document.
+MAX_DISTINCT_STATE_CHARS = 300_000
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,29 @@ class RuleCase:
     events: tuple[dict[str, Any], ...]
 
 
+@dataclass(frozen=True)
+class Requirement:
+    """A rule matches only events whose `paths` hold one of `values` (case-folded): the rule index's key."""
+
+    paths: tuple[str, ...]
+    values: frozenset[str]
+
+
+@dataclass(frozen=True, eq=False)
+class Member:
+    """One rule a correlation counts, read with its own log source's field names.
+
+    `selects` recognises its events; a member that is itself a correlation (`rule`) has none: its
+    alerts are its hits, and the getters read the alert's group."""
+
+    name: str
+    selects: Predicate | None
+    group_getters: tuple[Getter, ...]
+    value_getters: tuple[Getter, ...] = ()
+    rule: Rule | None = None
+    requirements: tuple[Requirement, ...] | None = None
+
+
 @dataclass(frozen=True, eq=False)
 class Rule:
     spec: RuleFile
@@ -42,14 +70,44 @@ class Rule:
     value_getters: tuple[Getter, ...]
     cases: tuple[RuleCase, ...] = ()
     service: str | None = None  # the Sigma log source service it reads (None: every event)
+    members: tuple[Member, ...] = ()  # a correlation's rules, in the order it names them
+    level: int = 0  # 0: reads events; n: counts alerts of correlations of level n - 1
+    silent: bool = False  # only a correlation's input: raises no alert of its own
+    # The rule matches only events meeting one of these (the rule index); None: any event of its log source.
+    requirements: tuple[Requirement, ...] | None = None
 
     @property
     def id(self) -> str:
-        return self.spec.id
+        """Its Sigma name if it has one (our rules: a readable slug), else its id: state and alerts use it."""
+        return self.spec.rule_id
 
     @property
-    def kind(self) -> str:
-        return self.spec.kind
+    def kind(self) -> RuleKind:
+        if self.spec.correlation is not None:
+            return self.spec.correlation.type
+        return "first_seen" if self.spec.first_seen is not None else "match"
+
+    @property
+    def group_by(self) -> list[str]:
+        return self.spec.correlation.group_by if self.spec.correlation is not None else self.spec.group_by
+
+    @property
+    def new_value_names(self) -> list[str]:
+        """first_seen: the fields whose values must be new."""
+        return self.spec.first_seen.fields if self.spec.first_seen is not None else []
+
+    @property
+    def timespan(self) -> timedelta | None:
+        return self.spec.correlation.timespan if self.spec.correlation is not None else None
+
+    @property
+    def condition(self) -> Condition | None:
+        return self.spec.correlation.condition if self.spec.correlation is not None else None
+
+    @cached_property
+    def needed(self) -> Condition:
+        """The condition a window must meet (temporal: by default every referenced rule present)."""
+        return self.condition or Condition(gte=max(1, len(self.members)))
 
     @property
     def stateful(self) -> bool:
@@ -58,7 +116,7 @@ class Rule:
 
     @property
     def window_us(self) -> int:
-        return _us(self.spec.timespan)
+        return _us(self.timespan)
 
     @property
     def bucket_us(self) -> int:
@@ -76,22 +134,34 @@ class Rule:
         return self.window_us
 
     @property
+    def forget_us(self) -> int:
+        return _us(self.spec.first_seen.forget if self.spec.first_seen else None)
+
+    @property
     def learning_us(self) -> int:
-        return _us(self.spec.learning)
+        return _us(self.spec.first_seen.learning if self.spec.first_seen else None)
 
     @property
     def horizon(self) -> timedelta:
         """How long after its last write a state entity can still matter (housekeeping deletes it then)."""
-        if self.kind == "first_seen":
-            return self.spec.forget
+        if self.spec.first_seen is not None:
+            return self.spec.first_seen.forget
         if self.kind == "match":
             return (self.spec.suppress or timedelta(0)) + self.spec.lateness
-        timespan = self.spec.timespan or timedelta(0)
+        timespan = self.timespan or timedelta(0)
         return 2 * timespan + self.spec.lateness + timedelta(microseconds=self.suppress_us)
 
-    def group_of(self, event: Mapping[str, Any]) -> tuple[str | None, ...]:
+    def matching(self, event: Mapping[str, Any]) -> tuple[int, ...]:
+        """Which members select the event (a rule that is no correlation: member 0, itself)."""
+        if not self.members:
+            return (0,) if self.selects(event) else ()
+        return tuple(index for index, member in enumerate(self.members)
+                     if member.selects is not None and member.selects(event))
+
+    def group_of(self, event: Mapping[str, Any], member: int = 0) -> tuple[str | None, ...]:
         """The group-by values as written in the event (first value when a path reaches several)."""
-        return tuple(_first_text(getter(event)) for getter in self.group_getters)
+        getters = self.members[member].group_getters if self.members else self.group_getters
+        return tuple(_first_text(getter(event)) for getter in getters)
 
     def new_values_of(self, event: Mapping[str, Any]) -> tuple[str, ...] | None:
         """first_seen: the value tuple, or None when a value is missing (nothing to call new)."""
@@ -99,9 +169,10 @@ class Rule:
         present = tuple(value for value in values if value)
         return present if len(present) == len(values) else None
 
-    def distinct_values_of(self, event: Mapping[str, Any]) -> set[str]:
-        """distinct: every value the counted field holds (case-folded)."""
-        return {as_text(value) for value in self.value_getters[0](event) if value is not None}
+    def distinct_values_of(self, event: Mapping[str, Any], member: int = 0) -> set[str]:
+        """value_count: every value the counted field holds (case-folded)."""
+        getters = self.members[member].value_getters if self.members else self.value_getters
+        return {as_text(value) for value in getters[0](event) if value is not None}
 
 
 def aggregate_buckets(timespan: timedelta, lateness: timedelta) -> int:
@@ -118,7 +189,7 @@ def sampled_events_bound(kind: str, gte: int, buckets: int) -> int:
     window (threshold), fewer than `gte` values per bucket (distinct). A bucket keeps at most
     MAX_EVENT_IDS entries.
     """
-    if kind == "threshold":
+    if kind == "event_count":
         after = min(MAX_EVENT_IDS * buckets, (gte - 1) * math.ceil(buckets / BUCKETS_PER_WINDOW))
     else:
         after = min(MAX_EVENT_IDS, gte - 1) * buckets
@@ -130,7 +201,7 @@ def distinct_state_chars(gte: int, timespan: timedelta, lateness: timedelta) -> 
     per bucket): checked at load."""
     buckets = aggregate_buckets(timespan, lateness)
     return (buckets * (BUCKET_CHARS + gte * HASH_CHARS)
-            + sampled_events_bound("distinct", gte, buckets) * SAMPLE_ENTRY_CHARS)
+            + sampled_events_bound("value_count", gte, buckets) * SAMPLE_ENTRY_CHARS)
 
 
 def state_key(group: tuple[str | None, ...], values: tuple[str, ...] = ()) -> str:

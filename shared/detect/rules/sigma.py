@@ -15,7 +15,7 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -134,9 +134,54 @@ def compile_detection(detection: Mapping[str, Any], resolve: Resolve = compile_p
         compiled[name] = _compile_selection(body, (name,), resolve)
     condition = detection["condition"]
     if isinstance(condition, list):
-        parsed = [_parse_condition(item, compiled, ("condition", index)) for index, item in enumerate(condition)]
+        parsed = [_parse_condition(item, compiled, ("condition", index), _PREDICATES)
+                  for index, item in enumerate(condition)]
         return _any_of(parsed)
-    return _parse_condition(condition, compiled, ("condition",))
+    return _parse_condition(condition, compiled, ("condition",), _PREDICATES)
+
+
+# What a selection or condition requires of one field: the set of (case-folded) values an event must hold
+# there to match, or None when any value could do. The rule index (`shared.detect.rules.index`) tries a
+# rule only on events whose value is in the set.
+Required = frozenset[str] | None
+
+
+def required_values(detection: Mapping[str, Any], field: str) -> Required:
+    """The values `field` must hold for the (already compiled, so valid) detection to match, if known."""
+    selections = {name: _required_of(body, field) for name, body in detection.items()
+                  if name not in ("condition", "timeframe")}
+    condition = detection["condition"]
+    conditions = condition if isinstance(condition, list) else [condition]
+    algebra = _Algebra[Required](_required_all, _required_any, lambda inner: None)
+    found = [_parse_condition(item, selections, ("condition",), algebra) for item in conditions]
+    return _required_any(found)
+
+
+def _required_of(body: Any, field: str) -> Required:
+    if isinstance(body, Mapping):
+        values = body.get(field, _MISSING)
+        if values is _MISSING:
+            return None
+        values = values if isinstance(values, list) else [values]
+        if not values or not all(isinstance(value, (str, int, float)) and not isinstance(value, bool)
+                                 and not any(mark in str(value) for mark in "*?\\") for value in values):
+            return None  # null, wildcards, escapes: no plain set of values
+        return frozenset(as_text(value) for value in values)
+    if isinstance(body, list) and body and all(isinstance(item, Mapping) for item in body):
+        return _required_any([_required_of(item, field) for item in body])
+    return None
+
+
+def _required_all(parts: Sequence[Required]) -> Required:
+    known = [part for part in parts if part is not None]
+    return frozenset.intersection(*known) if known else None
+
+
+def _required_any(parts: Sequence[Required]) -> Required:
+    known = [part for part in parts if part is not None]
+    if not parts or len(known) < len(parts):
+        return None
+    return frozenset().union(*known)
 
 
 def _compile_selection(body: Any, loc: tuple[str | int, ...], resolve: Resolve) -> Predicate:
@@ -424,8 +469,27 @@ def _any_of(predicates: Sequence[Predicate]) -> Predicate:
 _TOKEN = re.compile(r"\s*(?:(\()|(\))|([A-Za-z0-9_*]+))")
 
 
-def _parse_condition(condition: Any, selections: Mapping[str, Predicate],
-                     loc: tuple[str | int, ...]) -> Predicate:
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Algebra(Generic[T]):
+    """What a condition combines: predicates to match events, or what they require of a field."""
+
+    all_of: Callable[[Sequence[T]], T]
+    any_of: Callable[[Sequence[T]], T]
+    negate: Callable[[T], T]
+
+
+def _negate(inner: Predicate) -> Predicate:
+    return lambda event: not inner(event)
+
+
+_PREDICATES = _Algebra[Predicate](_all_of, _any_of, _negate)
+
+
+def _parse_condition(condition: Any, selections: Mapping[str, T], loc: tuple[str | int, ...],
+                     algebra: _Algebra[T]) -> T:
     """`sel and not (filter_a or filter_b)`, `1 of sel_*`, `all of them`: precedence not > and > or."""
     if not isinstance(condition, str) or not condition.strip():
         raise RuleError("condition must be a non-empty expression", loc)
@@ -438,18 +502,18 @@ def _parse_condition(condition: Any, selections: Mapping[str, Predicate],
             raise RuleError(f"unexpected {text[position:].strip()[:20]!r} in condition", loc)
         tokens.append(match.group(match.lastindex or 0))
         position = match.end()
-    parser = _ConditionParser(tokens, selections, loc)
+    parser = _ConditionParser(tokens, selections, loc, algebra)
     predicate = parser.expression()
     if parser.peek() is not None:
         raise RuleError(f"unexpected {parser.peek()!r} in condition", loc)
     return predicate
 
 
-class _ConditionParser:
-    def __init__(self, tokens: list[str], selections: Mapping[str, Predicate],
-                 loc: tuple[str | int, ...]) -> None:
+class _ConditionParser(Generic[T]):
+    def __init__(self, tokens: list[str], selections: Mapping[str, T], loc: tuple[str | int, ...],
+                 algebra: _Algebra[T]) -> None:
         self._tokens, self._index = tokens, 0
-        self._selections, self._loc = selections, loc
+        self._selections, self._loc, self._algebra = selections, loc, algebra
 
     def peek(self) -> str | None:
         return self._tokens[self._index] if self._index < len(self._tokens) else None
@@ -468,22 +532,21 @@ class _ConditionParser:
             return True
         return False
 
-    def expression(self) -> Predicate:
+    def expression(self) -> T:
         terms = [self._term()]
         while self._keyword("or"):
             terms.append(self._term())
-        return _any_of(terms)
+        return self._algebra.any_of(terms)
 
-    def _term(self) -> Predicate:
+    def _term(self) -> T:
         factors = [self._factor()]
         while self._keyword("and"):
             factors.append(self._factor())
-        return _all_of(factors)
+        return self._algebra.all_of(factors)
 
-    def _factor(self) -> Predicate:
+    def _factor(self) -> T:
         if self._keyword("not"):
-            inner = self._factor()
-            return lambda event: not inner(event)
+            return self._algebra.negate(self._factor())
         word = self._next("a selection")
         if word == "(":
             inner = self.expression()
@@ -498,7 +561,7 @@ class _ConditionParser:
             raise RuleError(f"condition names {word!r}, which is not a selection of this rule", self._loc)
         return self._selections[word]
 
-    def _quantified(self, quantifier: str, pattern: str) -> Predicate:
+    def _quantified(self, quantifier: str, pattern: str) -> T:
         if pattern.lower() == "them":
             chosen = list(self._selections.values())
         else:
@@ -506,4 +569,4 @@ class _ConditionParser:
             chosen = [predicate for name, predicate in self._selections.items() if regex.fullmatch(name)]
         if not chosen:
             raise RuleError(f"'{quantifier} of {pattern}' matches no selection", self._loc)
-        return _all_of(chosen) if quantifier == "all" else _any_of(chosen)
+        return self._algebra.all_of(chosen) if quantifier == "all" else self._algebra.any_of(chosen)
