@@ -210,6 +210,20 @@ def test_housekeeping_deletes_expired_state_only(tables: Tables, tmp_path: Path)
     assert report.state_conflicts == 0 and tables.count_of(short, "a") == 2
 
 
+def test_housekeeping_lists_only_rules_that_keep_state_and_clears_rows_a_rule_kept_before_an_edit(
+        tables: Tables, tmp_path: Path) -> None:
+    plain = rule_from(tmp_path, BURST_RULE.split("---")[0])  # every delete an alert: no state
+    assert not plain.stateful
+    store = store_of(tables)
+    store.insert({"PartitionKey": f"{plain.id}.0", "RowKey": "0k", "state": KeyState().to_json()})  # suppressed once
+    counter = TransactionCounter()
+    state = StateTable(TableEntityStore(tables.service(counter).get_table_client(tables.state)))
+    now = datetime.now(UTC)
+    assert state.housekeep([plain], now + timedelta(days=1)) == {}
+    assert counter.methods.count("GET") == 1, "one listing: the orphans'; none for a rule without state"
+    assert state.housekeep([plain], now + timedelta(days=31)) == {plain.id: 1}
+
+
 def test_housekeeping_keeps_an_entity_written_after_it_was_listed(tables: Tables) -> None:
     store = store_of(tables)
     etag = store.insert({"PartitionKey": "short", "RowKey": "k", "state": "{}"})

@@ -528,13 +528,16 @@ class StateTable:
     def housekeep(self, rules: list[Rule], now: datetime) -> dict[str, int]:
         """Delete entities not written within their rule's horizon; orphans of removed rules after 30 days.
 
-        Deletes go 100 to a transaction per partition (the listing comes partition by partition)."""
+        Deletes go 100 to a transaction per partition (the listing comes partition by partition). Rules that
+        keep no state are not listed (one query each, most of a large pack); rows left by one that kept
+        state before it was edited go with the orphans."""
         deleted: dict[str, int] = {}
-        for rule in rules:
+        stateful = [rule for rule in rules if rule.stateful]
+        for rule in stateful:
             for key in self._delete(self.store.written_before(rule.id, now - rule.horizon)):
                 deleted[rule.id] = deleted.get(rule.id, 0) + 1
                 self._forget(key)
-        known = {rule.id for rule in rules}
+        known = {rule.id for rule in stateful}
         orphans = (row for row in self.store.written_before(None, now - ORPHAN_HORIZON)
                    if StateKey(row[0], row[1]).rule_id not in known)
         for key in self._delete(orphans):
