@@ -173,7 +173,7 @@ class _UnboundedAlertStore(TableAlertStore):
 
     def save(self, alert: Alert, subject: Mapping[str, Any] | None = None) -> None:
         self.ensure_table()
-        self._table.upsert_entity({**alert_entity(alert), "padding": "x" * 40_000}, mode=UpdateMode.REPLACE)
+        self.table.upsert_entity({**alert_entity(alert), "padding": "x" * 40_000}, mode=UpdateMode.REPLACE)
 
 
 def test_an_alert_row_storage_rejects_is_published_and_dead_lettered_not_retried(

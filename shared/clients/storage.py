@@ -6,18 +6,42 @@ every function, and azure.identity and azure.storage.blob alone cost about 0.1 s
 
 from __future__ import annotations
 
+import contextlib
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import AzureError, HttpResponseError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 
 from shared.settings import Settings, SettingsError, env_name
 
 if TYPE_CHECKING:
     from azure.core.pipeline.transport import RequestsTransport
-    from azure.data.tables import TableServiceClient
+    from azure.data.tables import TableClient, TableServiceClient
     from azure.identity import DefaultAzureCredential
     from azure.storage.blob import BlobServiceClient
+
+class OwnTable:
+    """One table of the app's storage, created once per process at its first use (`ensure_table`): a
+    deployment or a fresh Azurite may not have it yet, and the first call also proves the endpoint answers."""
+
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+        self._ready = False
+
+    def ensure_table(self) -> None:
+        if not self._ready:
+            with contextlib.suppress(ResourceExistsError):
+                self.table.create_table()
+            self._ready = True
+
+    def clear(self) -> int:
+        """Delete every row (`replay --fresh`, the demo); the number deleted."""
+        self.ensure_table()
+        rows = list(self.table.list_entities(select=["PartitionKey", "RowKey"]))
+        for row in rows:
+            self.table.delete_entity(row["PartitionKey"], row["RowKey"])
+        return len(rows)
+
 
 # Fail fast inside one call and let the function's retry policy (exponential, unbounded) do the long
 # waiting: a storage call blocked for minutes would hold the batch past the function timeout.

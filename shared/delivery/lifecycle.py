@@ -15,10 +15,11 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 import orjson
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from shared.clients.storage import OwnTable
 from shared.detect.alerts import ALERT_ROW_KEY, ROUTED, SUBJECT, Alert, alert_from_entity
 from shared.http_errors import InputError
 from shared.values import for_log, format_time
@@ -104,23 +105,13 @@ def stored_alert(entity: Mapping[str, Any]) -> StoredAlert:
                        subject if isinstance(subject, dict) else None)
 
 
-class AlertRows:
+class AlertRows(OwnTable):
     """The `alerts` table as delivery and the lifecycle read it (detection writes it: shared.detect.alerts)."""
-
-    def __init__(self, table: TableClient) -> None:
-        self._table = table
-        self._ready = False
-
-    def ensure_table(self) -> None:
-        if not self._ready:
-            with contextlib.suppress(ResourceExistsError):
-                self._table.create_table()
-            self._ready = True
 
     def get(self, alert_id: str) -> StoredAlert | None:
         self.ensure_table()
         try:
-            return readable(self._table.get_entity(alert_id, ALERT_ROW_KEY))
+            return readable(self.table.get_entity(alert_id, ALERT_ROW_KEY))
         except ResourceNotFoundError:
             return None
 
@@ -128,7 +119,7 @@ class AlertRows:
         """Alerts saved but not routed yet (a filtered scan: alerts are few, and this runs once a minute)."""
         self.ensure_table()
         found: list[StoredAlert] = []
-        for entity in self._table.query_entities(f"{ROUTED} eq false", results_per_page=min(limit, 1000)):
+        for entity in self.table.query_entities(f"{ROUTED} eq false", results_per_page=min(limit, 1000)):
             stored = readable(entity)
             if stored is not None:
                 found.append(stored)
@@ -137,13 +128,13 @@ class AlertRows:
         return found
 
     def mark_routed(self, alert_id: str) -> None:
-        self._table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, ROUTED: True},
+        self.table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, ROUTED: True},
                                   mode=UpdateMode.MERGE)
 
     def recent(self, limit: int, status: AlertStatus | None = None) -> list[StoredAlert]:
         """The latest alerts by event time, optionally of one status (a scan, like `unrouted`)."""
         self.ensure_table()
-        rows = [stored for entity in self._table.list_entities() if (stored := readable(entity)) is not None]
+        rows = [stored for entity in self.table.list_entities() if (stored := readable(entity)) is not None]
         if status is not None:
             rows = [row for row in rows if row.lifecycle.status == status]
         return sorted(rows, key=lambda row: (row.alert.time, row.alert.alert_id), reverse=True)[:limit]
@@ -159,6 +150,6 @@ class AlertRows:
         # Table Storage drops None on a merge: an empty string clears a column (read back as None).
         columns = {column: getattr(lifecycle, field) or "" for field, column in _COLUMNS.items()}
         columns["status_at"] = format_time(now)
-        self._table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, **columns},
+        self.table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, **columns},
                                   mode=UpdateMode.MERGE)
         return current._replace(lifecycle=lifecycle)

@@ -18,9 +18,10 @@ from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableEntity, UpdateMode
+from azure.data.tables import TableEntity, UpdateMode
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from shared.clients.storage import OwnTable
 from shared.http_errors import InputError
 from shared.values import for_log
 
@@ -70,24 +71,14 @@ def _time_filter(moment: datetime) -> str:
     return f"datetime'{moment.strftime('%Y-%m-%dT%H:%M:%S.%f')}Z'"
 
 
-class Outbox:
-    def __init__(self, table: TableClient) -> None:
-        self._table = table
-        self._ready = False
-
-    def ensure_table(self) -> None:
-        if not self._ready:
-            with contextlib.suppress(ResourceExistsError):
-                self._table.create_table()
-            self._ready = True
-
+class Outbox(OwnTable):
     def add(self, alert_id: str, route: str, destination: str, now: datetime) -> bool:
         """A pending row, due now; False when the row exists already (whatever its state)."""
         self.ensure_table()
         row = Delivery.model_validate({"PartitionKey": alert_id, "RowKey": route, "destination": destination,
                                        "next_attempt": now, "updated_at": now})
         try:
-            self._table.create_entity(_entity(row))
+            self.table.create_entity(_entity(row))
         except ResourceExistsError:
             return False
         return True
@@ -96,7 +87,7 @@ class Outbox:
         """Pending rows whose next attempt has come, oldest first within a page."""
         self.ensure_table()
         query = f"status eq 'pending' and next_attempt le {_time_filter(now)}"
-        entities = self._table.query_entities(query, results_per_page=min(limit, 1000))
+        entities = self.table.query_entities(query, results_per_page=min(limit, 1000))
         for count, (delivery, entity) in enumerate(_rows(entities)):
             if count >= limit:
                 return
@@ -106,7 +97,7 @@ class Outbox:
         """The row held until `until` (its next attempt moved there), or None if another drain changed it."""
         held = claimed.delivery.model_copy(update={"next_attempt": until})
         try:
-            answer = self._table.update_entity(_entity(held), mode=UpdateMode.MERGE, etag=claimed.etag,
+            answer = self.table.update_entity(_entity(held), mode=UpdateMode.MERGE, etag=claimed.etag,
                                                match_condition=MatchConditions.IfNotModified)
         except (ResourceModifiedError, ResourceNotFoundError):
             return None
@@ -115,16 +106,16 @@ class Outbox:
     def record(self, claimed: Claimed, outcome: Delivery) -> None:
         """The attempt's outcome, written over the claimed row (REPLACE: a cleared error stays cleared)."""
         with contextlib.suppress(ResourceModifiedError):  # another drain took it after our claim ran out
-            self._table.update_entity(_entity(outcome), mode=UpdateMode.REPLACE, etag=claimed.etag,
+            self.table.update_entity(_entity(outcome), mode=UpdateMode.REPLACE, etag=claimed.etag,
                                       match_condition=MatchConditions.IfNotModified)
 
     def of_alert(self, alert_id: str) -> list[Delivery]:
         self.ensure_table()
-        return [row for row, _ in _rows(self._table.query_entities("PartitionKey eq @id", parameters={"id": alert_id}))]
+        return [row for row, _ in _rows(self.table.query_entities("PartitionKey eq @id", parameters={"id": alert_id}))]
 
     def failed(self, limit: int) -> list[Delivery]:
         self.ensure_table()
-        entities = self._table.query_entities("status eq 'failed'", results_per_page=min(limit, 1000))
+        entities = self.table.query_entities("status eq 'failed'", results_per_page=min(limit, 1000))
         rows = [row for row, _ in _rows(entities)]
         return sorted(rows, key=lambda row: row.updated_at, reverse=True)[:limit]
 
@@ -140,7 +131,7 @@ class Outbox:
                 continue
             again = row.model_copy(update={"status": "pending", "attempts": 0, "next_attempt": now,
                                            "last_error": row.last_error, "updated_at": now})
-            self._table.upsert_entity(_entity(again), mode=UpdateMode.REPLACE)
+            self.table.upsert_entity(_entity(again), mode=UpdateMode.REPLACE)
             retried.append(again)
         return retried
 
@@ -149,21 +140,14 @@ class Outbox:
         owed (failed rows stay until retried). Their alerts are routed already and stay so."""
         self.ensure_table()
         query = f"status eq 'delivered' and delivered_at lt {_time_filter(before)}"
-        rows = self._table.query_entities(query, select=["PartitionKey", "RowKey"], results_per_page=min(limit, 1000))
+        rows = self.table.query_entities(query, select=["PartitionKey", "RowKey"], results_per_page=min(limit, 1000))
         deleted = 0
         for row in rows:
             if deleted >= limit:
                 break
-            self._table.delete_entity(row["PartitionKey"], row["RowKey"])
+            self.table.delete_entity(row["PartitionKey"], row["RowKey"])
             deleted += 1
         return deleted
-
-    def clear(self) -> int:
-        self.ensure_table()
-        rows = list(self._table.list_entities(select=["PartitionKey", "RowKey"]))
-        for row in rows:
-            self._table.delete_entity(row["PartitionKey"], row["RowKey"])
-        return len(rows)
 
 
 def backoff(attempts: int, first: float, cap: float) -> timedelta:

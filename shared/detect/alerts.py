@@ -11,7 +11,6 @@ values copied into an alert are cut with a visible marker, so a row always fits 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -19,12 +18,12 @@ from datetime import datetime
 from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import UpdateMode
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
 from shared.clients.publisher import OutgoingEvent, Publisher
-from shared.clients.storage import is_outage
+from shared.clients.storage import OwnTable, is_outage
 from shared.detect.rules.model import Severity
 from shared.detect.rules.rule import MAX_EVENT_IDS
 from shared.detect.rules.sigma import compile_path
@@ -150,23 +149,13 @@ class AlertStore(Protocol):
         """Record that the stored alert went out."""
 
 
-class TableAlertStore:
+class TableAlertStore(OwnTable):
     """The `alerts` table: PartitionKey = alert id (point reads by id), RowKey = `alert`."""
-
-    def __init__(self, table: TableClient) -> None:
-        self._table = table
-        self._ready = False
-
-    def ensure_table(self) -> None:
-        if not self._ready:
-            with contextlib.suppress(ResourceExistsError):
-                self._table.create_table()
-            self._ready = True
 
     def stage(self, alert_id: str) -> Stage:
         self.ensure_table()
         try:
-            row = self._table.get_entity(alert_id, ALERT_ROW_KEY, select=["PartitionKey", PUBLISHED])
+            row = self.table.get_entity(alert_id, ALERT_ROW_KEY, select=["PartitionKey", PUBLISHED])
         except ResourceNotFoundError:
             return "absent"
         return "saved" if row.get(PUBLISHED) is False else "published"  # rows from before the mark: published
@@ -174,25 +163,17 @@ class TableAlertStore:
     def save(self, alert: Alert, subject: Mapping[str, Any] | None = None) -> None:
         self.ensure_table()
         extra = {SUBJECT: orjson.dumps(subject).decode()} if subject else {}
-        self._table.upsert_entity({**alert_entity(alert), PUBLISHED: False, ROUTED: False, **extra},
+        self.table.upsert_entity({**alert_entity(alert), PUBLISHED: False, ROUTED: False, **extra},
                                   mode=UpdateMode.REPLACE)
 
     def mark_published(self, alert_id: str) -> None:
-        self._table.upsert_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, PUBLISHED: True},
+        self.table.upsert_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, PUBLISHED: True},
                                   mode=UpdateMode.MERGE)
-
-    def clear(self) -> int:
-        """Delete every alert (`replay --fresh`, the demo)."""
-        self.ensure_table()
-        rows = list(self._table.list_entities(select=["PartitionKey", "RowKey"]))
-        for row in rows:
-            self._table.delete_entity(row["PartitionKey"], row["RowKey"])
-        return len(rows)
 
     def get(self, alert_id: str) -> Alert | None:
         self.ensure_table()
         try:
-            return alert_from_entity(self._table.get_entity(alert_id, ALERT_ROW_KEY))
+            return alert_from_entity(self.table.get_entity(alert_id, ALERT_ROW_KEY))
         except ResourceNotFoundError:
             return None
 

@@ -20,7 +20,6 @@ JSON document split over string properties of at most 16,000 characters (64 KiB 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import random
@@ -38,10 +37,10 @@ from urllib.parse import unquote
 import orjson
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import UpdateMode
 
 from shared.clients import table_batch
-from shared.clients.storage import is_outage
+from shared.clients.storage import OwnTable, is_outage
 from shared.detect.rules.aggregate import KeyState, Transition, from_us, to_us
 from shared.detect.rules.rule import Rule
 from shared.values import format_time, parse_time
@@ -143,18 +142,7 @@ class EntityStore(Protocol):
         is kept (a concurrent update wins). The RowKeys deleted."""
 
 
-class TableEntityStore:
-    def __init__(self, table: TableClient) -> None:
-        self.table = table
-        self._ready = False
-
-    def ensure_table(self) -> None:
-        """Create the table once per process (the first call also proves the endpoint is reachable)."""
-        if not self._ready:
-            with contextlib.suppress(ResourceExistsError):
-                self.table.create_table()
-            self._ready = True
-
+class TableEntityStore(OwnTable):
     def read(self, partition_key: str, row_key: str) -> Stored | None:
         self.ensure_table()
         try:
