@@ -180,7 +180,7 @@ class ArmClient:
                 continue
             if response.status_code not in _RETRIED_STATUSES:
                 return _result(response, method, path, role)
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             wait = self._retry.delay(attempt, retry_after)
             if attempt + 1 == self._retry.attempts or wait > self._retry.max_wait:
                 raise _unavailable(response, method, path, attempt + 1, retry_after)
@@ -261,7 +261,7 @@ def _unavailable(response: requests.Response, method: str, path: str, attempts: 
                     arm_status=status, arm_code=_error_code(response), retry_after=wait)
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """Seconds to wait from `Retry-After`: delta seconds or an HTTP date, capped at an hour (a caller is
     told no longer than that); None when absent or garbage (the ordinary backoff applies)."""
     if not value:

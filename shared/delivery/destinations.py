@@ -24,6 +24,7 @@ import requests
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
+from shared.clients.arm import retry_after_seconds
 from shared.delivery.formats import payload
 from shared.delivery.routes import LogAnalytics, Route, Webhook, check_url
 from shared.detect.alerts import Alert
@@ -32,7 +33,6 @@ from shared.values import format_time
 SIGNATURE_HEADER = "X-Stormwatch-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 _REFUSED = frozenset({400, 413, 415, 422})
-MAX_RETRY_AFTER = 3600.0
 
 
 class DeliveryError(Exception):
@@ -65,14 +65,12 @@ def _setting(environ: Mapping[str, str], name: str) -> str:
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Retry-After in seconds (the delta form; an HTTP date is read as a minute)."""
+    """Retry-After in seconds (delta or HTTP date, capped at an hour); a value that is neither reads as a minute."""
     value = headers.get("Retry-After")
     if value is None:
         return None
-    try:
-        return min(MAX_RETRY_AFTER, max(0.0, float(value)))
-    except ValueError:
-        return 60.0
+    seconds = retry_after_seconds(value)
+    return 60.0 if seconds is None else seconds
 
 
 class Destinations:
