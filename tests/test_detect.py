@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from azure.core.exceptions import ServiceRequestError
+from azure.data.tables import UpdateMode
 from azure.functions.timer import TimerRequest
 
 from shared import __version__
@@ -346,6 +347,18 @@ def test_a_key_whose_state_cannot_be_updated_is_logged_and_the_batch_goes_on(
     report = run(tables.detector([burst]), deletes(10) + deletes(3, first=10, actor="huge@contoso.example"))
     assert report.rule_errors == 1 and len(report.alerts) == 1
     assert "rule burst: state of key" in caplog.text and "3 events not counted" in caplog.text
+
+
+def test_a_stored_state_row_that_cannot_be_read_is_that_key_s_dead_letter_not_an_endless_retry(
+        tables: Tables, burst: Rule) -> None:
+    run(tables.detector([burst]), deletes(3, actor="edited@contoso.example"))
+    table = tables.service().get_table_client(tables.state)
+    [row] = [entity for entity in table.list_entities() if "edited" in entity.get("group", "")]
+    table.upsert_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "state": "{edited by hand"},
+                        mode=UpdateMode.REPLACE)
+    fresh = tables.detector([burst])  # a new instance: nothing cached, the row is read
+    report = run(fresh, deletes(10, first=100) + deletes(2, first=200, actor="edited@contoso.example"))
+    assert report.rule_errors == 1 and report.dead_letters == 2 and len(report.alerts) == 1
 
 
 def test_match_rules_without_state_alert_per_event_and_repeat_nothing(tables: Tables, tmp_path: Path) -> None:

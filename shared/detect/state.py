@@ -416,16 +416,16 @@ class StateTable:
             for index, change in enumerate(changes):
                 if index in outcomes:
                     continue
-                if index in to_read:
-                    applied[index].reads += 1
-                    stored = self.store.read(*change.key)
-                    known[index] = None if stored is None else (decode_state(stored.properties, self.decode),
-                                                                stored.etag)
-                    if not guessing:
-                        self._observe_new(stored is None)
-                    to_read.discard(index)
-                before, etag = known[index] or (None, None)
                 try:
+                    if index in to_read:
+                        applied[index].reads += 1
+                        stored = self.store.read(*change.key)
+                        known[index] = None if stored is None else (decode_state(stored.properties, self.decode),
+                                                                    stored.etag)
+                        if not guessing:
+                            self._observe_new(stored is None)
+                        to_read.discard(index)
+                    before, etag = known[index] or (None, None)
                     applied[index].transition = change.change(before)
                     after = applied[index].transition.state
                     if after is None:
@@ -433,7 +433,9 @@ class StateTable:
                         continue
                     properties = {"PartitionKey": change.key.partition_key, "RowKey": change.key.row_key,
                                   **change.describe, **encode_state(after)}
-                except Exception as error:  # a bug or an oversized state: this key's outcome, not the batch's
+                except Exception as error:  # a bug, an unreadable stored row or an oversized state: this key's
+                    if is_outage(error):  # outcome, not the batch's; only an outage of the read raises
+                        raise
                     outcomes[index] = error
                     continue
                 writes.append((index, Write(properties, etag), after))
