@@ -179,3 +179,14 @@ def test_alert_metadata_round_trips_through_the_alerts_table_shape() -> None:
     older = {key: value for key, value in alert_entity(alert).items()
              if key not in ("tags", "references", "falsepositives", "author")}
     assert alert_from_entity(older).tags == []
+
+
+@pytest.mark.parametrize("selection", [{"requestbody|contains": "x"}, {"requestbody|re": "x"},
+                                       {"requestbody.a|contains": "x"}])
+def test_json_text_nested_past_what_orjson_writes_matches_nothing_and_raises_nothing(
+        selection: dict[str, Any]) -> None:
+    """A request body is JSON text any ARM caller writes; read as JSON it may nest 1,024 deep, but orjson
+    writes only 254 levels back when the rule compares the nested value as text."""
+    deep = '{"a":' + "[" * 300 + "]" * 300 + "}"
+    event = {"raw": {"properties": {"requestbody": deep}}, "requestbody": orjson.loads(deep)}
+    assert compile_detection({"sel": selection, "condition": "sel"})(event) is False

@@ -176,7 +176,13 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
     rule_errors = 0
     index = detector.index  # silent inputs are left out: the correlations counting them hold their selection
     for decoded in events:
-        for rule in index.candidates(decoded.event):  # by log source and the values rules require
+        try:
+            rules = index.candidates(decoded.event)  # by log source and the values rules require
+        except Exception:  # an event the index cannot read (a hand-made body): no rule sees it, the batch goes on
+            rule_errors += 1
+            log.exception("event %s not matched: the rule index cannot read it", for_log(decoded.event.get("event_id")))
+            continue
+        for rule in rules:
             try:
                 members = rule.matching(decoded.event)
                 if members:

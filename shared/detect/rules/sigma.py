@@ -110,8 +110,17 @@ def as_text(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (Mapping, list)):  # a nested object compares as its JSON text (Log Analytics shows it so)
-        return orjson.dumps(value).decode().casefold()
+        return _json_text(value).casefold()
     return str(value).casefold()
+
+
+def _json_text(value: Mapping[str, Any] | list[Any]) -> str:
+    """A nested value as JSON text; empty past the 254 levels orjson writes (JSON text inside a record, such
+    as a request body, may be read up to 1,024 deep): such a value matches nothing rather than raising."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return ""
 
 
 def compile_detection(detection: Mapping[str, Any], resolve: Resolve = compile_path) -> Predicate:
@@ -392,7 +401,7 @@ def _plain_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (Mapping, list)):
-        return orjson.dumps(value).decode()
+        return _json_text(value)
     return as_text(value)
 
 
