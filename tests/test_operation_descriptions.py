@@ -129,3 +129,17 @@ def test_a_huge_operation_name_is_described_without_quadratic_cost() -> None:
     from shared.normalize.catalog import split_words, vocabulary
     token = "LIST" * 50_000  # 200,000 letters: the word cover would need tens of GB
     assert split_words(token, vocabulary().words) == [token.lower()]
+
+
+@pytest.mark.parametrize("operation", ["MICROSOFT.X/" + "/".join(["LISTKEYS" * 11] * 10_000) + "/WRITE",
+                                       "_".join(["LISTKEYS" * 11] * 10_000)])
+def test_an_operation_id_of_many_tokens_is_not_covered_word_by_word(
+        operation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One token's cover is bounded; 10,000 of them in one record would still take seconds per event."""
+    from shared.normalize import catalog
+
+    def never(*args: object) -> list[str]:
+        raise AssertionError("an id this long is not split into words")
+
+    monkeypatch.setattr(catalog, "split_words", never)
+    assert catalog.derived_description(operation) == catalog.TOO_LONG_TO_DESCRIBE

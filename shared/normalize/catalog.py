@@ -194,12 +194,19 @@ def _sentence(words: list[str]) -> str:
     return text[:1].upper() + text[1:]
 
 
+# Azure's longest operation ids are under 100 characters; past this one is not described word by word.
+MAX_DESCRIBED_CHARS = 512
+TOO_LONG_TO_DESCRIBE = "An operation id too long to describe (as logged)"
+
+
 def derived_description(operation: str) -> str:
     """Words for an id no catalog knows: what is done, to which resource type, of which provider.
 
     `MICROSOFT.AUTHORIZATION/LOCKS/DELETE` → "Delete management lock (Microsoft.Authorization/locks)";
     an Entra activity ("UPDATE CONDITIONAL ACCESS POLICY") keeps its own words, as a sentence.
     """
+    if len(operation) > MAX_DESCRIBED_CHARS:  # the word cover costs per token: a hostile id could take minutes
+        return TOO_LONG_TO_DESCRIBE
     known = vocabulary()
     if "/" not in operation:
         if " " in operation.strip():  # an Entra activity's display name, already in words
