@@ -29,7 +29,7 @@ from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher
 from shared.clients.storage import emulator_connection_string, is_outage
-from shared.detect.alerts import Alert, TableAlertStore, alert_entity, truncated
+from shared.detect.alerts import SUBJECT_FIELDS, Alert, TableAlertStore, alert_entity, subject_of, truncated
 from shared.detect.engine import Detector, DetectReport, build_detector, detect_batch
 from shared.detect.rules import Rule
 from shared.detect.state import MAX_KEY_CHARS, StateTable, TableEntityStore, table_key
@@ -296,3 +296,9 @@ def test_detect_fn_never_raises_and_dead_letters_only_what_is_not_an_event(
     letters = dead_letters_in(container, tables.connection_string) if garbage else []
     assert len(letters) == len(garbage), [letter["reason"] for _, letter in letters]
     assert sorted(base64.b64decode(letter["original"]) for _, letter in letters) == sorted(garbage)
+
+
+def test_an_alert_subject_fits_one_table_property_whatever_its_event_holds() -> None:
+    """Control characters are escaped six to one in JSON: ten fields of them must not make the row unstorable."""
+    event = {name: "\x01" * 5_000 for name in SUBJECT_FIELDS}
+    assert len(orjson.dumps(subject_of(event, [])).decode()) <= 32_767

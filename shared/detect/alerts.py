@@ -40,6 +40,8 @@ SUBJECT = "subject"
 SUBJECT_FIELDS = ("event_id", "source", "operation", "result", "actor", "source_ip", "resource_id",
                   "subscription_id", "correlation_id", "alert_id")
 SUBJECT_CHARS = 16_000
+# Each field's cut: even with every character escaped (6 each) the ten fit one 32,767-character property.
+SUBJECT_FIELD_CHARS = 500
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _UNKNOWN = "(unknown)"
 # Cuts of record-derived text in an alert. Even as JSON with every character escaped (6 each), the
@@ -223,7 +225,8 @@ class Emitted(NamedTuple):
 def subject_of(event: Mapping[str, Any], batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The raising event's who/what/where, bounded; its operation's request body from the event or
     from an event of the batch with the same correlation id (the Start stage)."""
-    subject: dict[str, Any] = {name: truncated(str(event[name]), 1000) for name in SUBJECT_FIELDS if event.get(name)}
+    subject: dict[str, Any] = {name: truncated(str(event[name]), SUBJECT_FIELD_CHARS)
+                               for name in SUBJECT_FIELDS if event.get(name)}
     correlation = event.get("correlation_id")
     for candidate in (event, *(other for other in batch if correlation and other.get("correlation_id") == correlation)):
         details = candidate.get("details")
