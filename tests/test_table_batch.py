@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from azure.data.tables import TableClient
 
 from shared.clients.storage import is_outage
-from shared.clients.table_batch import Operation, TransactionError, submit
+from shared.clients.table_batch import Operation, TransactionError, _results, submit
 from shared.detect.rules.aggregate import Bucket, KeyState, Transition
 from shared.detect.state import Change, MemoryEntityStore, StateKey, StateTable, TableEntityStore, Write
 from tests.detect_fixtures import Tables, tables
@@ -92,3 +93,13 @@ def test_a_partition_s_writes_are_cut_at_100_operations_and_at_the_size_bound() 
     large = [Change(StateKey.of("big", f"a{n}"), {}, lambda before: Transition(state=big)) for n in range(5)]
     assert all(not isinstance(outcome, Exception) for outcome in state.update_many(large))
     assert store.transactions == [2, 2, 1], "a transaction stays well under the service's 4 MiB"
+
+
+@pytest.mark.parametrize("named", ["²:bad", "7:past the batch", "99999999999999999999:huge"])
+def test_a_failed_operation_the_answer_names_oddly_reads_as_the_first(named: str) -> None:
+    """The index comes from the service's message text: one it cannot mean must not raise here or later."""
+    body = (b"--batchresponse\r\nHTTP/1.1 400 Bad Request\r\n\r\n"
+            + orjson.dumps({"odata.error": {"code": "InvalidInput", "message": {"value": named}}}))
+    with pytest.raises(TransactionError) as refused:
+        _results(body, 2)
+    assert refused.value.index == 0

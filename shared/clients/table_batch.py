@@ -97,7 +97,9 @@ def _results(body: bytes, count: int) -> list[str | None]:
         return [etag.group(1).decode().strip() if etag else None for etag in etags]
     status = next((status for status in statuses if not 200 <= status < 300), 500)
     code, message = _error(body)
-    index = int(message.split(":", 1)[0]) if message.split(":", 1)[0].isdigit() else 0
+    # The service names the failed operation "3:..."; a number it could not mean (past the batch) reads as 0.
+    named = message.split(":", 1)[0]
+    index = int(named) if named.isascii() and named.isdigit() and int(named) < count else 0
     raise TransactionError(status, code, message or f"transaction answered {statuses}", index)
 
 

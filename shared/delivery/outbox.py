@@ -105,7 +105,8 @@ class Outbox(OwnTable):
 
     def record(self, claimed: Claimed, outcome: Delivery) -> None:
         """The attempt's outcome, written over the claimed row (REPLACE: a cleared error stays cleared)."""
-        with contextlib.suppress(ResourceModifiedError):  # another drain took it after our claim ran out
+        # another drain took it after our claim ran out, or someone deleted the row meanwhile
+        with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
             self.table.update_entity(_entity(outcome), mode=UpdateMode.REPLACE, etag=claimed.etag,
                                       match_condition=MatchConditions.IfNotModified)
 

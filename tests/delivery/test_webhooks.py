@@ -17,6 +17,7 @@ from shared.clients import wiring
 from shared.delivery.destinations import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 from shared.delivery.engine import deliverer, run_delivery
 from shared.delivery.formats import CARD_CONTENT_TYPE, CARD_SCHEMA
+from shared.delivery.outbox import Outbox
 from shared.detect.rules.errors import LoadError
 from tests.conftest import indexed_functions
 from tests.delivery.conftest import DeliveryTables, make_alert
@@ -270,3 +271,16 @@ def test_rows_edited_into_garbage_are_skipped_never_raised(delivery_tables: Deli
     assert 'alert row "ffffffffffffffffffffffffffffffff" unreadable' in caplog.text
     assert "unreadable: skipped" in caplog.text
     assert deliverer.alerts.get("f" * 32) is None and deliverer.outbox.of_alert("e" * 32) == []
+
+
+def test_an_outcome_for_a_row_deleted_meanwhile_is_dropped_not_raised(delivery_tables: DeliveryTables) -> None:
+    """A row removed by hand while its send was in flight: the timer must not fail on it every minute."""
+    outbox = Outbox(delivery_tables.service().get_table_client(delivery_tables.deliveries))
+    now = datetime.now(UTC)
+    outbox.add("a1", "soc", "webhook", now)
+    [due] = list(outbox.due(now, 10))
+    claimed = outbox.claim(due, now + timedelta(minutes=5))
+    assert claimed is not None
+    outbox.table.delete_entity("a1", "soc")
+    outbox.record(claimed, claimed.delivery.model_copy(update={"status": "delivered"}))
+    assert outbox.of_alert("a1") == []
