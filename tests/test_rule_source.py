@@ -205,7 +205,7 @@ class NamedStore:
     def listing(self) -> dict[str, str]:
         return {name: "etag" for name in self.names}
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, limit: int) -> bytes:
         return sigma_rule("Escaped", "Z").encode()
 
 
@@ -215,3 +215,18 @@ def test_dot_segments_and_absolute_names_never_leave_the_rules_folder(packaged: 
     assert titles(rules) == ["Packaged VM delete"]
     escaped = [Path(tempfile.gettempdir(), "escape.yaml"), Path("/escape.yaml"), packaged.parent / "escape.yaml"]
     assert not [path for path in escaped if path.exists()]
+
+
+def test_an_oversized_blob_is_refused_after_reading_one_byte_past_the_limit_and_an_empty_one_is_read(
+        packaged: Path, container: ContainerClient, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("shared.detect.rule_source.MAX_FILE_BYTES", 1_000)
+    container.upload_blob("empty.yaml", b"")
+    container.upload_blob("huge.yaml", b"#" * 50_000)
+    store = BlobRuleStore(SERVICES[container.url], container.container_name)
+    assert len(store.read("huge.yaml", 1_001)) == 1_001, "never the whole blob"
+    assert store.read("empty.yaml", 1_001) == b""
+    with caplog.at_level(logging.ERROR, logger="stormwatch.detect"):
+        assert titles(layered(packaged, container, Clock())) == ["Packaged VM delete"]
+    assert "huge.yaml: more than a rule file may hold" in caplog.text
+    assert "empty.yaml:1: the file is empty" in caplog.text, "read and judged by the loader, not a failed download"

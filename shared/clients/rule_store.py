@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.storage.blob import BlobServiceClient
 
 RULES_CONTAINER = "rules"
@@ -14,8 +14,9 @@ class RuleStore(Protocol):
     def listing(self) -> dict[str, str]:
         """Blob name → ETag of every blob; empty when the container does not exist. Raise on an outage."""
 
-    def read(self, name: str) -> bytes:
-        """One blob's bytes; raise when it cannot be read (gone since the listing, or an outage)."""
+    def read(self, name: str, limit: int) -> bytes:
+        """One blob's first `limit` bytes (a huge upload is never held in memory); raise when it cannot be
+        read (gone since the listing, or an outage)."""
 
 
 class BlobRuleStore:
@@ -31,5 +32,10 @@ class BlobRuleStore:
         except ResourceNotFoundError:
             return {}
 
-    def read(self, name: str) -> bytes:
-        return self._container.download_blob(name).readall()
+    def read(self, name: str, limit: int) -> bytes:
+        try:
+            return self._container.download_blob(name, offset=0, length=limit).readall()
+        except HttpResponseError as error:
+            if error.status_code == 416:  # an empty blob has no first byte to range over
+                return b""
+            raise

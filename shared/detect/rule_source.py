@@ -128,9 +128,9 @@ def _copy_blob(store: RuleStore, name: str, folder: Path) -> str | None:
         return None
     if not _SAFE_NAME.fullmatch(name):
         return f"{name[:200]!r}: not a usable file name (letters, digits, '_', '-', '.', '/' only)"
-    data = store.read(name)
+    data = store.read(name, MAX_FILE_BYTES + 1)  # one byte more than allowed tells an oversized file
     if len(data) > MAX_FILE_BYTES:
-        return f"{name}: {len(data):,} bytes, more than a rule file may hold ({MAX_FILE_BYTES:,})"
+        return f"{name}: more than a rule file may hold ({MAX_FILE_BYTES:,} bytes)"
     target = folder / name
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
