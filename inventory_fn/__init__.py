@@ -15,7 +15,8 @@ bp = func.Blueprint()
 @bp.function_name("inventory")
 @bp.route(route="inventory", methods=["GET"], auth_level=route_auth_level())
 def inventory(req: func.HttpRequest) -> func.HttpResponse:
-    from shared.inventory.api import handle, json_response  # noqa: PLC0415 - cold start
+    from shared.http_errors import json_response  # noqa: PLC0415 - cold start
+    from shared.inventory.api import handle  # noqa: PLC0415 - cold start
 
     return handle(req, lambda answer: json_response(200, answer))
 

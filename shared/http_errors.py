@@ -1,9 +1,22 @@
-"""Errors of the HTTP APIs (enrich, inventory) that are the caller's to fix: 4xx with a reason.
+"""Answers of the HTTP APIs (enrich, inventory, alert status): JSON bodies, and errors that are the caller's
+to fix (4xx with a reason).
 
 ARM failures are `shared.clients.arm.ArmError`.
 """
 
 from __future__ import annotations
+
+from typing import Any
+
+import azure.functions as func
+import orjson
+
+
+def json_response(status: int, document: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    """A JSON answer no cache keeps and no browser sniffs as another type."""
+    return func.HttpResponse(orjson.dumps(document), status_code=status, mimetype="application/json",
+                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                                      **(headers or {})})
 
 
 class InputError(ValueError):

@@ -27,17 +27,12 @@ from shared.delivery.lifecycle import StatusChange, check_alert_id
 from shared.detect.alerts import Alert
 from shared.enrich.api import MAX_BODY_BYTES, read_body
 from shared.enrich.service import enricher
-from shared.http_errors import InputError
+from shared.http_errors import InputError, json_response
 from shared.settings import SettingsError, get_settings
 
 log = logging.getLogger("stormwatch.alerts")
 CLOSING = ("closed", "false_positive")
 
-
-def answer(status: int, document: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(orjson.dumps(document), status_code=status, mimetype="application/json",
-                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                                      **(headers or {})})
 
 
 def alert_document(alert_id: str) -> dict[str, Any]:
@@ -66,7 +61,7 @@ def handle_status(request: func.HttpRequest) -> func.HttpResponse:
         alert_id = check_alert_id(str(request.route_params.get("id", "")))
         if request.method.upper() == "GET":
             authorize(request, READER)
-            return answer(200, alert_document(alert_id))
+            return json_response(200, alert_document(alert_id))
         caller = authorize(request, RESPONDER)
         if len(request.get_body()) > MAX_BODY_BYTES:
             raise InputError(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
@@ -75,13 +70,13 @@ def handle_status(request: func.HttpRequest) -> func.HttpResponse:
         defender = dismiss_in_defender(stored.alert, caller.name) if change.status in CLOSING else None
         log.info(orjson.dumps({"function": "alert_status", "alert": alert_id, "status": change.status,
                                "by": caller.name, "defender": defender}).decode())
-        return answer(200, {**alert_document(alert_id), "defender": defender})
+        return json_response(200, {**alert_document(alert_id), "defender": defender})
     except InputError as error:
-        return answer(error.status, {"error": {"status": error.status, "message": error.message}})
+        return json_response(error.status, {"error": {"status": error.status, "message": error.message}})
     except AzureError as error:
         log.warning("alerts table unreachable: %s", type(error).__name__)
-        return answer(503, {"error": {"status": 503, "message": "the alerts table cannot be reached now"}},
+        return json_response(503, {"error": {"status": 503, "message": "the alerts table cannot be reached now"}},
                       {"Retry-After": "30"})
     except SettingsError as error:
         log.error("alert status: app settings unusable: %s", error)
-        return answer(500, {"error": {"status": 500, "message": "the app settings are unusable"}})
+        return json_response(500, {"error": {"status": 500, "message": "the app settings are unusable"}})

@@ -35,7 +35,7 @@ from shared.enrich.models import (
 )
 from shared.enrich.operations import OPERATION_PATTERN, RESULT_PATTERN, SOURCES
 from shared.enrich.resource_ids import ALLOWED_TYPE_NAMES, MAX_ID_LENGTH
-from shared.http_errors import InputError
+from shared.http_errors import InputError, json_response
 from shared.normalized_event import NormalizedEvent
 from shared.settings import SettingsError
 from shared.values import for_log
@@ -208,16 +208,11 @@ def _openapi_document() -> dict[str, Any]:
     return openapi.document(ROUTES)
 
 
-def _json(status: int, document: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(orjson.dumps(document), status_code=status, mimetype="application/json",
-                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                                      **(headers or {})})
-
 
 def _error(status: int, message: str, *, allowed_types: list[str] | None = None,
            headers: dict[str, str] | None = None) -> func.HttpResponse:
     body = ErrorBody(error=ErrorDetail(status=status, message=message, allowed_types=allowed_types))
-    return _json(status, body.model_dump(mode="json", exclude_none=True), headers)
+    return json_response(status, body.model_dump(mode="json", exclude_none=True), headers)
 
 
 def handle(route: Route, request: func.HttpRequest) -> func.HttpResponse:
@@ -228,7 +223,7 @@ def handle(route: Route, request: func.HttpRequest) -> func.HttpResponse:
         caller = authorize(request, route.role)
         answer = route.run(request, caller)
         document = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
-        return _json(200, document)
+        return json_response(200, document)
     except InputError as error:
         return _error(error.status, error.message, allowed_types=error.allowed_types)
     except ArmError as error:

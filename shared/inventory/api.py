@@ -19,7 +19,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
-import orjson
 from azure.core.exceptions import AzureError
 
 from shared.caller import READER, authorize
@@ -30,7 +29,7 @@ from shared.detect.engine import current_rules
 from shared.detect.inventory_aggregates import DIMENSIONS, TENANT, TOTALS, summarize
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.subscriptions import SubscriptionCatalog, load_catalog
-from shared.http_errors import InputError
+from shared.http_errors import InputError, json_response
 from shared.settings import SettingsError, get_settings
 
 log = logging.getLogger("stormwatch.inventory")
@@ -171,8 +170,3 @@ def handle(request: func.HttpRequest, render: Callable[[dict[str, Any]], func.Ht
         log.error("inventory: app settings unusable: %s", error)
         return json_response(500, {"error": {"status": 500, "message": "the app settings are unusable"}})
 
-
-def json_response(status: int, document: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
-    return func.HttpResponse(orjson.dumps(document), status_code=status, mimetype="application/json",
-                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-                                      **(headers or {})})
