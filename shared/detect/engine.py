@@ -276,10 +276,11 @@ def _apply_levels(detector: Detector, touched: dict[StateKey, _KeyHits],
         refused.extend(rejected)
         for entry, result in zip(work, results, strict=True):
             applied.append((entry, result))
-            for raised in result.transition.emitted:
+            counting = parents.get(entry.rule.id, [])  # the correlations that count this rule's alerts
+            for raised in result.transition.emitted if counting else ():
                 alert = raised.alert
                 event = alert.model_dump(mode="json")  # the alert is the hit: its group and event ids
-                for parent, index in parents.get(entry.rule.id, []):
+                for parent, index in counting:
                     hit = Hit(to_us(alert.time), alert.alert_id, raised.sequence, event, index)
                     _touch(parent, hit, parent.group_of(event, index), (), touched)
     return applied, refused
