@@ -325,3 +325,15 @@ def for_log(value: object) -> str:
     """A value from a record in a log line, JSON-encoded (ASCII): a newline, an ANSI escape or a bidi
     override in an `event_id` or a caller cannot forge or disguise a line. Never raises."""
     return json.dumps(value if isinstance(value, str) else str(value))
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """`localhost` or a loopback address: where plain http and the emulator's well-known key are allowed."""
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -8,13 +8,13 @@ configured, else Azurite's development account on 127.0.0.1. Commands that empty
 from __future__ import annotations
 
 import os
-from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from shared.cli.usage import UsageError
 from shared.clients import wiring
 from shared.clients.storage import DEFAULT_PORTS, DEV_ACCOUNT, emulator_connection_string, local_connection_string
 from shared.settings import Settings, env_name, get_settings
+from shared.values import is_loopback_host
 
 # The flag that lets a destructive local command touch an account that is not the emulator.
 I_MEAN_IT = "--i-mean-it"
@@ -54,18 +54,8 @@ def is_emulator(settings: Settings) -> bool:
              (item.partition("=") for item in connection.split(";")) if key.strip()}
     endpoints = [value for key, value in parts.items() if key.endswith("endpoint")]
     return (parts.get("accountname") == DEV_ACCOUNT and "blobendpoint" in parts and "tableendpoint" in parts
-            and all(_is_loopback(urlsplit(endpoint).hostname) for endpoint in endpoints))
+            and all(is_loopback_host(urlsplit(endpoint).hostname) for endpoint in endpoints))
 
-
-def _is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def refuse_unless_emulator(settings: Settings, i_mean_it: bool, what: str) -> None:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from ipaddress import ip_address
 from typing import TYPE_CHECKING, Any, NewType
 from urllib.parse import urlsplit
 
@@ -28,6 +27,7 @@ from azure.core.exceptions import ClientAuthenticationError
 
 from shared.clients.storage import default_credential
 from shared.settings import Settings, SettingsError, env_name
+from shared.values import is_loopback_host
 
 if TYPE_CHECKING:  # requests is imported by the first client (cold start: the route table imports this module)
     import requests
@@ -86,18 +86,10 @@ def checked_endpoint(endpoint: str) -> tuple[str, bool]:
         raise ValueError("ARM endpoint must be a plain base URL (no user, password, query or fragment)")
     if parts.scheme == "https":
         return endpoint.rstrip("/"), True
-    if parts.scheme == "http" and _is_loopback(parts.hostname):
+    if parts.scheme == "http" and is_loopback_host(parts.hostname):
         return endpoint.rstrip("/"), False
     raise ValueError("ARM endpoint must use https (plain http only for a loopback stand-in)")
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

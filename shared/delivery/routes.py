@@ -9,7 +9,6 @@ the URL (`url_setting`), which may be a Key Vault reference.
 from __future__ import annotations
 
 import fnmatch
-import ipaddress
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from shared.detect.alerts import Alert
 from shared.detect.rules.errors import LoadError
 from shared.detect.rules.loader import ROUTES_FILE, FileError, read_yaml, validation_report
 from shared.detect.rules.model import Severity
+from shared.values import is_loopback_host
 
 SEVERITY_ORDER: tuple[Severity, ...] = ("informational", "low", "medium", "high", "critical")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # also a Table RowKey: no / \ # ?
@@ -58,21 +58,13 @@ def check_url(url: str) -> str:
     """HTTPS only (plain HTTP to a loopback address for local receivers); no user, password, query or
     fragment in a URL written in the file: those carry tokens, which belong in an app setting."""
     parts = urlsplit(url)
-    loopback = _is_loopback(parts.hostname or "")
+    loopback = is_loopback_host(parts.hostname)
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
         raise ValueError("must be an https:// URL (http:// only to 127.0.0.1 or localhost)")
     if not parts.hostname:
         raise ValueError("has no host")
     return url
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Webhook(_Model):
