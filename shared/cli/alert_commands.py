@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from shared.cli.local_storage import local_settings
 from shared.cli.usage import UsageError
@@ -105,16 +106,24 @@ def _change(alert_id: str, change: StatusChange) -> int:
 
 
 def cmd_ack(args: argparse.Namespace) -> int:
-    return _change(args.alert_id, StatusChange(status="acknowledged", owner=args.owner or _me()))
+    return _change(args.alert_id, _status_change(status="acknowledged", owner=args.owner or _me()))
 
 
 def cmd_close(args: argparse.Namespace) -> int:
     if not args.reason.strip():
         raise UsageError("--reason must say why")
     reason = args.reason[:1000]
-    change = StatusChange(status="false_positive", reason=reason) if args.false_positive \
-        else StatusChange(status="closed", reason=reason)
-    return _change(args.alert_id, change)
+    return _change(args.alert_id, _status_change(status="false_positive" if args.false_positive else "closed",
+                                                 reason=reason))
+
+
+def _status_change(**fields: str) -> StatusChange:
+    """The change the options ask for; what the model refuses (an owner too long) is a one-line usage error."""
+    try:
+        return StatusChange.model_validate(fields)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UsageError(f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}") from None
 
 
 def cmd_retry(args: argparse.Namespace) -> int:

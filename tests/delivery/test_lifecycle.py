@@ -156,3 +156,11 @@ def test_the_dashboard_shows_each_alerts_status_and_the_failed_deliveries(
     page = render_dashboard(shown)
     assert "acknowledged (erin@contoso.example)" in page
     assert 'id="failed-deliveries"' in page and "app setting HOOK_NEVER_SET is not set" in page
+
+
+def test_an_owner_the_model_refuses_is_a_one_line_usage_error(delivery_tables: DeliveryTables,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    alert = make_alert(1)
+    delivery_tables.save(alert)
+    code, out, err = cli(capsys, "alerts", "ack", alert.alert_id, "--owner", "x" * 10_000)
+    assert code == 2 and out == [] and len(err.strip().splitlines()) == 1 and "owner" in err
