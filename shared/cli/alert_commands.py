@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from shared.cli.local_storage import local_settings
 from shared.cli.usage import UsageError
+from shared.delivery.api import alert_document
 from shared.delivery.engine import Deliverer, deliverer_for
 from shared.delivery.lifecycle import STATUSES, StatusChange, check_alert_id
 from shared.http_errors import InputError
@@ -91,8 +92,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     stored = current.alerts.get(alert_id)
     if stored is None:
         raise UsageError(f"no alert {alert_id}")
-    _print({**stored.as_json(), "deliveries": [row.model_dump(mode="json")
-                                               for row in current.outbox.of_alert(alert_id)]})
+    _print(alert_document(stored, current.outbox))
     return 0
 
 

@@ -23,7 +23,8 @@ from shared.caller import READER, RESPONDER, authorize
 from shared.clients.arm import ArmError
 from shared.delivery.context import defender_alert_id
 from shared.delivery.engine import deliverer
-from shared.delivery.lifecycle import StatusChange, check_alert_id
+from shared.delivery.lifecycle import StatusChange, StoredAlert, check_alert_id
+from shared.delivery.outbox import Outbox
 from shared.detect.alerts import Alert
 from shared.enrich.api import MAX_BODY_BYTES, read_body
 from shared.enrich.service import enricher
@@ -35,13 +36,9 @@ CLOSING = ("closed", "false_positive")
 
 
 
-def alert_document(alert_id: str) -> dict[str, Any]:
-    """The stored alert, its lifecycle and its deliveries; 404 when there is no such alert."""
-    current = deliverer()
-    stored = current.alerts.get(alert_id)
-    if stored is None:
-        raise InputError(f"no alert {alert_id}", status=404)
-    deliveries = [row.model_dump(mode="json") for row in current.outbox.of_alert(alert_id)]
+def alert_document(stored: StoredAlert, outbox: Outbox) -> dict[str, Any]:
+    """The stored alert, its lifecycle and its deliveries: this route's answer and `alerts show`'s."""
+    deliveries = [row.model_dump(mode="json") for row in outbox.of_alert(stored.alert.alert_id)]
     return {**stored.as_json(), "deliveries": deliveries}
 
 
@@ -54,6 +51,9 @@ def dismiss_in_defender(alert: Alert, by: str) -> dict[str, Any] | None:
         return enricher().dismiss(defender, by=by).model_dump(mode="json")
     except (InputError, ArmError) as error:
         return {"id": defender, "status": "not dismissed", "message": error.message}
+    except SettingsError as error:  # the status change is saved already: say why Defender was not told
+        log.error("alert status: Defender dismissal not configured: %s", error)
+        return {"id": defender, "status": "not dismissed", "message": "the app settings for ARM are unusable"}
 
 
 def handle_status(request: func.HttpRequest) -> func.HttpResponse:
@@ -61,22 +61,27 @@ def handle_status(request: func.HttpRequest) -> func.HttpResponse:
         alert_id = check_alert_id(str(request.route_params.get("id", "")))
         if request.method.upper() == "GET":
             authorize(request, READER)
-            return json_response(200, alert_document(alert_id))
+            current = deliverer()
+            found = current.alerts.get(alert_id)
+            if found is None:
+                raise InputError(f"no alert {alert_id}", status=404)
+            return json_response(200, alert_document(found, current.outbox))
         caller = authorize(request, RESPONDER)
         if len(request.get_body()) > MAX_BODY_BYTES:
             raise InputError(f"body larger than {MAX_BODY_BYTES} bytes", status=413)
         change = read_body(request, StatusChange)
-        stored = deliverer().alerts.set_status(alert_id, change, caller.name, datetime.now(UTC))
+        current = deliverer()
+        stored = current.alerts.set_status(alert_id, change, caller.name, datetime.now(UTC))
         defender = dismiss_in_defender(stored.alert, caller.name) if change.status in CLOSING else None
         log.info(orjson.dumps({"function": "alert_status", "alert": alert_id, "status": change.status,
                                "by": caller.name, "defender": defender}).decode())
-        return json_response(200, {**alert_document(alert_id), "defender": defender})
+        return json_response(200, {**alert_document(stored, current.outbox), "defender": defender})
     except InputError as error:
         return json_response(error.status, {"error": {"status": error.status, "message": error.message}})
     except AzureError as error:
         log.warning("alerts table unreachable: %s", type(error).__name__)
         return json_response(503, {"error": {"status": 503, "message": "the alerts table cannot be reached now"}},
-                      {"Retry-After": "30"})
+                             {"Retry-After": "30"})
     except SettingsError as error:
         log.error("alert status: app settings unusable: %s", error)
         return json_response(500, {"error": {"status": 500, "message": "the app settings are unusable"}})

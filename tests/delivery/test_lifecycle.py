@@ -97,6 +97,20 @@ def test_closing_a_defender_alert_dismisses_it_when_enabled(delivery_tables: Del
         assert answer["defender"] is None and posted == []
 
 
+def test_a_close_saved_while_defender_cannot_be_configured_answers_200_and_says_so(
+        delivery_tables: DeliveryTables, app_env: pytest.MonkeyPatch) -> None:
+    app_env.setenv("STORMWATCH_ALLOW_ALERT_DISMISS", "true")
+    app_env.setenv("STORMWATCH_ARM_ENDPOINT", "http://arm.example.com")  # plain http off loopback: refused
+    wiring.reset()
+    defender = arm_path("alert-powershell")
+    alert = make_alert(3, rule_id="defender-alert", group={"alert_id": "x", "details.arm_id": defender})
+    delivery_tables.save(alert)
+    response = status(alert.alert_id, "POST", {"status": "closed", "reason": "handled"})
+    assert response.status_code == 200
+    answer = json_of(response)
+    assert answer["lifecycle"]["status"] == "closed" and answer["defender"]["status"] == "not dismissed"
+
+
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, list[Any], str]:
     code = cli_main(list(argv))
     out, err = capsys.readouterr()
