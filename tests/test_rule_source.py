@@ -7,6 +7,7 @@ import logging
 import socket
 import tempfile
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from shared.clients import wiring
 from shared.clients.eventhubs import trigger_batch
 from shared.clients.publisher import InProcessPublisher
 from shared.clients.rule_store import BlobRuleStore
-from shared.detect.engine import load_pack
+from shared.detect.engine import current_rules, load_pack
 from shared.detect.rule_source import LayeredRules
 from tests.conftest import indexed_functions
 from tests.detect_fixtures import T0, deletes
@@ -230,3 +231,35 @@ def test_an_oversized_blob_is_refused_after_reading_one_byte_past_the_limit_and_
         assert titles(layered(packaged, container, Clock())) == ["Packaged VM delete"]
     assert "huge.yaml: more than a rule file may hold" in caplog.text
     assert "empty.yaml:1: the file is empty" in caplog.text, "read and judged by the loader, not a failed download"
+
+
+class SlowStore(NamedStore):
+    """A listing that waits until the test lets it go: a container answering slowly."""
+
+    def __init__(self) -> None:
+        super().__init__(["slow.yaml"])
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def listing(self) -> dict[str, str]:
+        self.entered.set()
+        self.release.wait(10)
+        return super().listing()
+
+
+def test_a_slow_check_of_the_container_holds_no_other_batch(
+        packaged: Path, app_env: pytest.MonkeyPatch) -> None:
+    store = SlowStore()
+    app_env.setattr("shared.detect.engine.BlobRuleStore", lambda *args: store)
+    app_env.setenv("STORMWATCH_RULES_DIR", str(packaged))
+    wiring.reset()
+    checking = threading.Thread(target=current_rules)
+    checking.start()
+    assert store.entered.wait(10)
+    other = threading.Thread(target=current_rules)  # another batch of the same worker meanwhile
+    other.start()
+    other.join(5)
+    blocked = other.is_alive()
+    store.release.set()
+    checking.join(10)
+    assert not blocked, "the other batch went on with the set in use"
+    assert sorted(rule.spec.title for rule in current_rules().pack.rules) == ["Escaped", "Packaged VM delete"]

@@ -397,4 +397,4 @@ def current_rules() -> RuleSet:
                 BlobRuleStore(blob_service(settings), settings.rules_container),
                 lambda folder: load_pack(folder, statuses, unknown), every=settings.rules_refresh_seconds)
             _layers["current"] = layered
-        return layered[1].current()
+    return layered[1].current()  # outside the lock: a check of the container never holds other batches

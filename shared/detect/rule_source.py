@@ -14,6 +14,7 @@ import logging
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class LayeredRules:
         self._baseline = {_relative(error, packaged) for error in packaged_pack.errors}
         self._current = RuleSet(packaged_pack, packaged, {})
         self._refused: dict[str, str] | None = None
+        self._checking = threading.Lock()
 
     def current(self) -> RuleSet:
         """The set to run now, after a check of the store when one is due."""
@@ -79,6 +81,15 @@ class LayeredRules:
         return self._current
 
     def refresh_if_due(self) -> None:
+        """Check the store when due. One thread checks; batches on the others go on with the set in use."""
+        if not self._checking.acquire(blocking=False):
+            return
+        try:
+            self._refresh_if_due()
+        finally:
+            self._checking.release()
+
+    def _refresh_if_due(self) -> None:
         now = self._clock()
         if self._store is None or (self._due is not None and now < self._due):
             return
