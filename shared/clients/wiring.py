@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import _lru_cache_wrapper, cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.eventhub import EventHubProducerClient
 
@@ -19,6 +19,9 @@ from shared.clients.publisher import EventHubPublisher, InProcessPublisher, Publ
 from shared.clients.storage import blob_service, default_credential, local_connection_string
 from shared.normalized_event import DeadLetter
 from shared.settings import Settings, SettingsError, env_name, get_settings
+
+if TYPE_CHECKING:
+    from azure.storage.blob import BlobServiceClient
 
 _Built = TypeVar("_Built")
 _FORGET: list[Callable[[], None]] = []
@@ -48,6 +51,12 @@ def publisher() -> Publisher:
     raise SettingsError(f"{env_name('eventhub_namespace')} is required with the eventhub publisher")
 
 
+@process_wide
+def blob_client() -> BlobServiceClient:
+    """The worker's one Blob client (one connection pool): dead letters, the stored catalog, the rules container."""
+    return blob_service(get_settings())
+
+
 class LazyDeadLetterStore:
     """The Blob store, built by the first batch that has a dead letter: most batches have none, and
     azure.storage.blob is the largest import of a cold start. The settings are checked at once."""
@@ -62,7 +71,7 @@ class LazyDeadLetterStore:
         if not letters:
             return
         if self._store is None:
-            self._store = BlobDeadLetterStore(blob_service(self._settings), self._settings.deadletter_container)
+            self._store = BlobDeadLetterStore(blob_client(), self._settings.deadletter_container)
         self._store.write(letters)
 
 

@@ -36,7 +36,7 @@ from shared.clients.dead_letters import DeadLetterStore
 from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
 from shared.clients.rule_store import BlobRuleStore
-from shared.clients.storage import blob_service, table_service
+from shared.clients.storage import table_service
 from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts, subjects_of
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rule_source import LayeredRules, RuleSet
@@ -394,7 +394,7 @@ def current_rules() -> RuleSet:
             statuses, unknown = tuple(settings.rule_statuses), settings.unknown_subscriptions
             layered = signature, LayeredRules(
                 Path(settings.rules_dir) if settings.rules_dir else RULES_DIR,
-                BlobRuleStore(blob_service(settings), settings.rules_container),
+                BlobRuleStore(wiring.blob_client(), settings.rules_container),
                 lambda folder: load_pack(folder, statuses, unknown), every=settings.rules_refresh_seconds)
             _layers["current"] = layered
     return layered[1].current()  # outside the lock: a check of the container never holds other batches

@@ -27,7 +27,7 @@ from azure.core.exceptions import AzureError
 from shared.clients.arm import ArmClient, ArmError, ArmPath, arm_client
 from shared.clients.catalog_store import CATALOG_BLOB, CATALOG_CONTAINER, BlobCatalogStore, CatalogStore
 from shared.clients.storage import blob_service
-from shared.clients.wiring import process_wide
+from shared.clients.wiring import blob_client, process_wide
 from shared.normalize.catalog import OPERATIONS_FILE, parse_operations, use_stored_operations
 from shared.settings import get_settings
 
@@ -157,7 +157,7 @@ class StoredCatalogReader:
 @process_wide
 def stored_catalog() -> StoredCatalogReader:
     """The worker's reader of the catalog in the app's storage."""
-    return StoredCatalogReader(BlobCatalogStore(blob_service(get_settings())))
+    return StoredCatalogReader(BlobCatalogStore(blob_client()))
 
 
 def sync(arm: ArmClient, path: Path = OPERATIONS_FILE) -> tuple[int, int]:
