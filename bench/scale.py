@@ -9,8 +9,9 @@ their words across versions so the figures can be compared.
    alerts and inventory tables in a throw-away Azurite, every request counted on the wire), batches of
    100: the soak's mixed day, and the adversarial stream where every event is a failed sign-in from a
    new IP for a new user (two new state keys per event). Events are normalized beforehand.
-3. Housekeeping: the hourly run a day after the adversarial run deletes every state entity it created,
-   per second, against the entities that run created per second.
+3. Housekeeping: the hourly run once the adversarial run's day tables have no reader left (2.5 days on)
+   removes every state entity that run created, per second, against the entities it created per second.
+   Short-lived rules keep state in day tables, dropped whole (`shared.detect.day_tables`).
 4. Cold start: `import function_app` in a fresh interpreter (the median of 7, alternating) against
    `import azure.functions, orjson`, the floor any function app pays.
 Run: `.venv/bin/python bench/scale.py [--events N]` (also run by `make bench`).
@@ -43,8 +44,10 @@ from shared.cli import azurite
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import Position
 from shared.clients.publisher import InProcessPublisher
+from shared.detect.day_tables import CLOCK_SKEW, LAST_TURN
 from shared.detect.engine import RULES_DIR, Detector, build_detector, detect_batch
 from shared.detect.rules import Rule, load_rules
+from shared.detect.state import DAILY_HORIZON
 from shared.normalize.batch import normalize_bodies
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,9 +158,11 @@ def detect_run(detector: Detector, events: Sequence[bytes], counter: Requests) -
     return counter.count * 1000 / len(events), time.perf_counter() - started
 
 
-def state_entities(connection: str, table: str) -> int:
-    client = TableServiceClient.from_connection_string(connection).get_table_client(table)
-    return sum(1 for _ in client.list_entities(select=["RowKey"]))
+def state_entities(detector: Detector) -> int:
+    """Entities of the state table and its day tables (tombstones and fences included: all are created)."""
+    state = detector.state
+    permanent = sum(1 for _ in state.store.written_before(None, datetime.now(UTC) + timedelta(days=1)))
+    return permanent + (0 if state.days is None else state.days.count([name for name, _ in state.days.tables()]))
 
 
 def detect_figures(rules: list[Rule], connection: str, mixed_count: int, flood_count: int) -> None:
@@ -168,17 +173,22 @@ def detect_figures(rules: list[Rule], connection: str, mixed_count: int, flood_c
     flood = production_detector(rules, connection, "flood", flood_counter)
     flood_requests, flood_seconds = detect_run(flood, adversarial(flood_count), flood_counter)
     mixed_rate, flood_rate = len(mixed) / mixed_seconds, flood_count / flood_seconds
-    created = state_entities(connection, "sflood")
+    created = state_entities(flood)
     creations = created / flood_seconds
     print(f"table requests per 1k events: mixed {mixed_requests:,.0f}, adversarial {flood_requests:,.0f}")
     print(f"detect events/s (Azurite): mixed {mixed_rate:,.0f}, adversarial {flood_rate:,.0f}")
+    # The hourly run once the flood's day tables have no reader left, before orphans are 30 days old.
+    later = datetime.now(UTC) + timedelta(days=1) + LAST_TURN + DAILY_HORIZON + CLOCK_SKEW + timedelta(days=1)
     started = time.perf_counter()
-    # The hourly run a day later: the flood's state is past its rules' horizons (hours), not 30 days old.
-    deleted = sum(flood.state.housekeep(rules, datetime.now(UTC) + timedelta(days=1)).values())
-    housekeeping = deleted / (time.perf_counter() - started)
+    done = flood.state.housekeep(rules, later)
+    seconds = time.perf_counter() - started
+    deleted = created - state_entities(flood)
+    assert not done.deleted, "the flood's rules keep their state in day tables"
+    housekeeping = deleted / seconds
     print(f"housekeeping deletes/s: {housekeeping:,.0f} vs creations/s under flood: {creations:,.0f}")
     print(f"   {len(mixed):,} mixed and {flood_count:,} adversarial events; {created:,} state entities created, "
-          f"{deleted:,} deleted: {housekeeping / creations:.1f}x the rate of creation")
+          f"{deleted:,} removed ({len(done.dropped)} day tables dropped): {housekeeping / creations:.1f}x the rate "
+          f"of creation")
 
 
 def cold_import(runs: int = 7) -> None:

@@ -49,6 +49,7 @@ from shared.clients.eventhubs import Position
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
 from shared.clients.storage import table_service
 from shared.detect.alerts import TableAlertStore
+from shared.detect.day_tables import DayTables
 from shared.detect.engine import RULES_DIR, Detector, detect_batch
 from shared.detect.rules import load_rules
 from shared.detect.state import LEARNING_ROW, StateTable, TableEntityStore, Write, decode_state
@@ -134,17 +135,18 @@ class Faults:
 
 
 class CrashingStore(TableEntityStore):
-    """The state table of one instance, dying after `writes` more writes (a crash between state writes)."""
+    """A state or day table of one instance, which dies once `budget[0]` more writes, shared by all its
+    tables, are spent (a crash between state writes); None: it lives."""
 
-    def __init__(self, table: TableClient, writes: int | None) -> None:
+    def __init__(self, table: TableClient, budget: list[int] | None) -> None:
         super().__init__(table)
-        self.writes = writes
+        self.budget = budget
 
     def _spend(self) -> None:
-        if self.writes is not None:
-            if self.writes <= 0:
+        if self.budget is not None:
+            if self.budget[0] <= 0:
                 raise ServiceRequestError("simulated crash between state writes")
-            self.writes -= 1
+            self.budget[0] -= 1
 
     def insert(self, properties: dict[str, Any]) -> str:
         self._spend()
@@ -268,8 +270,10 @@ def detect_partition(bodies: Sequence[bytes], partition: str, plan: Plan, connec
     def instance() -> Detector:
         """A fresh function instance (new clients, empty caches), maybe doomed to die during its batch."""
         service = table_service(Settings(storage_connection_string=connection))  # as detect_fn builds it
-        doomed = faults.rng.randint(0, 20) if faults.roll(crash) else None
-        return Detector(rules=rules, state=StateTable(CrashingStore(service.get_table_client(tables[0]), doomed)),
+        doomed = [faults.rng.randint(0, 20)] if faults.roll(crash) else None
+        days = DayTables(service, tables[0], store=lambda table: CrashingStore(table, doomed))
+        state = StateTable(CrashingStore(service.get_table_client(tables[0]), doomed), days=days)
+        return Detector(rules=rules, state=state,
             alerts=TableAlertStore(service.get_table_client(tables[1])), publisher=publisher,
             alerts_hub="alerts", dead_letters=InMemoryDeadLetterStore())
 
@@ -332,7 +336,7 @@ def run(raw: Sequence[bytes], partitions: int, connection: str, name: str, plan:
                                  map(plan.partition, range(100, 100 + partitions)), [connection] * partitions,
                                  [tables] * partitions))
     service = TableServiceClient.from_connection_string(connection)
-    state = state_documents(service.get_table_client(tables[0]).list_entities())
+    state = state_documents(state_rows(service, tables[0]))
     rows = alert_rows(service.get_table_client(tables[1]).list_entities())
     return RunResult(
         records_in=normalize_bodies([(body, Position()) for body in raw], include_raw=False).records_in,
@@ -344,11 +348,20 @@ def run(raw: Sequence[bytes], partitions: int, connection: str, name: str, plan:
         seconds=time.perf_counter() - started)
 
 
+def state_rows(service: TableServiceClient, name: str) -> Iterator[dict[str, Any]]:
+    """The rows of the state table and its day tables, in day order: a key's latest copy comes last."""
+    found = service.query_tables("TableName ge @low and TableName le @high",
+                                 parameters={"low": name, "high": f"{name}99999999"})
+    for table in sorted(table.name for table in found):
+        yield from service.get_table_client(table).list_entities()
+
+
 def state_documents(entities: Iterable[dict[str, Any]]) -> dict[tuple[str, str], str]:
-    """Every state entity as its document, keys sorted: compared whole, alerts' event ids included."""
+    """Every key's state document, keys sorted: compared whole, alerts' event ids included. A later row of
+    a key wins (a tombstone holds the state when its move did not finish; a fence holds none)."""
     return {(row["PartitionKey"], row["RowKey"]): orjson.dumps(orjson.loads(decode_state(row).to_json()),
                                                                option=orjson.OPT_SORT_KEYS).decode()
-            for row in entities if row["RowKey"] != LEARNING_ROW}
+            for row in entities if row["RowKey"] != LEARNING_ROW and "state" in row}
 
 
 def alert_rows(entities: Iterable[dict[str, Any]]) -> dict[str, bytes]:

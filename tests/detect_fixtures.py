@@ -7,7 +7,7 @@ import textwrap
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +20,19 @@ from shared.clients import wiring
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import Position, bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher
+from shared.detect import day_tables
 from shared.detect.alerts import Alert
 from shared.detect.engine import Detector, DetectReport, build_detector, detect_batch
 from shared.detect.rules import Rule, load_rules
 from shared.detect.rules.aggregate import KeyState
 from shared.detect.rules.rule import state_key
-from shared.detect.state import StateKey, TableEntityStore, decode_state
 from shared.normalized_event import FIELD_NAMES
 
 T0 = datetime(2026, 11, 27, 2, 0, tzinfo=UTC)
+# The day tables' clock in these tests (`shared.detect.day_tables`): which partitions read and fence
+# yesterday's table depends on the hour, and a test must not pass or fail by the hour it runs at. At 01:28
+# partition 0 turned 88 minutes ago and the others more than three hours ago.
+PINNED_HOUR = time(1, 28)
 PRODUCTION = "a1b2c3d4-1111-4111-8111-000000000001"
 DEVELOPMENT = "d4c3b2a1-2222-4222-8222-000000000002"
 
@@ -134,9 +138,20 @@ class Tables:
 
     def state_of(self, rule: Rule, *group: str | None) -> KeyState | None:
         """The stored state of one key, read straight from the table."""
-        key = StateKey.of(rule.id, state_key(tuple(group)))
-        stored = TableEntityStore(self.service().get_table_client(self.state)).read(*key)
-        return None if stored is None else decode_state(stored.properties)
+        state = day_tables.state_table(self.service(), self.state)
+        return state.stored_state(state.key_of(rule, state_key(tuple(group))), state.daily_horizon(rule))
+
+    def state_table_names(self) -> list[str]:
+        """The state table and its day tables, those that exist."""
+        found = self.service().query_tables("TableName ge @low and TableName le @high",
+                                            parameters={"low": self.state, "high": f"{self.state}99999999"})
+        return [table.name for table in found]
+
+    def state_rows(self) -> list[dict[str, Any]]:
+        """Every state row of the state table and its day tables, tombstones left out."""
+        service = self.service()
+        return [dict(row) for name in self.state_table_names()
+                for row in service.get_table_client(name).list_entities() if day_tables.MOVED not in row]
 
     def count_of(self, rule: Rule, *group: str | None) -> int:
         state = self.state_of(rule, *group)
@@ -154,6 +169,8 @@ def tables(app_env: pytest.MonkeyPatch, azurite_instance: azurite.Azurite) -> It
     pair = Tables(azurite_instance.connection_string, f"state{suffix}", f"alerts{suffix}")
     app_env.setenv("STORMWATCH_STATE_TABLE", pair.state)
     app_env.setenv("STORMWATCH_ALERTS_TABLE", pair.alerts)
+    pinned = datetime.combine(datetime.now(UTC).date(), PINNED_HOUR, UTC)
+    app_env.setattr(day_tables, "utc_now", lambda: pinned)
     wiring.reset()
     yield pair
 

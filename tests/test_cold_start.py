@@ -7,6 +7,7 @@ interpreter per check: this test process has imported everything already.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -48,3 +49,10 @@ def test_a_batch_without_dead_letters_never_imports_the_blob_client() -> None:
 def test_the_dead_letter_store_without_a_blob_setting_fails_at_once_not_at_its_first_letter() -> None:
     with pytest.raises(SettingsError, match="STORMWATCH_BLOB_ENDPOINT"):
         LazyDeadLetterStore(Settings(storage_connection_string=None, blob_endpoint=None))
+
+
+def test_the_app_keeps_the_azure_sdk_s_per_request_info_lines_out_of_the_worker_s_logs() -> None:
+    run = subprocess.run([sys.executable, "-c", "import logging, function_app\n"
+                          "print(logging.getLogger('azure.core.pipeline.policies.http_logging_policy')"
+                          ".getEffectiveLevel())"], cwd=REPO, capture_output=True, check=True, timeout=120)
+    assert int(run.stdout.splitlines()[-1]) == logging.WARNING

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from azure.core.exceptions import ServiceRequestError
-from azure.data.tables import UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 from azure.functions.timer import TimerRequest
 
 from shared import __version__
@@ -25,10 +25,11 @@ from shared.clients.eventhubs import Position, bodies_with_positions, trigger_ba
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
 from shared.clients.storage import emulator_connection_string
 from shared.detect.alerts import TableAlertStore
+from shared.detect.day_tables import DayTables
 from shared.detect.engine import Detector, detect_batch, housekeep
 from shared.detect.rules import Rule
 from shared.detect.rules.aggregate import Hit, KeyContext, KeyState, Transition, advance
-from shared.detect.state import StateTable, StateTooLargeError, Stored, TableEntityStore, Write
+from shared.detect.state import StateTable, StateTooLargeError, TableEntityStore, Write
 from tests.conftest import REPO, SAMPLES, indexed_functions
 from tests.detect_fixtures import (
     BURST_RULE,
@@ -129,46 +130,31 @@ def test_redelivery_from_the_middle_of_a_batch_applies_only_the_new_half(tables:
     assert tables.count_of(burst, "mallory@contoso.example") == 8
 
 
-class FailingStore:
-    """A real table store that loses its connection after `writes` writes (a crash half-way)."""
+class FailingStore(TableEntityStore):
+    """A real table store that loses its connection once a budget of writes, shared by the state table and
+    its day tables, is spent (a crash half-way)."""
 
-    def __init__(self, store: TableEntityStore, writes: int) -> None:
-        self.store, self.writes = store, writes
-
-    def read(self, partition_key: str, row_key: str) -> Stored | None:
-        return self.store.read(partition_key, row_key)
-
-    def _spend(self) -> None:
-        if self.writes == 0:
-            raise ServiceRequestError("connection reset by peer")
-        self.writes -= 1
-
-    def insert(self, properties: dict[str, Any]) -> str:
-        self._spend()
-        return self.store.insert(properties)
-
-    def replace(self, properties: dict[str, Any], etag: str) -> str:
-        self._spend()
-        return self.store.replace(properties, etag)
-
-    def written_before(self, *args: Any) -> Iterator[tuple[str, str, str]]:
-        return self.store.written_before(*args)
-
-    def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
-        return self.store.delete(partition_key, row_key, etag)
+    def __init__(self, table: TableClient, budget: list[int]) -> None:
+        super().__init__(table)
+        self.budget = budget
 
     def write_batch(self, writes: Sequence[Write]) -> list[str]:
         for _ in writes:  # the connection drops before a transaction it cannot finish is sent
-            self._spend()
-        return self.store.write_batch(writes)
+            if self.budget[0] == 0:
+                raise ServiceRequestError("connection reset by peer")
+            self.budget[0] -= 1
+        return super().write_batch(writes)
 
-    def delete_batch(self, partition_key: str, rows: Sequence[tuple[str, str]]) -> list[str]:
-        return self.store.delete_batch(partition_key, rows)
+
+def crashing_state(tables: Tables, writes: int) -> StateTable:
+    """Detection state whose connection drops after `writes` writes (to any of its tables)."""
+    service, budget = tables.service(), [writes]
+    return StateTable(FailingStore(service.get_table_client(tables.state), budget),
+                      days=DayTables(service, tables.state, store=lambda table: FailingStore(table, budget)))
 
 
 def test_a_batch_that_failed_half_way_is_exact_after_redelivery(tables: Tables, burst: Rule) -> None:
-    store = TableEntityStore(tables.service().get_table_client(tables.state))
-    crashing = Detector(rules=[burst], state=StateTable(FailingStore(store, writes=3)),
+    crashing = Detector(rules=[burst], state=crashing_state(tables, 3),
                         alerts=TableAlertStore(tables.service().get_table_client(tables.alerts)),
                         publisher=InProcessPublisher(), alerts_hub="alerts", dead_letters=InMemoryDeadLetterStore())
     callers = [f"caller-{n}" for n in range(6)]
@@ -293,7 +279,7 @@ def test_first_seen_alerts_again_when_a_value_returns_after_forget(tables: Table
     assert redelivered.alerts == [] and redelivered.alerts_repeated == 1
     detector = tables.detector([rule])
     deleted = housekeep(detector, datetime.now(UTC) + timedelta(days=31))  # nothing written for 30 days
-    assert deleted == {"country": 2}  # both values' entities (the learning marker stays)
+    assert deleted.deleted == {"country": 2}  # both values' entities (the learning marker stays)
     again = run(detector, [signin(4, 0)], first_sequence=4)
     assert len(again.alerts) == 1 and again.alerts[0].alert_id not in {first.alerts[0].alert_id,
                                                                        back.alerts[0].alert_id}
@@ -352,8 +338,8 @@ def test_a_key_whose_state_cannot_be_updated_is_logged_and_the_batch_goes_on(
 def test_a_stored_state_row_that_cannot_be_read_is_that_key_s_dead_letter_not_an_endless_retry(
         tables: Tables, burst: Rule) -> None:
     run(tables.detector([burst]), deletes(3, actor="edited@contoso.example"))
-    table = tables.service().get_table_client(tables.state)
-    [row] = [entity for entity in table.list_entities() if "edited" in entity.get("group", "")]
+    [(table, row)] = [(table, entity) for table in map(tables.service().get_table_client, tables.state_table_names())
+                      for entity in table.list_entities() if "edited" in entity.get("group", "")]
     table.upsert_entity({"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "state": "{edited by hand"},
                         mode=UpdateMode.REPLACE)
     fresh = tables.detector([burst])  # a new instance: nothing cached, the row is read
@@ -390,9 +376,10 @@ def replay(*args: str, connection_string: str, tables: Tables,
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def entity_etags(tables: Tables) -> dict[tuple[str, str], str]:
-    client = tables.service().get_table_client(tables.state)
-    return {(row["PartitionKey"], row["RowKey"]): str(row.metadata["etag"]) for row in client.list_entities()}
+def entity_etags(tables: Tables) -> dict[tuple[str, str, str], str]:
+    service = tables.service()
+    return {(name, row["PartitionKey"], row["RowKey"]): str(row.metadata["etag"])
+            for name in tables.state_table_names() for row in service.get_table_client(name).list_entities()}
 
 
 def test_replay_prints_only_new_alerts_and_a_second_replay_changes_nothing(

@@ -14,12 +14,14 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
 from azure.data.tables import UpdateMode
 
+from shared.detect.day_tables import DayTables
 from shared.detect.rules import Rule
 from shared.detect.rules.aggregate import Bucket, KeyState, Transition
 from shared.detect.rules.rule import state_key
 from shared.detect.state import (
     GUESS_NEW_WINDOW,
     LEARNING_ROW,
+    Housekept,
     StateConflictError,
     StateKey,
     StateTable,
@@ -146,8 +148,9 @@ def test_group_values_with_forbidden_key_characters_are_safe(tables: Tables, tmp
         run(detector, deletes(2, first=10 * index, actor=actor), first_sequence=2 * index)
     for actor in awkward:
         assert tables.count_of(rule, actor) == 2
-    entity = next(iter(tables.service().get_table_client(tables.state).list_entities()))
-    assert len(entity["RowKey"]) == 32 and entity["rule"] == "burst" and len(entity["group"]) < 400
+    entity = tables.state_rows()[0]
+    assert entity["RowKey"].startswith("burst.") and len(entity["RowKey"]) == len("burst.") + 32
+    assert entity["rule"] == "burst" and len(entity["group"]) < 400
 
 
 def test_a_large_state_is_split_over_properties_and_bounded() -> None:
@@ -187,27 +190,39 @@ HOUSEKEEPING_RULES = {
         group-by: [actor]
         first_seen: {fields: [subscription_id]}
         """,
+    "long": BURST_RULE.replace("burst", "long").replace("timespan: 10m", "timespan: 7h")
+            .replace("lateness: 30m", "lateness: 1m").replace("suppress: 1h", "suppress: 1m"),
 }
 
 
 def test_housekeeping_deletes_expired_state_only(tables: Tables, tmp_path: Path) -> None:
-    short, country = (rule_from(tmp_path, text) for text in HOUSEKEEPING_RULES.values())
+    rules = [rule_from(tmp_path, text, f"{name}.yaml") for name, text in HOUSEKEEPING_RULES.items()]
+    short, country, long = rules
     assert short.horizon == timedelta(minutes=4) and country.horizon == timedelta(days=90)
-    detector = tables.detector([short, country])
+    assert long.horizon == timedelta(hours=14, minutes=2), "past DAILY_HORIZON: one entity per key, deleted one by one"
+    detector = tables.detector(rules)
     run(detector, deletes(3, actor="a") + deletes(3, first=3, actor="b"))
     store = store_of(tables)
     orphan = {"PartitionKey": "removed-rule.0", "RowKey": "0k", "state": KeyState().to_json()}
     store.insert(orphan)
     now = datetime.now(UTC)
-    assert detector.state.housekeep([short, country], now) == {}  # nothing is old yet
-    assert detector.state.housekeep([short, country], now + timedelta(minutes=5)) == {"short": 2}
-    assert store.read("country", LEARNING_ROW) is not None and tables.state_of(short, "a") is None
-    assert detector.state.housekeep([short, country], now + timedelta(days=31)) == {"removed-rule": 1}
-    assert detector.state.housekeep([short, country], now + timedelta(days=91)) == {"country": 2}
+    assert detector.state.housekeep(rules, now) == Housekept({}, [])  # nothing is old yet
+    assert detector.state.housekeep(rules, now + long.horizon + timedelta(minutes=1)) == Housekept({"long": 2}, [])
+    assert tables.state_of(long, "a") is None and tables.state_of(short, "a") is not None  # a day goes whole
+    assert store.read("country", LEARNING_ROW) is not None
+    later = detector.state.housekeep(rules, now + timedelta(days=31))
+    assert later.deleted == {"removed-rule": 1} and later.dropped
+    assert tables.state_of(short, "a") is None
+    assert detector.state.housekeep(rules, now + timedelta(days=91)).deleted == {"country": 2}
     assert store.read("country", LEARNING_ROW) is not None  # the learning start is kept
-    # The detector's cache still holds the deleted entities' ETags: the next batch must recover (404).
+    # The detector's cache still holds the deleted entities' ETags: the next batch must recover.
+    days = detector.state.days
+    assert days is not None
+    days.clock = lambda: now + timedelta(days=91)
     report = run(detector, deletes(2, T0 + timedelta(minutes=5), first=10, actor="a"), first_sequence=10)
-    assert report.state_conflicts == 0 and tables.count_of(short, "a") == 2
+    moved_on = detector.state.stored_state(detector.state.key_of(short, state_key(("a",))), short.horizon)
+    assert report.state_conflicts == 0 and tables.count_of(long, "a") == 2
+    assert moved_on is not None and sum(bucket.count for bucket in moved_on.buckets.values()) == 2
 
 
 def test_housekeeping_lists_only_rules_that_keep_state_and_clears_rows_a_rule_kept_before_an_edit(
@@ -219,9 +234,9 @@ def test_housekeeping_lists_only_rules_that_keep_state_and_clears_rows_a_rule_ke
     counter = TransactionCounter()
     state = StateTable(TableEntityStore(tables.service(counter).get_table_client(tables.state)))
     now = datetime.now(UTC)
-    assert state.housekeep([plain], now + timedelta(days=1)) == {}
+    assert state.housekeep([plain], now + timedelta(days=1)).deleted == {}
     assert counter.methods.count("GET") == 1, "one listing: the orphans'; none for a rule without state"
-    assert state.housekeep([plain], now + timedelta(days=31)) == {plain.id: 1}
+    assert state.housekeep([plain], now + timedelta(days=31)).deleted == {plain.id: 1}
 
 
 def test_housekeeping_keeps_an_entity_written_after_it_was_listed(tables: Tables) -> None:
@@ -245,7 +260,8 @@ def test_transactions_grow_with_keys_touched_not_with_events(tables: Tables, tmp
     assert counter.methods.count("GET") == 5
     counter.reset()
     run(detector, [{**item, "event_id": item["event_id"] + "-b"} for item in events], first_sequence=101)
-    assert counter.count == 5  # entities and ETags cached between batches: one write per key
+    partitions = {detector.state.key_of(rule, state_key((actor,))).partition_key for actor in set(callers)}
+    assert counter.count == len(partitions)  # entities and ETags cached between batches: one write per partition
 
 
 def flood(count: int, first: int, prefix: str) -> list[dict[str, Any]]:
@@ -266,7 +282,8 @@ def test_a_flood_of_new_keys_is_inserted_without_reads_and_a_key_that_exists_sti
     events = [*flood(99, 10_000, "new"), *deletes(1, first=20_000, actor="known")]
     report = run(detector, events, first_sequence=len(learning))
     assert counter.methods.count("GET") == 1, "only the key that existed is read, after its insert conflicted"
-    assert report.state_conflicts == 1 and counter.count <= 16 + 2, "one transaction per partition, one retried"
+    # one transaction per partition, one retried; partition 0 also fences yesterday's table at the pinned hour
+    assert report.state_conflicts == 1 and counter.count <= 16 + 1 + 2
     assert tables.count_of(rule, "known") == 3 and tables.count_of(rule, "new-42") == 1
 
 
@@ -295,13 +312,15 @@ class _RefusingOneKey(TableEntityStore):
         return super().insert(self._padded(properties))
 
     def write_batch(self, writes: Sequence[Write]) -> list[str]:
-        return super().write_batch([Write(self._padded(write.properties), write.etag) for write in writes])
+        return super().write_batch([write._replace(properties=self._padded(write.properties)) for write in writes])
 
 
 def test_a_row_refused_inside_a_transaction_costs_only_its_own_events(tables: Tables, tmp_path: Path) -> None:
     rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
     detector = tables.detector([rule])
-    detector.state = StateTable(_RefusingOneKey(tables.service().get_table_client(tables.state)))
+    service = tables.service()
+    detector.state = StateTable(_RefusingOneKey(service.get_table_client(tables.state)),
+                                days=DayTables(service, tables.state, store=_RefusingOneKey))
     callers = ["huge@contoso.example", *(f"caller-{n}" for n in range(60))]
     events = [item for n, actor in enumerate(callers) for item in deletes(2, first=10 * n, actor=actor)]
     report = run(detector, events)
@@ -326,8 +345,7 @@ def test_housekeeping_deletes_a_hundred_rows_per_transaction_and_spares_a_row_wr
 def test_a_partition_of_keys_guessed_new_that_all_exist_is_read_after_the_second_wrong_guess(
         tables: Tables, tmp_path: Path) -> None:
     rule = rule_from(tmp_path, BURST_RULE.replace("{gte: 10}", "{gte: 100000}"))
-    same_partition = [actor for actor in (f"old-{n}" for n in range(400))
-                      if StateKey.of(rule.id, state_key((actor,))).partition_key == f"{rule.id}.0"][:8]
+    same_partition = [actor for actor in (f"old-{n}" for n in range(400)) if state_key((actor,))[0] == "0"][:8]
     run(tables.detector([rule]), [item for n, actor in enumerate(same_partition)
                                   for item in deletes(1, first=50_000 + n, actor=actor)], partition="1")
     detector = tables.detector([rule])

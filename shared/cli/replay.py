@@ -25,12 +25,12 @@ from shared.clients.eventhubs import bodies_with_positions, trigger_batch
 from shared.clients.publisher import InProcessPublisher, OutgoingEvent
 from shared.clients.storage import blob_service, table_service
 from shared.delivery.engine import DeliveryReport, deliverer_for, run_delivery
+from shared.detect import day_tables
 from shared.detect.alerts import Alert, TableAlertStore
 from shared.detect.engine import RULES_DIR, Detector, DetectReport, detect_batch
 from shared.detect.inventory_table import inventory_table
 from shared.detect.rules.loader import ROUTES_FILE, load_rules
 from shared.detect.rules.rule import Rule
-from shared.detect.state import StateTable, TableEntityStore
 from shared.normalize.batch import process_batch
 from shared.settings import Settings
 
@@ -63,7 +63,6 @@ class LocalDetector:
     """A detector over the settings' tables, with the table stores at hand for `--fresh`."""
 
     detector: Detector
-    state_store: TableEntityStore
     alert_store: TableAlertStore
 
     def start_fresh(self) -> int:
@@ -75,15 +74,14 @@ class LocalDetector:
 def local_detector(rules: list[Rule], service: TableServiceClient, settings: Settings) -> LocalDetector:
     """Tables are created now, which also proves the endpoint answers before any work is done. Dead
     letters go to the settings' Blob container, as normalize_fn's do (`deadletters list` shows them)."""
-    state_store = TableEntityStore(service.get_table_client(settings.state_table))
+    state = day_tables.state_table(service, settings.state_table)
     alert_store = TableAlertStore(service.get_table_client(settings.alerts_table))
-    state_store.ensure_table()
     alert_store.ensure_table()
-    detector = Detector(rules=rules, state=StateTable(state_store), alerts=alert_store,
+    detector = Detector(rules=rules, state=state, alerts=alert_store,
                         publisher=InProcessPublisher(), alerts_hub=settings.alerts_hub,
                         dead_letters=BlobDeadLetterStore(blob_service(settings), settings.deadletter_container),
                         inventory=inventory_table(service, settings.inventory_table))
-    return LocalDetector(detector, state_store, alert_store)
+    return LocalDetector(detector, alert_store)
 
 
 def partition_for(name: str, content: bytes | None = None) -> str:

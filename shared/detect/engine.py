@@ -37,6 +37,7 @@ from shared.clients.eventhubs import Position, batch_lag_ms
 from shared.clients.publisher import Publisher
 from shared.clients.rule_store import BlobRuleStore
 from shared.clients.storage import table_service
+from shared.detect import day_tables
 from shared.detect.alerts import Alert, AlertStore, Emitted, TableAlertStore, emit_alerts, subjects_of
 from shared.detect.inventory_table import InventoryTable, inventory_table
 from shared.detect.rule_source import LayeredRules, RuleSet
@@ -45,7 +46,7 @@ from shared.detect.rules.index import RuleIndex
 from shared.detect.rules.loader import UNKNOWN_SUBSCRIPTIONS, RulePack, load_rules
 from shared.detect.rules.model import DEFAULT_STATUSES
 from shared.detect.rules.rule import Rule, state_key
-from shared.detect.state import Applied, Change, StateKey, StateTable, TableEntityStore, describe_key
+from shared.detect.state import Applied, Change, Housekept, StateKey, StateTable, describe_key
 from shared.normalized_event import DeadLetter
 from shared.settings import get_settings
 from shared.values import for_log, parse_time
@@ -192,7 +193,7 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
                         sequence = decoded.position.sequence_number
                         hit = Hit(decoded.time_us, decoded.event["event_id"], -1 if sequence is None else sequence,
                                   decoded.event, member)
-                        _select(rule, hit, partition or "", candidates, touched)
+                        _select(rule, hit, partition or "", candidates, touched, state=detector.state)
             except Exception:  # a rule must never sink the batch: the others still run
                 rule_errors += 1
                 log.exception("rule %s failed on event %s", rule.id, for_log(decoded.event.get("event_id")))
@@ -229,7 +230,7 @@ def _evaluate_batch(bodies: Sequence[tuple[bytes, Position]], detector: Detector
 
 
 def _select(rule: Rule, hit: Hit, partition: str, candidates: list[Alert],
-            touched: dict[StateKey, _KeyHits]) -> None:
+            touched: dict[StateKey, _KeyHits], *, state: StateTable) -> None:
     event = hit.event
     group_values = rule.group_of(event, hit.member)
     if not rule.stateful:
@@ -242,16 +243,16 @@ def _select(rule: Rule, hit: Hit, partition: str, candidates: list[Alert],
         if new_values is None:
             return  # nothing to call new
         values = new_values
-    _touch(rule, hit, group_values, values, touched)
+    _touch(rule, hit, group_values, values, touched, state=state)
 
 
 def _touch(rule: Rule, hit: Hit, group_values: tuple[str | None, ...], values: tuple[str, ...],
-           touched: dict[StateKey, _KeyHits]) -> None:
+           touched: dict[StateKey, _KeyHits], *, state: StateTable) -> None:
     """Add a hit to its key's work for this batch (one read-modify-write per key)."""
     group = dict(zip(rule.group_by, group_values, strict=True))
     if values:
         group = {**group, **dict(zip(rule.new_value_names, values, strict=True))}
-    key = StateKey.of(rule.id, state_key(group_values, values))
+    key = state.key_of(rule, state_key(group_values, values))
     entry = touched.get(key)
     if entry is None:
         entry = touched[key] = _KeyHits(rule, key, group)
@@ -282,7 +283,7 @@ def _apply_levels(detector: Detector, touched: dict[StateKey, _KeyHits],
                 event = alert.model_dump(mode="json")  # the alert is the hit: its group and event ids
                 for parent, index in counting:
                     hit = Hit(to_us(alert.time), alert.alert_id, raised.sequence, event, index)
-                    _touch(parent, hit, parent.group_of(event, index), (), touched)
+                    _touch(parent, hit, parent.group_of(event, index), (), touched, state=detector.state)
     return applied, refused
 
 
@@ -301,9 +302,11 @@ def _apply(detector: Detector, touched: Iterable[_KeyHits],
                     for rule_id, (rule, first) in earliest.items()}
 
     def change(entry: _KeyHits) -> Change:
-        context = KeyContext(entry.rule, entry.key.row_key, entry.group, partition, learning_end.get(entry.rule.id))
+        context = KeyContext(entry.rule, entry.key.group_hash, entry.group, partition,
+                             learning_end.get(entry.rule.id))
         return Change(entry.key, describe_key(entry.rule, entry.group),
-                      lambda before: advance(context, before, entry.hits))
+                      lambda before: advance(context, before, entry.hits),
+                      detector.state.daily_horizon(entry.rule))
 
     applied: list[Applied] = []
     for entry, outcome in zip(work, detector.state.update_many([change(entry) for entry in work]), strict=True):
@@ -328,11 +331,12 @@ def _rejected_letters(refused: list[tuple[_KeyHits, str]], emitted: Emitted,
     return letters
 
 
-def housekeep(detector: Detector, now: datetime) -> dict[str, int]:
-    """Delete state entities whose rule's horizon has passed (the timer calls this; no TTL in Tables)."""
-    deleted = detector.state.housekeep(detector.rules, now)
-    log.info(orjson.dumps({"function": "housekeeping", "deleted": deleted}).decode())
-    return deleted
+def housekeep(detector: Detector, now: datetime) -> Housekept:
+    """Drop day tables and delete state entities whose rule's horizon has passed (the timer calls this; no
+    TTL in Tables)."""
+    done = detector.state.housekeep(detector.rules, now)
+    log.info(orjson.dumps({"function": "housekeeping", "deleted": done.deleted, "dropped": done.dropped}).decode())
+    return done
 
 
 def load_pack(rules_dir: str | Path | None, statuses: Sequence[str] = DEFAULT_STATUSES,
@@ -349,7 +353,7 @@ def load_pack(rules_dir: str | Path | None, statuses: Sequence[str] = DEFAULT_ST
 def build_detector(rules: list[Rule], service: TableServiceClient, *, state_table: str, alerts_table: str,
                    publisher: Publisher, alerts_hub: str, dead_letters: DeadLetterStore,
                    inventory: str | None = None) -> Detector:
-    return Detector(rules=rules, state=StateTable(TableEntityStore(service.get_table_client(state_table))),
+    return Detector(rules=rules, state=day_tables.state_table(service, state_table),
                     alerts=TableAlertStore(service.get_table_client(alerts_table)), publisher=publisher,
                     alerts_hub=alerts_hub, dead_letters=dead_letters,
                     inventory=None if inventory is None else inventory_table(service, inventory))

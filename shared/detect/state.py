@@ -30,8 +30,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 from urllib.parse import unquote
 
 import orjson
@@ -44,6 +44,9 @@ from shared.clients.storage import OwnTable, is_outage
 from shared.detect.rules.aggregate import KeyState, Transition, from_us, to_us
 from shared.detect.rules.rule import Rule
 from shared.values import format_time, parse_time
+
+if TYPE_CHECKING:
+    from shared.detect.day_tables import DayTables
 
 # A string property holds 64 KiB of UTF-16: 16,000 characters fit even if every one needs a surrogate pair.
 CHUNK_CHARS = 16_000
@@ -58,13 +61,20 @@ MAX_BATCH_CHARS = 1_000_000
 GUESS_NEW_WINDOW = 200
 GUESS_NEW_SHARE = 0.9
 # Transactions of different partitions are independent: overlap their round trips.
-_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="stormwatch-state")
+_WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="stormwatch-state")
 DELETES_IN_FLIGHT = 4
 # What a transaction answers when one of its writes found the entity changed (412), present (409) or gone (404).
 _CONFLICT_CODES = frozenset({"UpdateConditionNotSatisfied", "EntityAlreadyExists", "ResourceNotFound"})
 CACHE_ENTRIES = 10_000
 # Entities of rules no longer loaded are deleted once this old.
 ORPHAN_HORIZON = timedelta(days=30)
+EARLIER_LAYOUT_RECHECK_SECONDS = 600
+# Rules whose state can matter at most this long after its last write keep it in day tables
+# (`shared.detect.day_tables`); others (first_seen, long correlations) one entity per key, deleted one by one.
+DAILY_HORIZON = timedelta(hours=12)
+# PartitionKeys of a day table. Fewer means more keys per transaction (Python CPU per request bounds a detect
+# instance); each partition serves about 2,000 entities/s, so 8 reach about the account's 20,000/s.
+DAY_PARTITIONS = 8
 # A key is at most 1 KiB of UTF-16; beyond this many characters a record value is kept as prefix + hash.
 MAX_KEY_CHARS = 400
 # What Table keys forbid (`/ \\ # ?`, control characters), and `%` so that the escaping is reversible.
@@ -102,6 +112,7 @@ class BatchConflictError(StateConflictError):
 class Write(NamedTuple):
     properties: dict[str, Any]
     etag: str | None  # None: insert, the entity must not exist
+    horizon: timedelta | None = None  # a key of the day tables (`shared.detect.day_tables`): its rule's horizon
 
 
 class StateTooLargeError(ValueError):
@@ -129,6 +140,9 @@ class EntityStore(Protocol):
 
         `rule_id` None: every entity of the table, rule markers included.
         """
+
+    def written_since(self, rule_id: str, moment: datetime) -> bool:
+        """Whether any key entity of the rule was written at or after `moment`."""
 
     def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
         """Delete if still at `etag` (a concurrent update wins)."""
@@ -176,6 +190,13 @@ class TableEntityStore(OwnTable):
         for entity in self.table.query_entities(query, parameters=parameters, select=["PartitionKey", "RowKey"]):
             yield entity["PartitionKey"], entity["RowKey"], str(entity.metadata["etag"])
 
+    def written_since(self, rule_id: str, moment: datetime) -> bool:
+        self.ensure_table()
+        found = self.table.query_entities(
+            "PartitionKey gt @low and PartitionKey lt @high and Timestamp ge @moment", select=["RowKey"],
+            parameters={"low": f"{rule_id}.", "high": f"{rule_id}/", "moment": moment}, results_per_page=1)
+        return next(iter(found), None) is not None
+
     def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
         try:
             self.table.delete_entity(partition_key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified)
@@ -185,7 +206,7 @@ class TableEntityStore(OwnTable):
 
     def write_batch(self, writes: Sequence[Write]) -> list[str]:
         if len(writes) == 1:  # one operation costs less as a plain request
-            properties, etag = writes[0]
+            properties, etag, _ = writes[0]
             try:
                 return [self.insert(properties) if etag is None else self.replace(properties, etag)]
             except StateConflictError as error:
@@ -193,7 +214,7 @@ class TableEntityStore(OwnTable):
         self.ensure_table()
         operations = [table_batch.Operation("insert" if etag is None else "replace", properties["PartitionKey"],
                                             properties["RowKey"], _text_properties(properties), etag)
-                      for properties, etag in writes]
+                      for properties, etag, _ in writes]
         try:
             return [str(etag) for etag in table_batch.submit(self.table, operations)]
         except table_batch.TransactionError as error:
@@ -265,6 +286,11 @@ class MemoryEntityStore:
                      if written < moment and (rule_id is None or pk.startswith(f"{rule_id}."))]
         yield from found
 
+    def written_since(self, rule_id: str, moment: datetime) -> bool:
+        with self._lock:
+            return any(written >= moment and pk.startswith(f"{rule_id}.")
+                       for (pk, _), (_, _, written) in self._entities.items())
+
     def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
         with self._lock:
             current = self._entities.get((partition_key, row_key))
@@ -275,11 +301,11 @@ class MemoryEntityStore:
 
     def write_batch(self, writes: Sequence[Write]) -> list[str]:
         with self._lock:  # all or nothing, as a transaction
-            for index, (properties, etag) in enumerate(writes):
+            for index, (properties, etag, _) in enumerate(writes):
                 current = self._entities.get((properties["PartitionKey"], properties["RowKey"]))
                 if (current is None) != (etag is None) or (current and str(current[1]) != etag):
                     raise BatchConflictError(index)
-            return [self._put(properties, etag) for properties, etag in writes]
+            return [self._put(properties, etag) for properties, etag, _ in writes]
 
     def delete_batch(self, partition_key: str, rows: Sequence[tuple[str, str]]) -> list[str]:
         return [row for row, etag in rows if self.delete(partition_key, row, etag)]
@@ -290,12 +316,24 @@ class StateKey(NamedTuple):
     row_key: str
 
     @classmethod
-    def of(cls, rule_id: str, row_key: str) -> StateKey:
-        return cls(f"{rule_id}.{row_key[0]}", row_key)
+    def of(cls, rule_id: str, group_hash: str, *, daily: bool = False) -> StateKey:
+        """The state table: `<rule id>.<first hex digit>`, the group hash. A day table holds every
+        short-lived rule's keys together, so that one transaction writes a batch's keys of a partition
+        whichever rule they belong to: `<0 to DAY_PARTITIONS - 1>`, `<rule id>.<group hash>`."""
+        if daily:
+            return cls(str(int(group_hash[0], 16) * DAY_PARTITIONS // 16), f"{rule_id}.{group_hash}")
+        return cls(f"{rule_id}.{group_hash[0]}", group_hash)
 
     @property
     def rule_id(self) -> str:
-        return self.partition_key.split(".", 1)[0]
+        if "." in self.partition_key or "." not in self.row_key:
+            return self.partition_key.split(".", 1)[0]
+        return self.row_key.split(".", 1)[0]
+
+    @property
+    def group_hash(self) -> str:
+        """The hash of the group values (the part of alert ids that names the key)."""
+        return self.row_key if "." in self.partition_key else self.row_key.rsplit(".", 1)[-1]
 
 
 class Change(NamedTuple):
@@ -304,6 +342,7 @@ class Change(NamedTuple):
     key: StateKey
     describe: dict[str, Any]
     change: Callable[[KeyState | None], Transition]
+    horizon: timedelta | None = None  # set: a key of the day tables, its rule's horizon
 
 
 def _transactions(writes: list[tuple[int, Write, KeyState]]) -> Iterator[list[tuple[int, Write, KeyState]]]:
@@ -332,6 +371,11 @@ class Applied:
     failed: bool = False
 
 
+class Housekept(NamedTuple):
+    deleted: dict[str, int]  # entities deleted one by one, per rule
+    dropped: list[str]  # day tables dropped whole
+
+
 @dataclass
 class StateTable:
     """Read-modify-write of detection state with a per-process cache of entities and their ETags.
@@ -349,16 +393,69 @@ class StateTable:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     # Whether each of the last keys not cached turned out new (absent from the table).
     _recent_new: deque[bool] = field(default_factory=lambda: deque(maxlen=GUESS_NEW_WINDOW))
+    # Where short-lived rules keep their keys; None: in `store` like the others (`rules test`, in memory).
+    days: DayTables | None = None
+    # Per rule kept in day tables: whether the state table holds keys of it that releases before 0.3
+    # wrote there within its horizon, and when that was last checked (time.monotonic()).
+    _earlier_layout: dict[str, tuple[bool, float]] = field(default_factory=dict)
 
-    def update(self, key: StateKey, describe: dict[str, Any],
-               change: Callable[[KeyState | None], Transition]) -> Applied:
+    def daily_horizon(self, rule: Rule) -> timedelta | None:
+        """The rule's horizon when its keys live in the day tables, else None."""
+        return rule.horizon if self.days is not None and rule.horizon <= DAILY_HORIZON else None
+
+    def key_of(self, rule: Rule, group_hash: str) -> StateKey:
+        return StateKey.of(rule.id, group_hash, daily=self.daily_horizon(rule) is not None)
+
+    def _read(self, key: StateKey, horizon: timedelta | None) -> tuple[KeyState | None, str | None] | None:
+        """A key's state and ETag; None when absent (the state None: absent, the ETag says where to write;
+        the ETag None: found where an earlier release kept it, to be inserted in today's table)."""
+        if horizon is None or self.days is None:
+            stored = self.store.read(*key)
+        else:
+            stored = self.days.read(key, horizon)
+            if stored is None and self._earlier_layout_alive(key, horizon):
+                earlier = self.store.read(*StateKey.of(key.rule_id, key.group_hash))
+                return None if earlier is None else (decode_state(earlier.properties, self.decode), None)
+        if stored is None:
+            return None
+        return decode_state(stored.properties, self.decode) if "state" in stored.properties else None, stored.etag
+
+    def _maybe_earlier(self, change: Change) -> bool:
+        """A key not to be guessed new: it may live where an earlier release kept it."""
+        return change.horizon is not None and self.days is not None \
+            and self._earlier_layout_alive(change.key, change.horizon)
+
+    def _earlier_layout_alive(self, key: StateKey, horizon: timedelta) -> bool:
+        """Whether a key of a short-lived rule may still live where releases before 0.3 kept it (one entity
+        per key in the state table, written within the rule's horizon): checked per rule every few minutes,
+        so windows in flight survive the upgrade and cost nothing once they have passed."""
+        rule_id, now = key.rule_id, time.monotonic()
+        with self._lock:
+            known = self._earlier_layout.get(rule_id)
+        if known is None or now - known[1] > EARLIER_LAYOUT_RECHECK_SECONDS:
+            known = self.store.written_since(rule_id, datetime.now(UTC) - horizon), now
+            with self._lock:
+                self._earlier_layout[rule_id] = known
+        return known[0]
+
+    def _write_batch(self, writes: Sequence[Write]) -> list[str]:
+        if writes[0].horizon is None or self.days is None:
+            return self.store.write_batch(writes)
+        return self.days.write_batch(writes)
+
+    def stored_state(self, key: StateKey, horizon: timedelta | None = None) -> KeyState | None:
+        """A key's state as stored now, bypassing the cache (tests, the soak)."""
+        found = self._read(key, horizon)
+        return None if found is None else found[0]
+
+    def update(self, key: StateKey, describe: dict[str, Any], change: Callable[[KeyState | None], Transition],
+               horizon: timedelta | None = None) -> Applied:
         applied = Applied(Transition(state=None))
-        cached = self._cached(key)
+        cached: tuple[KeyState | None, str | None] | None = self._cached(key)
         for attempt in range(MAX_ATTEMPTS):
             if cached is None:
                 applied.reads += 1
-                stored = self.store.read(*key)
-                cached = None if stored is None else (decode_state(stored.properties, self.decode), stored.etag)
+                cached = self._read(key, horizon)
             before, etag = cached if cached is not None else (None, None)
             applied.transition = change(before)
             after = applied.transition.state
@@ -367,7 +464,10 @@ class StateTable:
             properties = {"PartitionKey": key.partition_key, "RowKey": key.row_key, **describe, **encode_state(after)}
             try:
                 applied.writes += 1
-                new_etag = self.store.insert(properties) if etag is None else self.store.replace(properties, etag)
+                if horizon is not None and self.days is not None:
+                    new_etag = self.days.write_batch([Write(properties, etag, horizon)])[0]
+                else:
+                    new_etag = self.store.insert(properties) if etag is None else self.store.replace(properties, etag)
             except StateConflictError:
                 applied.conflicts += 1
                 self._forget(key)
@@ -407,9 +507,11 @@ class StateTable:
     def _update_partition(self, changes: list[Change]) -> list[Applied | Exception]:
         applied = [Applied(Transition(state=None)) for _ in changes]
         outcomes: dict[int, Applied | Exception] = {}
-        known = {index: self._cached(change.key) for index, change in enumerate(changes)}
+        known: dict[int, tuple[KeyState | None, str | None] | None] = {index: self._cached(change.key)
+                                                                for index, change in enumerate(changes)}
         guessing = self._guessing_new()
-        to_read = set() if guessing else {index for index, cached in known.items() if cached is None}
+        to_read = {index for index, cached in known.items()
+                   if cached is None and (not guessing or self._maybe_earlier(changes[index]))}
         wrong_guesses = 0
         for attempt in range(MAX_ATTEMPTS):
             writes: list[tuple[int, Write, KeyState]] = []
@@ -419,11 +521,9 @@ class StateTable:
                 try:
                     if index in to_read:
                         applied[index].reads += 1
-                        stored = self.store.read(*change.key)
-                        known[index] = None if stored is None else (decode_state(stored.properties, self.decode),
-                                                                    stored.etag)
+                        known[index] = self._read(change.key, change.horizon)
                         if not guessing:
-                            self._observe_new(stored is None)
+                            self._observe_new(known[index] is None)
                         to_read.discard(index)
                     before, etag = known[index] or (None, None)
                     applied[index].transition = change.change(before)
@@ -438,13 +538,13 @@ class StateTable:
                         raise
                     outcomes[index] = error
                     continue
-                writes.append((index, Write(properties, etag), after))
+                writes.append((index, Write(properties, etag, change.horizon), after))
             if not writes:
                 break
             for chunk in _transactions(writes):
                 applied[chunk[0][0]].writes += 1
                 try:
-                    etags = self.store.write_batch([write for _, write, _ in chunk])
+                    etags = self._write_batch([write for _, write, _ in chunk])
                 except BatchConflictError as conflict:
                     failed, write, _ = chunk[conflict.index]
                     applied[failed].conflicts += 1
@@ -464,7 +564,7 @@ class StateTable:
                     for index, _, _ in chunk:  # refused for what it holds: find which key, one by one
                         change = changes[index]
                         try:
-                            outcomes[index] = self.update(change.key, change.describe, change.change)
+                            outcomes[index] = self.update(change.key, change.describe, change.change, change.horizon)
                         except Exception as alone:
                             if isinstance(alone, StateConflictError) or is_outage(alone):
                                 raise
@@ -515,14 +615,18 @@ class StateTable:
         self._learning[rule_id] = started
         return started
 
-    def housekeep(self, rules: list[Rule], now: datetime) -> dict[str, int]:
-        """Delete entities not written within their rule's horizon; orphans of removed rules after 30 days.
+    def housekeep(self, rules: list[Rule], now: datetime) -> Housekept:
+        """Drop the day tables nothing reads any more; delete entities of the state table not written within
+        their rule's horizon, and orphans of removed rules (or of rules now kept in day tables) after 30 days.
 
         Deletes go 100 to a transaction per partition (the listing comes partition by partition). Rules that
         keep no state are not listed (one query each, most of a large pack); rows left by one that kept
         state before it was edited go with the orphans."""
+        dropped = [] if self.days is None else self.days.expired(now)
+        if self.days is not None and dropped:
+            self.days.drop(dropped)
         deleted: dict[str, int] = {}
-        stateful = [rule for rule in rules if rule.stateful]
+        stateful = [rule for rule in rules if rule.stateful and self.daily_horizon(rule) is None]
         for rule in stateful:
             for key in self._delete(self.store.written_before(rule.id, now - rule.horizon)):
                 deleted[rule.id] = deleted.get(rule.id, 0) + 1
@@ -532,11 +636,15 @@ class StateTable:
                    if StateKey(row[0], row[1]).rule_id not in known)
         for key in self._delete(orphans):
             deleted[key.rule_id] = deleted.get(key.rule_id, 0) + 1
-        return deleted
+        return Housekept(deleted, dropped)
 
     def clear(self, now: datetime) -> int:
-        """Delete every entity (`replay --fresh`, the demo): start from empty state."""
+        """Delete every entity and day table (`replay --fresh`, the demo): start from empty state."""
         removed = len(list(self._delete(list(self.store.written_before(None, now + timedelta(days=1))))))
+        if self.days is not None:
+            names = [name for name, _ in self.days.tables()]
+            removed += self.days.count(names)
+            self.days.drop(names)
         with self._lock:
             self._cache.clear()
         self._learning.clear()

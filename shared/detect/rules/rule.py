@@ -141,7 +141,7 @@ class Rule:
     def learning_us(self) -> int:
         return _us(self.spec.first_seen.learning if self.spec.first_seen else None)
 
-    @property
+    @cached_property
     def horizon(self) -> timedelta:
         """How long after its last write a state entity can still matter (housekeeping deletes it then)."""
         if self.spec.first_seen is not None:

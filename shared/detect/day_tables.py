@@ -1,0 +1,246 @@
+"""Short-lived detection state in one table per UTC day, so that expired state goes a whole day at a time.
+
+Housekeeping that deletes entity by entity cannot outrun a flood of new keys (every failed sign-in from a
+new IP for a new user makes new state), and Table Storage has no TTL. Keys of rules whose horizon is at
+most `DAILY_HORIZON` therefore live in `<state table><YYYYMMDD>`: a key is written in today's table, and
+yesterday's table is dropped in one request once nothing in it can matter (`expired`).
+
+A key last written yesterday moves on its first write today; a key not yet written today may still live
+in yesterday's table while its rule's horizon (plus `CLOCK_SKEW`) has not passed since midnight, so
+only then is yesterday read (`read`). Moving keeps the state exact under concurrency and crashes:
+
+- the entity left behind becomes a tombstone (`moved`) holding the state written today, replaced with
+  `If-Match` of the ETag read: a writer still on yesterday's copy (a clock behind) gets 412, re-reads,
+  finds the tombstone and follows it to today;
+- a key new today gets an empty tombstone in yesterday's table first (an insert: 409 if the key is there),
+  so that no writer can still create it there;
+- the tombstone is written before today's entity: a crash between the two leaves a tombstone whose state
+  is found when today's entity is missing, and the redelivered batch's watermarks skip what it holds.
+
+ETags handed to `StateTable` carry the day they belong to (`YYYYMMDD:<etag>`, `YYYYMMDD:-` for a key
+whose tombstone in that day says it belongs to the next one): it never looks inside them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from shared.detect.state import (
+    DAILY_HORIZON,
+    DAY_PARTITIONS,
+    BatchConflictError,
+    StateKey,
+    StateTable,
+    Stored,
+    TableEntityStore,
+    Write,
+)
+from shared.settings import SettingsError, env_name
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableClient, TableServiceClient
+
+DAY = timedelta(days=1)
+# Each partition of a day table turns its day this much after the one before: at any moment only the
+# partitions that turned within a rule's horizon read and fence yesterday's table, so a flood costs about
+# the same whatever the hour (all turning at midnight would double its cost for hours).
+TURN_STEP = DAY / DAY_PARTITIONS
+LAST_TURN = (DAY_PARTITIONS - 1) * TURN_STEP
+# How far apart the clocks of two detect instances may be around midnight.
+CLOCK_SKEW = timedelta(minutes=5)
+MOVED = "moved"  # the property that makes an entity a tombstone
+_FOLLOW = "-"  # ETag part of a key whose tombstone says it lives in the next day
+_SUFFIX = len("YYYYMMDD")
+
+
+def state_table(service: TableServiceClient, name: str) -> StateTable:
+    """Detection state as detect keeps it: the state table and its day tables."""
+    return StateTable(TableEntityStore(service.get_table_client(name)), days=DayTables(service, name))
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def _turn(partition_key: str) -> timedelta:
+    """How long after midnight UTC this partition's day begins."""
+    index = int(partition_key) if partition_key.isdigit() else 0
+    return TURN_STEP * min(index, DAY_PARTITIONS - 1)
+
+
+def day_of(partition_key: str, now: datetime) -> date:
+    """The day table a partition's keys are written in now."""
+    return (now - _turn(partition_key)).date()
+
+
+def _probing(partition_key: str, now: datetime, horizon: timedelta) -> bool:
+    """Whether a key not written in today's table may still live, alive, in yesterday's."""
+    return now < _midnight(day_of(partition_key, now)) + _turn(partition_key) + horizon + CLOCK_SKEW
+
+
+def utc_now() -> datetime:
+    """The clock of DayTables built without one (looked up at each call, so a test can pin it)."""
+    return datetime.now(UTC)
+
+
+class DayTables:
+    """The day tables of one state table: read, write (moving keys into today's table), drop."""
+
+    def __init__(self, service: TableServiceClient, base: str, clock: Callable[[], datetime] | None = None,
+                 store: Callable[[TableClient], TableEntityStore] = TableEntityStore) -> None:
+        if len(base) + _SUFFIX > 63:
+            raise SettingsError(f"{env_name('state_table')}: {base!r} leaves no room for a day's date "
+                                f"(at most {63 - _SUFFIX} characters)")
+        self.service, self.base, self.clock, self._store = service, base, clock, store
+        self._tables: dict[date, TableEntityStore] = {}
+        # Fences written by a call whose second step then conflicted: not sent again when it is retried.
+        self._fenced: set[tuple[date, str, str]] = set()
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        return self.clock() if self.clock is not None else utc_now()
+
+    def name(self, day: date) -> str:
+        return f"{self.base}{day:%Y%m%d}"
+
+    def _table(self, day: date) -> TableEntityStore:
+        with self._lock:
+            found = self._tables.get(day)
+            if found is None:
+                found = self._tables[day] = self._store(self.service.get_table_client(self.name(day)))
+                for old in sorted(self._tables)[:-4]:  # yesterday, today, tomorrow (a clock behind) suffice
+                    del self._tables[old]
+            return found
+
+    def _get(self, day: date, key: StateKey) -> Stored | None:
+        """The entity in that day's table; None when it or the table is missing (a read creates nothing)."""
+        try:
+            entity = self._table(day).table.get_entity(*key)
+        except ResourceNotFoundError:
+            return None
+        return Stored(dict(entity), str(entity.metadata["etag"]))
+
+    def read(self, key: StateKey, horizon: timedelta) -> Stored | None:
+        """A key's state and where it is; properties without `state` for a key known absent but fenced."""
+        now = self.now()
+        today = day_of(key.partition_key, now)
+        found = self._get(today, key)
+        if found is not None:
+            if MOVED not in found.properties:
+                return _located(today, found)
+            later = self._get(today + DAY, key)  # moved on by a writer whose clock is past midnight
+            return _located(today + DAY, later) if later is not None else _followed(today, found)
+        if not _probing(key.partition_key, now, horizon):
+            return None
+        earlier = self._get(today - DAY, key)
+        if earlier is None:
+            return None
+        return _followed(today - DAY, earlier) if MOVED in earlier.properties else _located(today - DAY, earlier)
+
+    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+        """Write the keys of one PartitionKey: tombstones in yesterday's table first (one transaction), then
+        today's entities (one transaction); BatchConflictError names the write whose entity had changed."""
+        if not writes:
+            return []
+        now = self.now()
+        partition_key = writes[0].properties["PartitionKey"]
+        today = day_of(partition_key, now)
+        first: dict[date, list[tuple[int, Write]]] = {}
+        then: dict[date, list[tuple[int, Write]]] = {}
+        for index, write in enumerate(writes):
+            day, etag = _location(write.etag)
+            keys = {"PartitionKey": write.properties["PartitionKey"], "RowKey": write.properties["RowKey"]}
+            if day is not None and etag == _FOLLOW:  # yesterday's tombstone is in place
+                then.setdefault(day + DAY, []).append((index, write._replace(etag=None)))
+            elif day is not None and day >= today:
+                then.setdefault(day, []).append((index, write._replace(etag=etag)))
+            elif day == today - DAY:  # alive yesterday: leave a tombstone holding today's state, move
+                first.setdefault(day, []).append((index, Write({**write.properties, MOVED: "1"}, etag)))
+                then.setdefault(today, []).append((index, write._replace(etag=None)))
+            else:  # new, or last written before yesterday (expired): fence yesterday while it may matter
+                fence = (today - DAY, partition_key, keys["RowKey"])
+                if write.horizon is not None and _probing(partition_key, now, write.horizon) \
+                        and fence not in self._fenced:
+                    first.setdefault(today - DAY, []).append((index, Write({**keys, MOVED: "1"}, None)))
+                then.setdefault(today, []).append((index, write._replace(etag=None)))
+        for day, step in sorted(first.items()):
+            self._submit(day, step)
+        etags: dict[int, str] = {}
+        try:
+            for day, step in sorted(then.items()):
+                for (index, _), etag in zip(step, self._submit(day, step), strict=True):
+                    etags[index] = f"{day:%Y%m%d}:{etag}"
+        except BatchConflictError:  # the fences stand: a retry must not insert them again (a 409 per key)
+            with self._lock:
+                self._fenced.update((day, partition_key, write.properties["RowKey"])
+                                    for day, step in first.items() for _, write in step if write.etag is None)
+            raise
+        with self._lock:
+            self._fenced.difference_update((today - DAY, partition_key, write.properties["RowKey"])
+                                           for write in writes)
+        return [etags[index] for index in range(len(writes))]
+
+    def _submit(self, day: date, step: list[tuple[int, Write]]) -> list[str]:
+        try:
+            return self._table(day).write_batch([write for _, write in step])
+        except BatchConflictError as conflict:
+            raise BatchConflictError(step[conflict.index][0]) from conflict
+
+    def tables(self) -> list[tuple[str, date]]:
+        """The day tables there are, with their days."""
+        low, high = self.base + "0" * _SUFFIX, self.base + "9" * _SUFFIX
+        found = []
+        for table in self.service.query_tables("TableName ge @low and TableName le @high",
+                                               parameters={"low": low, "high": high}):
+            suffix = table.name[len(self.base):]
+            day = _day(suffix) if len(suffix) == _SUFFIX and suffix.isdigit() else None
+            if day is not None:
+                found.append((table.name, day))
+        return found
+
+    def expired(self, now: datetime) -> list[str]:
+        """Day tables nothing reads or writes any more: written until the last partition's turn (plus skew),
+        then read until the longest daily horizon has passed."""
+        return [name for name, day in self.tables()
+                if day < date.max and now >= _midnight(day + DAY) + LAST_TURN + DAILY_HORIZON + CLOCK_SKEW]
+
+    def drop(self, names: Sequence[str]) -> None:
+        for name in names:
+            self.service.delete_table(name)  # a missing table is no error
+        with self._lock:
+            self._tables = {day: table for day, table in self._tables.items() if self.name(day) not in names}
+
+    def count(self, names: Sequence[str]) -> int:
+        """Entities in those tables (the benchmark's and `replay --fresh`'s report)."""
+        return sum(sum(1 for _ in self.service.get_table_client(name).list_entities(select=["RowKey"]))
+                   for name in names)
+
+
+
+def _located(day: date, stored: Stored) -> Stored:
+    return Stored(stored.properties, f"{day:%Y%m%d}:{stored.etag}")
+
+
+def _followed(day: date, tombstone: Stored) -> Stored:
+    """A tombstone: the state it holds (none for a fence), to be written in the next day's table."""
+    properties = {name: value for name, value in tombstone.properties.items() if name != MOVED}
+    return Stored(properties if "state" in properties else {}, f"{day:%Y%m%d}:{_FOLLOW}")
+
+
+def _location(etag: str | None) -> tuple[date | None, str | None]:
+    if etag is None or etag[_SUFFIX:_SUFFIX + 1] != ":":
+        return None, None
+    day = _day(etag[:_SUFFIX])
+    return (None, None) if day is None else (day, etag[_SUFFIX + 1:])
+
+
+def _day(text: str) -> date | None:
+    try:
+        return datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC).date()
+    except ValueError:
+        return None
