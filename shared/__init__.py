@@ -8,4 +8,4 @@ here are the contracts and helpers all of them share (settings, the normalized e
 
 # The release, kept here only: `python -m shared --version`, the dashboard footer, every alert's metadata, the
 # package zip's name and CHANGELOG.md's newest heading (tests/test_release.py holds them equal).
-__version__ = "0.2.0"
+__version__ = "0.3.0"
