@@ -8,7 +8,8 @@ their words across versions so the figures can be compared.
 2. detect's Table requests per 1,000 events and events/s, one instance (the production detector: state,
    alerts and inventory tables in a throw-away Azurite, every request counted on the wire), batches of
    100: the soak's mixed day, and the adversarial stream where every event is a failed sign-in from a
-   new IP for a new user (two new state keys per event). Events are normalized beforehand.
+   new IP for a new user (three new state keys per event), also with the day tables' clock a minute after
+   a partition's turn, when yesterday's table is read and fenced there. Events are normalized beforehand.
 3. Housekeeping: the hourly run once the adversarial run's day tables have no reader left (2.5 days on)
    removes every state entity that run created, per second, against the entities it created per second.
    Short-lived rules keep state in day tables, dropped whole (`shared.detect.day_tables`).
@@ -44,7 +45,7 @@ from shared.cli import azurite
 from shared.clients.dead_letters import InMemoryDeadLetterStore
 from shared.clients.eventhubs import Position
 from shared.clients.publisher import InProcessPublisher
-from shared.detect.day_tables import CLOCK_SKEW, LAST_TURN
+from shared.detect.day_tables import CLOCK_SKEW, LAST_TURN, TURN_STEP
 from shared.detect.engine import RULES_DIR, Detector, build_detector, detect_batch
 from shared.detect.rules import Rule, load_rules
 from shared.detect.state import DAILY_HORIZON
@@ -165,6 +166,12 @@ def state_entities(detector: Detector) -> int:
     return permanent + (0 if state.days is None else state.days.count([name for name, _ in state.days.tables()]))
 
 
+def just_after_a_turn(now: datetime) -> datetime:
+    """A minute after the next partition of the day tables turns its day: the costliest moment of a flood."""
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return midnight + ((now - midnight) // TURN_STEP + 1) * TURN_STEP + timedelta(minutes=1)
+
+
 def detect_figures(rules: list[Rule], connection: str, mixed_count: int, flood_count: int) -> None:
     mixed_counter, flood_counter = Requests(), Requests()
     mixed = normalized(generate(mixed_count, seed=19))
@@ -177,6 +184,14 @@ def detect_figures(rules: list[Rule], connection: str, mixed_count: int, flood_c
     creations = created / flood_seconds
     print(f"table requests per 1k events: mixed {mixed_requests:,.0f}, adversarial {flood_requests:,.0f}")
     print(f"detect events/s (Azurite): mixed {mixed_rate:,.0f}, adversarial {flood_rate:,.0f}")
+    turn_counter = Requests()
+    at_turn = production_detector(rules, connection, "turn", turn_counter)
+    assert at_turn.state.days is not None
+    shift = just_after_a_turn(datetime.now(UTC)) - datetime.now(UTC)
+    at_turn.state.days.clock = lambda: datetime.now(UTC) + shift
+    turn_requests, turn_seconds = detect_run(at_turn, adversarial(flood_count), turn_counter)
+    print(f"   adversarial a minute after a day-table partition's turn (yesterday read and fenced there): "
+          f"{flood_count / turn_seconds:,.0f} events/s, {turn_requests:,.0f} requests per 1k events")
     # The hourly run once the flood's day tables have no reader left, before orphans are 30 days old.
     later = datetime.now(UTC) + timedelta(days=1) + LAST_TURN + DAILY_HORIZON + CLOCK_SKEW + timedelta(days=1)
     started = time.perf_counter()
