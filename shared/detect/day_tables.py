@@ -2,12 +2,13 @@
 
 Housekeeping that deletes entity by entity cannot outrun a flood of new keys (every failed sign-in from a
 new IP for a new user makes new state), and Table Storage has no TTL. Keys of rules whose horizon is at
-most `DAILY_HORIZON` therefore live in `<state table><YYYYMMDD>`: a key is written in today's table, and
-yesterday's table is dropped in one request once nothing in it can matter (`expired`).
+most `DAILY_HORIZON` therefore live in `<state table><YYYYMMDD>`: a key is written in the table of its
+partition's current day ("today"; each partition turns its day at its own hour, `TURN_STEP` apart), and a
+day's table is dropped in one request once nothing in it can matter (`expired`).
 
 A key last written yesterday moves on its first write today; a key not yet written today may still live
-in yesterday's table while its rule's horizon (plus `CLOCK_SKEW`) has not passed since midnight, so
-only then is yesterday read (`read`). Moving keeps the state exact under concurrency and crashes:
+in yesterday's table while its rule's horizon (plus `CLOCK_SKEW`) has not passed since its partition's
+turn, so only then is yesterday read (`read`). Moving keeps the state exact under concurrency and crashes:
 
 - the entity left behind becomes a tombstone (`moved`) holding the state written today, replaced with
   `If-Match` of the ETag read: a writer still on yesterday's copy (a clock behind) gets 412, re-reads,
@@ -51,7 +52,7 @@ DAY = timedelta(days=1)
 # the same whatever the hour (all turning at midnight would double its cost for hours).
 TURN_STEP = DAY / DAY_PARTITIONS
 LAST_TURN = (DAY_PARTITIONS - 1) * TURN_STEP
-# How far apart the clocks of two detect instances may be around midnight.
+# How far apart the clocks of two detect instances may be around a turn.
 CLOCK_SKEW = timedelta(minutes=5)
 MOVED = "moved"  # the property that makes an entity a tombstone
 _FOLLOW = "-"  # ETag part of a key whose tombstone says it lives in the next day
