@@ -120,7 +120,8 @@ def test_in_the_window_a_key_guessed_new_that_lives_in_yesterday_s_table_counts_
     run(after, [item for n, actor in enumerate(learning) for item in deletes(1, first=1000 + n, actor=actor)])
     events = [item for n, actor in enumerate([known, *new]) for item in deletes(1, first=100 + n, actor=actor)]
     report = run(after, events, first_sequence=len(learning))
-    assert report.state_conflicts == 1 and report.state_reads == 1, "the fence found the key in yesterday's table"
+    assert report.state_conflicts == 1, "the fence found the key in yesterday's table"
+    assert report.state_reads == 2, "that key read: absent today, found yesterday"
     moment = TURN + timedelta(minutes=20)
     assert count(tables, rule, known, moment) == 3 and all(count(tables, rule, actor, moment) == 1 for actor in new)
 
@@ -172,11 +173,11 @@ def test_a_crash_between_the_tombstone_and_the_new_day_s_entity_loses_nothing(
     submit = days._submit
     calls: list[date] = []
 
-    def dying(day: date, step: list[tuple[int, Write]]) -> list[str]:
+    def dying(day: date, step: list[tuple[int, Write]], sent: int) -> list[str]:
         calls.append(day)
         if day == DAY:
             raise ServiceRequestError("simulated crash after the tombstone")
-        return submit(day, step)
+        return submit(day, step, sent)
 
     days._submit = dying  # type: ignore[method-assign]
     with pytest.raises(ServiceRequestError):
@@ -263,3 +264,22 @@ def test_state_an_earlier_release_kept_in_the_state_table_carries_on(tables: Tab
         run(upgraded, [item for n, name in enumerate(learning) for item in deletes(1, first=1000 + n, actor=name)])
     run(upgraded, deletes(2, first=3, actor=actor), first_sequence=GUESS_NEW_WINDOW)
     assert count(tables, rule, actor, clock.moment) == 5
+
+
+def test_the_batch_line_counts_every_request_the_day_tables_send(tables: Tables, rule: Rule) -> None:
+    """Reads of today and yesterday, the check for an earlier release's keys, fences and moves: the batch
+    line's `table_transactions` is what went on the wire, but for creating a table (once per process and
+    table, a day table the first time this process writes it)."""
+    counter = TransactionCounter()
+    detector, clock = clocked(tables, rule, TURN - timedelta(minutes=10), counter)
+    keys = actors(6, "counted")
+    reports = [run(detector, [item for n, actor in enumerate(keys) for item in deletes(1, first=n, actor=actor)])]
+    clock.moment = TURN + timedelta(minutes=10)  # moves the cached keys, fences new ones, reads uncached ones
+    fresh, _ = clocked(tables, rule, clock.moment, counter)
+    events = [item for n, actor in enumerate([*keys, *actors(6, "new")]) for item in deletes(1, first=100 + n,
+                                                                                              actor=actor)]
+    reports.append(run(detector, events, first_sequence=6))
+    reports.append(run(fresh, events, partition="1"))
+    created = sum(url.endswith("/Tables") for url in counter.urls)
+    assert sum(report.table_transactions for report in reports) == counter.count - created
+    assert reports[2].state_reads == 12, "each key found in today's table"

@@ -126,28 +126,32 @@ class DayTables:
             return None
         return Stored(dict(entity), str(entity.metadata["etag"]))
 
-    def read(self, key: StateKey, horizon: timedelta) -> Stored | None:
-        """A key's state and where it is; properties without `state` for a key known absent but fenced."""
+    def read(self, key: StateKey, horizon: timedelta) -> tuple[Stored | None, int]:
+        """A key's state and where it is (properties without `state` for a key known absent but fenced),
+        and the requests that took."""
         now = self.now()
         today = day_of(key.partition_key, now)
         found = self._get(today, key)
         if found is not None:
             if MOVED not in found.properties:
-                return _located(today, found)
-            later = self._get(today + DAY, key)  # moved on by a writer whose clock is past midnight
-            return _located(today + DAY, later) if later is not None else _followed(today, found)
+                return _located(today, found), 1
+            later = self._get(today + DAY, key)  # moved on by a writer whose clock is past the turn
+            return (_located(today + DAY, later) if later is not None else _followed(today, found)), 2
         if not _probing(key.partition_key, now, horizon):
-            return None
+            return None, 1
         earlier = self._get(today - DAY, key)
         if earlier is None:
-            return None
-        return _followed(today - DAY, earlier) if MOVED in earlier.properties else _located(today - DAY, earlier)
+            return None, 2
+        if MOVED in earlier.properties:
+            return _followed(today - DAY, earlier), 2
+        return _located(today - DAY, earlier), 2
 
-    def write_batch(self, writes: Sequence[Write]) -> list[str]:
+    def write_batch(self, writes: Sequence[Write]) -> tuple[list[str], int]:
         """Write the keys of one PartitionKey: tombstones in yesterday's table first (one transaction), then
-        today's entities (one transaction); BatchConflictError names the write whose entity had changed."""
+        today's entities (one transaction); their new ETags and the requests sent. BatchConflictError names
+        the write whose entity had changed, and the requests sent."""
         if not writes:
-            return []
+            return [], 0
         now = self.now()
         partition_key = writes[0].properties["PartitionKey"]
         today = day_of(partition_key, now)
@@ -169,28 +173,34 @@ class DayTables:
                         and fence not in self._fenced:
                     first.setdefault(today - DAY, []).append((index, Write({**keys, MOVED: "1"}, None)))
                 then.setdefault(today, []).append((index, write._replace(etag=None)))
+        sent = 0
         for day, step in sorted(first.items()):
-            self._submit(day, step)
+            sent += 1
+            self._submit(day, step, sent)
         etags: dict[int, str] = {}
         try:
             for day, step in sorted(then.items()):
-                for (index, _), etag in zip(step, self._submit(day, step), strict=True):
+                sent += 1
+                for (index, _), etag in zip(step, self._submit(day, step, sent), strict=True):
                     etags[index] = f"{day:%Y%m%d}:{etag}"
         except BatchConflictError:  # the fences stand: a retry must not insert them again (a 409 per key)
             with self._lock:
                 self._fenced.update((day, partition_key, write.properties["RowKey"])
                                     for day, step in first.items() for _, write in step if write.etag is None)
             raise
-        with self._lock:
-            self._fenced.difference_update((today - DAY, partition_key, write.properties["RowKey"])
-                                           for write in writes)
-        return [etags[index] for index in range(len(writes))]
+        if self._fenced:
+            with self._lock:
+                self._fenced.difference_update((today - DAY, partition_key, write.properties["RowKey"])
+                                               for write in writes)
+        return [etags[index] for index in range(len(writes))], sent
 
-    def _submit(self, day: date, step: list[tuple[int, Write]]) -> list[str]:
+    def _submit(self, day: date, step: list[tuple[int, Write]], sent: int) -> list[str]:
+        """One transaction in that day's table; a conflict names the write of the call and the requests
+        the call has sent so far (`sent`, this one included)."""
         try:
             return self._table(day).write_batch([write for _, write in step])
         except BatchConflictError as conflict:
-            raise BatchConflictError(step[conflict.index][0]) from conflict
+            raise BatchConflictError(step[conflict.index][0], sent) from conflict
 
     def tables(self) -> list[tuple[str, date]]:
         """The day tables there are, with their days."""

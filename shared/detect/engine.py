@@ -114,7 +114,8 @@ class DetectReport:
     state_reads: int
     state_writes: int
     state_conflicts: int
-    # State and inventory reads and writes, one lookup per distinct alert, a row and a mark per new alert (the bill).
+    # State and inventory reads and writes, one lookup per distinct alert, a row and a mark per new alert (the
+    # bill); not the creation of a table, once per process and table (a day table's on its first write).
     table_transactions: int
     duration_ms: float
     lag_ms: float | None  # processing time − oldest enqueued time: how far behind the hub detect is

@@ -104,9 +104,10 @@ class StateConflictError(Exception):
 class BatchConflictError(StateConflictError):
     """One write of a transaction found its entity changed, present or gone: nothing was written."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, sent: int = 1) -> None:
         super().__init__(f"write {index} of the transaction conflicted")
         self.index = index
+        self.sent = sent  # requests the write took (the day tables may send two)
 
 
 class Write(NamedTuple):
@@ -398,6 +399,7 @@ class StateTable:
     # Per rule kept in day tables: whether the state table holds keys of it that releases before 0.3
     # wrote there within its horizon, and when that was last checked (time.monotonic()).
     _earlier_layout: dict[str, tuple[bool, float]] = field(default_factory=dict)
+    _checking: threading.Lock = field(default_factory=threading.Lock)
 
     def daily_horizon(self, rule: Rule) -> timedelta | None:
         """The rule's horizon when its keys live in the day tables, else None."""
@@ -406,46 +408,56 @@ class StateTable:
     def key_of(self, rule: Rule, group_hash: str) -> StateKey:
         return StateKey.of(rule.id, group_hash, daily=self.daily_horizon(rule) is not None)
 
-    def _read(self, key: StateKey, horizon: timedelta | None) -> tuple[KeyState | None, str | None] | None:
-        """A key's state and ETag; None when absent (the state None: absent, the ETag says where to write;
-        the ETag None: found where an earlier release kept it, to be inserted in today's table)."""
+    def _read(self, key: StateKey, horizon: timedelta | None) -> tuple[tuple[KeyState | None, str | None] | None, int]:
+        """A key's state and ETag, None when absent (the state None: absent, the ETag says where to write;
+        the ETag None: found where an earlier release kept it, to be inserted in today's table); and the
+        requests that took."""
         if horizon is None or self.days is None:
-            stored = self.store.read(*key)
+            stored, sent = self.store.read(*key), 1
         else:
-            stored = self.days.read(key, horizon)
-            if stored is None and self._earlier_layout_alive(key, horizon):
-                earlier = self.store.read(*StateKey.of(key.rule_id, key.group_hash))
-                return None if earlier is None else (decode_state(earlier.properties, self.decode), None)
+            stored, sent = self.days.read(key, horizon)
+            if stored is None:
+                alive, checked = self._earlier_layout_alive(key, horizon)
+                if alive:
+                    earlier = self.store.read(*StateKey.of(key.rule_id, key.group_hash))
+                    found = None if earlier is None else (decode_state(earlier.properties, self.decode), None)
+                    return found, sent + checked + 1
+                sent += checked
         if stored is None:
-            return None
-        return decode_state(stored.properties, self.decode) if "state" in stored.properties else None, stored.etag
+            return None, sent
+        state = decode_state(stored.properties, self.decode) if "state" in stored.properties else None
+        return (state, stored.etag), sent
 
-    def _maybe_earlier(self, change: Change) -> bool:
-        """A key not to be guessed new: it may live where an earlier release kept it."""
-        return change.horizon is not None and self.days is not None \
-            and self._earlier_layout_alive(change.key, change.horizon)
+    def _maybe_earlier(self, change: Change) -> tuple[bool, int]:
+        """Whether a key must not be guessed new (it may live where an earlier release kept it); and the
+        requests the check took."""
+        if change.horizon is None or self.days is None:
+            return False, 0
+        return self._earlier_layout_alive(change.key, change.horizon)
 
-    def _earlier_layout_alive(self, key: StateKey, horizon: timedelta) -> bool:
+    def _earlier_layout_alive(self, key: StateKey, horizon: timedelta) -> tuple[bool, int]:
         """Whether a key of a short-lived rule may still live where releases before 0.3 kept it (one entity
-        per key in the state table, written within the rule's horizon): checked per rule every few minutes,
-        so windows in flight survive the upgrade and cost nothing once they have passed."""
-        rule_id, now = key.rule_id, time.monotonic()
-        with self._lock:
+        per key in the state table, written within the rule's horizon), and the requests the check took:
+        checked per rule every few minutes, so windows in flight survive the upgrade and cost nothing once
+        they have passed."""
+        rule_id = key.rule_id
+        with self._checking:  # the partitions of a batch wait for one check, not each make their own
             known = self._earlier_layout.get(rule_id)
-        if known is None or now - known[1] > EARLIER_LAYOUT_RECHECK_SECONDS:
-            known = self.store.written_since(rule_id, datetime.now(UTC) - horizon), now
-            with self._lock:
-                self._earlier_layout[rule_id] = known
-        return known[0]
+            if known is not None and time.monotonic() - known[1] <= EARLIER_LAYOUT_RECHECK_SECONDS:
+                return known[0], 0
+            alive = self.store.written_since(rule_id, datetime.now(UTC) - horizon)
+            self._earlier_layout[rule_id] = alive, time.monotonic()
+            return alive, 1
 
-    def _write_batch(self, writes: Sequence[Write]) -> list[str]:
+    def _write_batch(self, writes: Sequence[Write]) -> tuple[list[str], int]:
+        """The new ETags, and the requests the writes took."""
         if writes[0].horizon is None or self.days is None:
-            return self.store.write_batch(writes)
+            return self.store.write_batch(writes), 1
         return self.days.write_batch(writes)
 
     def stored_state(self, key: StateKey, horizon: timedelta | None = None) -> KeyState | None:
         """A key's state as stored now, bypassing the cache (tests, the soak)."""
-        found = self._read(key, horizon)
+        found, _ = self._read(key, horizon)
         return None if found is None else found[0]
 
     def update(self, key: StateKey, describe: dict[str, Any], change: Callable[[KeyState | None], Transition],
@@ -454,8 +466,8 @@ class StateTable:
         cached: tuple[KeyState | None, str | None] | None = self._cached(key)
         for attempt in range(MAX_ATTEMPTS):
             if cached is None:
-                applied.reads += 1
-                cached = self._read(key, horizon)
+                cached, sent = self._read(key, horizon)
+                applied.reads += sent
             before, etag = cached if cached is not None else (None, None)
             applied.transition = change(before)
             after = applied.transition.state
@@ -465,10 +477,13 @@ class StateTable:
             try:
                 applied.writes += 1
                 if horizon is not None and self.days is not None:
-                    new_etag = self.days.write_batch([Write(properties, etag, horizon)])[0]
+                    etags, sent = self.days.write_batch([Write(properties, etag, horizon)])
+                    new_etag = etags[0]
+                    applied.writes += sent - 1
                 else:
                     new_etag = self.store.insert(properties) if etag is None else self.store.replace(properties, etag)
-            except StateConflictError:
+            except StateConflictError as conflict:
+                applied.writes += conflict.sent - 1 if isinstance(conflict, BatchConflictError) else 0
                 applied.conflicts += 1
                 self._forget(key)
                 cached = None
@@ -510,8 +525,15 @@ class StateTable:
         known: dict[int, tuple[KeyState | None, str | None] | None] = {index: self._cached(change.key)
                                                                 for index, change in enumerate(changes)}
         guessing = self._guessing_new()
-        to_read = {index for index, cached in known.items()
-                   if cached is None and (not guessing or self._maybe_earlier(changes[index]))}
+        to_read: set[int] = set()
+        for index, cached in known.items():
+            if cached is None and guessing:  # a guess unless an earlier release may have kept the key
+                earlier, checked = self._maybe_earlier(changes[index])
+                applied[index].reads += checked
+                if earlier:
+                    to_read.add(index)
+            elif cached is None:
+                to_read.add(index)
         wrong_guesses = 0
         for attempt in range(MAX_ATTEMPTS):
             writes: list[tuple[int, Write, KeyState]] = []
@@ -520,8 +542,8 @@ class StateTable:
                     continue
                 try:
                     if index in to_read:
-                        applied[index].reads += 1
-                        known[index] = self._read(change.key, change.horizon)
+                        known[index], sent = self._read(change.key, change.horizon)
+                        applied[index].reads += sent
                         if not guessing:
                             self._observe_new(known[index] is None)
                         to_read.discard(index)
@@ -544,8 +566,10 @@ class StateTable:
             for chunk in _transactions(writes):
                 applied[chunk[0][0]].writes += 1
                 try:
-                    etags = self._write_batch([write for _, write, _ in chunk])
+                    etags, sent = self._write_batch([write for _, write, _ in chunk])
+                    applied[chunk[0][0]].writes += sent - 1
                 except BatchConflictError as conflict:
+                    applied[chunk[0][0]].writes += conflict.sent - 1
                     failed, write, _ = chunk[conflict.index]
                     applied[failed].conflicts += 1
                     self._forget(changes[failed].key)
