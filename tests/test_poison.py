@@ -208,6 +208,16 @@ def test_a_blob_refused_for_its_content_is_written_again_with_only_its_count(
     assert second == {"x-ms-meta-count": "1"}
 
 
+def test_letters_refused_even_with_only_their_count_go_in_halves_and_only_the_refused_one_is_logged(
+        fake_blob: BlobDeadLetterStore, caplog: pytest.LogCaptureFixture) -> None:
+    kept = LETTER.model_copy(update={"sequence_number": 2})
+    FakeBlobService.statuses = [400, 400, 400, 400]  # the pair twice, then LETTER alone twice; `kept` is taken
+    fake_blob.write([LETTER, kept])  # raises nothing: a refusal that repeats would stall the partition
+    assert len(FakeBlobService.received) == 5
+    [line] = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert "sequence 1," in line and "invalid time" in line and "e30=" not in line
+
+
 def test_a_blob_store_that_is_down_raises(fake_blob: BlobDeadLetterStore) -> None:
     FakeBlobService.statuses = [503]
     with pytest.raises(HttpResponseError) as raised:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -19,6 +20,9 @@ from azure.core.exceptions import ResourceExistsError
 
 from shared.clients.storage import is_outage
 from shared.normalized_event import DeadLetter
+from shared.values import for_log
+
+log = logging.getLogger("stormwatch.deadletters")
 
 if TYPE_CHECKING:  # built by `shared.clients.storage.blob_service`, which imports the SDK when first called
     from azure.storage.blob import BlobServiceClient, ContainerClient
@@ -71,18 +75,35 @@ class BlobDeadLetterStore:
             with contextlib.suppress(ResourceExistsError):
                 self._container.create_container()
             self._ready = True
+        self._store(letters)
+
+    def _store(self, letters: Sequence[DeadLetter]) -> None:
         payload = _lines(letters)
         name = blob_name(letters, payload)
         reasons = sorted({letter.reason.split(":", 1)[0] for letter in letters})
         metadata = {"count": str(len(letters)), "reasons": header_value("; ".join(reasons))}
-        try:
-            self._upload(name, payload, metadata)
-        except Exception as error:
-            if is_outage(error):
-                raise  # the trigger retries the batch until storage is back
-            # Storage refused this blob's content (its metadata, as far as we know): the letters
-            # themselves are the point, so write them once more with nothing but the count.
-            self._upload(name, payload, {"count": metadata["count"]})
+        # Storage may refuse a blob for what it holds: its metadata, as far as we know, so the letters go
+        # once more with nothing but the count. Refused again, they go in halves, down to the one letter
+        # storage will not take, which only the log then keeps: raising would stall the partition for ever.
+        for attempt in (metadata, {"count": metadata["count"]}):
+            try:
+                self._upload(name, payload, attempt)
+            except Exception as error:
+                if is_outage(error):
+                    raise  # the trigger retries the batch until storage is back
+                refusal = error
+                continue
+            return
+        if len(letters) > 1:
+            self._store(letters[:len(letters) // 2])
+            self._store(letters[len(letters) // 2:])
+            return
+        letter = letters[0]
+        log.error("dead letter refused by storage (%s): partition %s, sequence %s, offset %s, record %s, reason %s, "
+                  "%d bytes of original, sha256 %s; the event is still in the hub until its retention ends",
+                  type(refusal).__name__, letter.partition, letter.sequence_number, letter.offset, letter.record_index,
+                  for_log(letter.reason[:200]), len(letter.original),
+                  hashlib.sha256(letter.original.encode()).hexdigest())
 
     def _upload(self, name: str, payload: bytes, metadata: dict[str, str]) -> None:
         with contextlib.suppress(ResourceExistsError):
