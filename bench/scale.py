@@ -193,7 +193,7 @@ def detect_figures(rules: list[Rule], connection: str, mixed_count: int, flood_c
     print(f"   adversarial a minute after a day-table partition's turn (yesterday read and fenced there): "
           f"{flood_count / turn_seconds:,.0f} events/s, {turn_requests:,.0f} requests per 1k events")
     # The hourly run once the flood's day tables have no reader left, before orphans are 30 days old.
-    later = datetime.now(UTC) + timedelta(days=1) + LAST_TURN + DAILY_HORIZON + CLOCK_SKEW + timedelta(days=1)
+    later = datetime.now(UTC) + timedelta(days=1) + LAST_TURN + DAILY_HORIZON + 2 * CLOCK_SKEW + timedelta(days=1)
     started = time.perf_counter()
     done = flood.state.housekeep(rules, later)
     seconds = time.perf_counter() - started

@@ -226,7 +226,7 @@ def test_housekeeping_drops_a_day_table_once_nothing_can_read_it(tables: Tables,
     detector, _ = clocked(tables, rule, TURN + timedelta(minutes=10))
     run(detector, deletes(2, actor=actors(1, "dropped")[0]))  # today's entity, yesterday's fence
     names = [f"{tables.state}{day:%Y%m%d}" for day in (DAY - timedelta(days=1), DAY)]
-    last_read = datetime(2026, 12, 3, tzinfo=UTC) + LAST_TURN + DAILY_HORIZON + CLOCK_SKEW  # DAY's
+    last_read = datetime(2026, 12, 3, tzinfo=UTC) + LAST_TURN + DAILY_HORIZON + 2 * CLOCK_SKEW  # DAY's
     assert detector.state.housekeep([rule], last_read - timedelta(days=1, seconds=1)).dropped == []
     assert detector.state.housekeep([rule], last_read - timedelta(days=1)).dropped == names[:1]
     assert detector.state.housekeep([rule], last_read - timedelta(seconds=1)).dropped == []

@@ -216,9 +216,10 @@ class DayTables:
 
     def expired(self, now: datetime) -> list[str]:
         """Day tables nothing reads or writes any more: written until the last partition's turn (plus skew),
-        then read until the longest daily horizon has passed."""
+        then read until the longest daily horizon has passed; one more skew, as this clock may be ahead of
+        a detect instance's."""
         return [name for name, day in self.tables()
-                if day < date.max and now >= _midnight(day + DAY) + LAST_TURN + DAILY_HORIZON + CLOCK_SKEW]
+                if day < date.max and now >= _midnight(day + DAY) + LAST_TURN + DAILY_HORIZON + 2 * CLOCK_SKEW]
 
     def drop(self, names: Sequence[str]) -> None:
         for name in names:
