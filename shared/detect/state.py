@@ -15,7 +15,9 @@ a detect instance, so the requests per event are what this saves (README "Scalin
 Layout: PartitionKey = `<rule id>.<first hex digit of the RowKey>` (a Table partition serves about
 2,000 entities/s: a hot rule spreads over 16), RowKey = a hash of the group values (Table keys forbid
 `/ \\ # ?` and control characters), readable `group` kept as a property, the state as a
-JSON document split over string properties of at most 16,000 characters (64 KiB in UTF-16).
+JSON document split over string properties of at most 16,000 characters (64 KiB in UTF-16). Rules whose
+horizon is at most DAILY_HORIZON keep their keys in day tables instead (`shared.detect.day_tables`,
+`StateKey.of(..., daily=True)`), so that a flood's state is dropped a day at a time.
 """
 
 from __future__ import annotations
