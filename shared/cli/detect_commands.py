@@ -132,6 +132,9 @@ def _deliver(settings: Settings, rules_dir: Path) -> None:
         return
     for error in report.route_errors:
         _say(f"replay: routes.yaml: {error}")
+    if report.alerts_awaiting_routes:
+        _say(f"replay: {report.alerts_awaiting_routes} alerts went only through the routes that loaded; they are "
+             f"routed again once routes.yaml loads cleanly")
     waiting = report.retrying + report.waiting
     _say(f"replay: delivery through {rules_dir / ROUTES_FILE}: {report.deliveries_added} deliveries routed, "
          f"{report.delivered} delivered, {waiting} waiting to retry, {report.failed} failed "

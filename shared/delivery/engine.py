@@ -1,8 +1,10 @@
 """delivery_fn's work, once a minute: route the alerts detection saved, then drain the outbox.
 
 1. Routing: every alert row marked not yet routed gets one outbox row per matching route, then the
-   mark. While routes.yaml has an error the mark stays, so a route that is fixed later still receives
-   the alerts raised while it was broken (rows already added are not added twice).
+   mark. While routes.yaml has an error, an alert gets rows for the routes that loaded and is marked
+   partly routed, naming them; once the file loads cleanly it is routed again through the routes it has
+   not reached yet, so a route fixed later still receives what was raised while it was broken and no
+   route receives an alert twice. At most `max_per_run` alerts a run, new ones first.
 2. Draining: each due row is claimed, its alert enriched (bounded in time), sent, and the outcome
    recorded: delivered; pending again after a backoff (doubling from the route's `backoff_seconds`, or
    the receiver's Retry-After when longer); or failed after `max_attempts` or a refusal of the content.
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from azure.data.tables import TableServiceClient
@@ -46,6 +48,7 @@ MAX_PER_RUN = 500
 RUN_BUDGET = timedelta(minutes=4)  # the timer fires every minute; the host's timeout is longer
 CLAIM_MARGIN = timedelta(seconds=60)
 KEEP_DELIVERED = timedelta(days=30)  # delivered rows are deleted after this (README "The guarantee")
+AWAITING_COUNT_LIMIT = 10_000  # partly routed alerts are counted up to this, so the count stays a bounded read
 
 
 def no_context(_stored: StoredAlert) -> dict[str, Any]:
@@ -68,7 +71,9 @@ class Deliverer:
 class DeliveryReport:
     """What one run did: one structured log line."""
 
-    alerts_routed: int = 0
+    alerts_routed: int = 0  # through every route of a clean routes.yaml
+    alerts_routed_partly: int = 0  # through the routes that loaded from a broken routes.yaml
+    alerts_awaiting_routes: int = 0  # partly routed, routed again once routes.yaml loads cleanly (up to 10,000)
     deliveries_added: int = 0
     attempted: int = 0
     delivered: int = 0
@@ -83,15 +88,46 @@ class DeliveryReport:
         return orjson.dumps({"function": "delivery", **self.__dict__}).decode()
 
 
+class Routing(NamedTuple):
+    """One alert's routing now: the routes to add outbox rows for, and the routes to record as reached
+    when routes.yaml is broken (None: routed through the complete file)."""
+
+    add: list[Route]
+    partly: frozenset[str] | None
+
+
+def routing_of(stored: StoredAlert, routes: RouteTable) -> Routing:
+    """The matching routes the alert has not reached yet. Those reached while the file was broken are
+    skipped even when their outbox row is gone (delivered rows are forgotten after KEEP_DELIVERED): adding
+    the row again would send the alert twice."""
+    reached = stored.partly_routed or frozenset()
+    matching = routes.matching(stored.alert)
+    add = [route for route in matching if route.name not in reached]
+    if routes.errors:
+        return Routing(add, reached | {route.name for route in matching})
+    return Routing(add, None)
+
+
 def route_pending(deliverer: Deliverer, now: datetime, report: DeliveryReport) -> None:
-    complete = not deliverer.routes.errors
-    for stored in deliverer.alerts.unrouted(deliverer.max_per_run):
-        for route in deliverer.routes.matching(stored.alert):
+    """New alerts first, then, once routes.yaml loads cleanly, those routed while it was broken; at most
+    `max_per_run` a run. Every alert routed leaves the scan that found it, so each run takes the next ones."""
+    alerts, routes, limit = deliverer.alerts, deliverer.routes, deliverer.max_per_run
+    new = alerts.unrouted(limit)
+    room = limit - len(new)
+    again = alerts.partly_routed(room) if not routes.errors and room > 0 else []
+    for stored in [*new, *again]:
+        routing = routing_of(stored, routes)
+        for route in routing.add:
             report.deliveries_added += deliverer.outbox.add(stored.alert.alert_id, route.name,
                                                             _destination(route), now)
-        if complete:
-            deliverer.alerts.mark_routed(stored.alert.alert_id)
+        if routing.partly is None:
+            alerts.mark_routed(stored.alert.alert_id)
             report.alerts_routed += 1
+        else:
+            alerts.mark_partly_routed(stored.alert.alert_id, routing.partly)
+            report.alerts_routed_partly += 1
+    none_left = not routes.errors and len(again) < room  # the scan for them came back short
+    report.alerts_awaiting_routes = 0 if none_left else alerts.count_partly_routed(AWAITING_COUNT_LIMIT)
 
 
 def _destination(route: Route) -> str:

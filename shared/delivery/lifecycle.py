@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -20,7 +20,7 @@ from azure.data.tables import UpdateMode
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from shared.clients.storage import OwnTable
-from shared.detect.alerts import ALERT_ROW_KEY, ROUTED, SUBJECT, Alert, alert_from_entity
+from shared.detect.alerts import ALERT_ROW_KEY, ROUTED, ROUTED_PARTLY, ROUTED_THROUGH, SUBJECT, Alert, alert_from_entity
 from shared.http_errors import InputError
 from shared.values import for_log, format_time
 
@@ -65,10 +65,12 @@ class StoredAlert(NamedTuple):
     lifecycle: Lifecycle
     routed: bool | None  # None: saved before delivery existed (never routed)
     subject: dict[str, Any] | None = None  # what raised it (shared.detect.alerts.subject_of)
+    # Routed while routes.yaml was broken: the routes it reached then (routed again once the file is fixed).
+    partly_routed: frozenset[str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {**self.alert.model_dump(mode="json"), "lifecycle": self.lifecycle.model_dump(mode="json"),
-                "routed": self.routed}
+                "routed": self.routed, "routed_partly": self.partly_routed is not None}
 
 
 def check_alert_id(alert_id: str) -> str:
@@ -102,7 +104,19 @@ def stored_alert(entity: Mapping[str, Any]) -> StoredAlert:
         with contextlib.suppress(orjson.JSONDecodeError):
             subject = orjson.loads(entity[SUBJECT])
     return StoredAlert(alert_from_entity(entity), lifecycle_of(entity), routed if isinstance(routed, bool) else None,
-                       subject if isinstance(subject, dict) else None)
+                       subject if isinstance(subject, dict) else None, partly_routed_of(entity))
+
+
+def partly_routed_of(entity: Mapping[str, Any]) -> frozenset[str] | None:
+    """The routes an alert reached while routes.yaml was broken; None when it is not partly routed (rows of
+    earlier releases). A list edited into garbage reads as none reached: routing again adds what exists."""
+    if entity.get(ROUTED_PARTLY) is not True:
+        return None
+    names: object = None
+    if isinstance(entity.get(ROUTED_THROUGH), str):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            names = orjson.loads(entity[ROUTED_THROUGH])
+    return frozenset(name for name in names if isinstance(name, str)) if isinstance(names, list) else frozenset()
 
 
 class AlertRows(OwnTable):
@@ -117,9 +131,28 @@ class AlertRows(OwnTable):
 
     def unrouted(self, limit: int) -> list[StoredAlert]:
         """Alerts saved but not routed yet (a filtered scan: alerts are few, and this runs once a minute)."""
+        return self._scan(f"{ROUTED} eq false", limit)
+
+    def partly_routed(self, limit: int) -> list[StoredAlert]:
+        """Alerts routed while routes.yaml was broken, to be routed again against the fixed file."""
+        return self._scan(f"{ROUTED_PARTLY} eq true", limit)
+
+    def count_partly_routed(self, limit: int) -> int:
+        """How many alerts wait for a fixed routes.yaml, counted up to `limit` (keys only: a bounded read)."""
+        self.ensure_table()
+        rows = self.table.query_entities(f"{ROUTED_PARTLY} eq true", select=["PartitionKey"],
+                                         results_per_page=min(limit, 1000))
+        count = 0
+        for _ in rows:
+            count += 1
+            if count >= limit:
+                break
+        return count
+
+    def _scan(self, query: str, limit: int) -> list[StoredAlert]:
         self.ensure_table()
         found: list[StoredAlert] = []
-        for entity in self.table.query_entities(f"{ROUTED} eq false", results_per_page=min(limit, 1000)):
+        for entity in self.table.query_entities(query, results_per_page=min(limit, 1000)):
             stored = readable(entity)
             if stored is not None:
                 found.append(stored)
@@ -128,8 +161,17 @@ class AlertRows(OwnTable):
         return found
 
     def mark_routed(self, alert_id: str) -> None:
-        self.table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, ROUTED: True},
-                                  mode=UpdateMode.MERGE)
+        """Routed through every route of a clean routes.yaml: no run routes it again."""
+        # Table Storage drops None on a merge: an empty string clears the list.
+        self.table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, ROUTED: True,
+                                  ROUTED_PARTLY: False, ROUTED_THROUGH: ""}, mode=UpdateMode.MERGE)
+
+    def mark_partly_routed(self, alert_id: str, routes: Iterable[str]) -> None:
+        """Routed through the routes that loaded from a broken routes.yaml: out of the new alerts' scan, so
+        later alerts get their turn, and routed again (minus `routes`) once the file loads cleanly."""
+        self.table.update_entity({"PartitionKey": alert_id, "RowKey": ALERT_ROW_KEY, ROUTED: True,
+                                  ROUTED_PARTLY: True, ROUTED_THROUGH: orjson.dumps(sorted(routes)).decode()},
+                                 mode=UpdateMode.MERGE)
 
     def recent(self, limit: int, status: AlertStatus | None = None) -> list[StoredAlert]:
         """The latest alerts by event time, optionally of one status (a scan, like `unrouted`)."""

@@ -33,6 +33,11 @@ ALERT_ROW_KEY = "alert"
 PUBLISHED = "published"
 # False on every alert saved from now on: delivery (shared.delivery) routes it later, off the detection path.
 ROUTED = "routed"
+# True (with `routed` True) on an alert routed while routes.yaml had an error: it went only to the routes that
+# loaded, named in ROUTED_THROUGH (a JSON list), and is routed again once the file loads cleanly. Rows saved
+# by earlier releases have neither column: not partly routed.
+ROUTED_PARTLY = "routed_partly"
+ROUTED_THROUGH = "routed_through"
 # What raised the alert, for delivery's context (shared.delivery.context): the raising event's
 # who/what/where, and the request body of its operation when the batch holds it (the Start stage of
 # an Activity Log operation carries the body; later stages share its correlation id).
