@@ -283,3 +283,77 @@ def test_the_batch_line_counts_every_request_the_day_tables_send(tables: Tables,
     created = sum(url.endswith("/Tables") for url in counter.urls)
     assert sum(report.table_transactions for report in reports) == counter.count - created
     assert reports[2].state_reads == 12, "each key found in today's table"
+
+
+def test_a_key_cached_from_before_yesterday_s_turn_is_written_today_even_once_that_table_is_gone(
+        tables: Tables, rule: Rule) -> None:
+    """Past the horizon of the turn nothing in yesterday's table matters, and housekeeping may have dropped
+    it: a key this instance still caches from there is inserted today, with no tombstone left behind."""
+    actor = actors(1, "late-cached", "7")[0]  # partition 7 turns at 21:00
+    detector, clock = clocked(tables, rule, datetime(2026, 12, 2, 21, 10, tzinfo=UTC))
+    run(detector, deletes(3, actor=actor))  # in the table of Dec 2
+    clock.moment = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)  # partition 7 still on Dec 3; Dec 2 has no reader
+    assert f"{tables.state}20261202" in detector.state.housekeep([rule], clock.moment).dropped
+    report = run(detector, deletes(2, first=3, actor=actor), first_sequence=3)
+    assert report.state_conflicts == 0 and count(tables, rule, actor, clock.moment) == 5
+
+
+def test_a_fence_left_by_a_crash_does_not_hide_what_an_earlier_release_kept(tables: Tables, rule: Rule) -> None:
+    actor = actors(1, "fenced-upgrade")[0]
+    earlier = tables.detector([rule])
+    earlier.state = StateTable(TableEntityStore(tables.service().get_table_client(tables.state)))  # 0.2's layout
+    run(earlier, deletes(3, actor=actor), partition="1")
+    dying, clock = clocked(tables, rule, TURN + timedelta(minutes=10))
+    days = dying.state.days
+    assert days is not None
+    submit = days._submit
+
+    def crash_after_the_fence(day: date, step: list[tuple[int, Write]], sent: int) -> list[str]:
+        if day == DAY:
+            raise ServiceRequestError("simulated crash after the fence")
+        return submit(day, step, sent)
+
+    days._submit = crash_after_the_fence  # type: ignore[method-assign]
+    with pytest.raises(ServiceRequestError):
+        run(dying, deletes(2, first=3, actor=actor))
+    again, _ = clocked(tables, rule, clock.moment)  # the redelivery, on another instance
+    run(again, deletes(2, first=3, actor=actor))
+    assert count(tables, rule, actor, clock.moment) == 5
+
+
+def test_a_conflict_after_the_tombstones_were_written_costs_one_more_round_not_one_per_key(
+        tables: Tables, rule: Rule) -> None:
+    moved, taken = actors(30, "moved"), actors(1, "taken")[0]
+    detector, clock = clocked(tables, rule, TURN - timedelta(minutes=10))
+    learning = actors(GUESS_NEW_WINDOW, "flood", "4")  # now guessing that keys it has not cached are new
+    run(detector, [item for n, name in enumerate(learning) for item in deletes(1, first=1000 + n, actor=name)])
+    run(detector, [item for n, name in enumerate(moved) for item in deletes(1, first=n, actor=name)],
+        first_sequence=GUESS_NEW_WINDOW)
+    clock.moment = TURN + timedelta(minutes=2)
+    run(detector, deletes(1, first=400, actor=taken), first_sequence=GUESS_NEW_WINDOW + 30)  # cached today
+    other, _ = clocked(tables, rule, TURN + timedelta(minutes=5))
+    run(other, deletes(1, first=500, actor=taken), partition="1")  # the cached ETag is stale now: a 412
+    clock.moment = TURN + timedelta(minutes=10)
+    events = [item for n, name in enumerate([*moved, taken]) for item in deletes(1, first=600 + n, actor=name)]
+    report = run(detector, events, first_sequence=GUESS_NEW_WINDOW + 31)
+    assert report.state_conflicts == 1
+    assert all(count(tables, rule, name, clock.moment) == 2 for name in moved)
+    assert count(tables, rule, taken, clock.moment) == 3
+
+
+def test_first_seen_rules_keep_their_keys_beside_their_learning_marker_whatever_their_forget(
+        tables: Tables, tmp_path: Path) -> None:
+    short_forget = rule_from(tmp_path, """
+        title: New subscription for a caller
+        name: short-forget
+        id: 5e1f0000-0000-4000-8000-000000000009
+        description: test
+        level: low
+        logsource: {product: azure}
+        detection: {deleted: {action: delete}, condition: deleted}
+        group-by: [actor]
+        first_seen: {fields: [subscription_id], forget: 1h, learning: 0s}
+        """)
+    assert short_forget.horizon <= DAILY_HORIZON
+    detector = tables.detector([short_forget])
+    assert detector.state.daily_horizon(short_forget) is None

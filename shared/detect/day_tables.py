@@ -99,8 +99,10 @@ class DayTables:
                                 f"(at most {63 - _SUFFIX} characters)")
         self.service, self.base, self.clock, self._store = service, base, clock, store
         self._tables: dict[date, TableEntityStore] = {}
-        # Fences written by a call whose second step then conflicted: not sent again when it is retried.
+        # Fences and tombstones (with the ETag they replaced) written by a call whose second step then
+        # conflicted: not sent again when it is retried.
         self._fenced: set[tuple[date, str, str]] = set()
+        self._moved: set[tuple[date, str, str, str]] = set()
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
@@ -159,19 +161,22 @@ class DayTables:
         then: dict[date, list[tuple[int, Write]]] = {}
         for index, write in enumerate(writes):
             day, etag = _location(write.etag)
-            keys = {"PartitionKey": write.properties["PartitionKey"], "RowKey": write.properties["RowKey"]}
+            row = write.properties["RowKey"]
+            # Only within the horizon of the turn can yesterday's copy still matter, or a writer whose clock
+            # lags still write there: past it, yesterday's table may even be gone (`expired`).
+            probing = write.horizon is not None and _probing(partition_key, now, write.horizon)
             if day is not None and etag == _FOLLOW:  # yesterday's tombstone is in place
                 then.setdefault(day + DAY, []).append((index, write._replace(etag=None)))
             elif day is not None and day >= today:
                 then.setdefault(day, []).append((index, write._replace(etag=etag)))
-            elif day == today - DAY:  # alive yesterday: leave a tombstone holding today's state, move
+            elif day == today - DAY and probing and (day, partition_key, row, etag) not in self._moved:
+                # alive yesterday: leave a tombstone holding today's state, then move
                 first.setdefault(day, []).append((index, Write({**write.properties, MOVED: "1"}, etag)))
                 then.setdefault(today, []).append((index, write._replace(etag=None)))
-            else:  # new, or last written before yesterday (expired): fence yesterday while it may matter
-                fence = (today - DAY, partition_key, keys["RowKey"])
-                if write.horizon is not None and _probing(partition_key, now, write.horizon) \
-                        and fence not in self._fenced:
-                    first.setdefault(today - DAY, []).append((index, Write({**keys, MOVED: "1"}, None)))
+            else:  # new; or yesterday's copy expired, or already a tombstone: fence yesterday if it may matter
+                if probing and day != today - DAY and (today - DAY, partition_key, row) not in self._fenced:
+                    fence = {"PartitionKey": partition_key, "RowKey": row, MOVED: "1"}
+                    first.setdefault(today - DAY, []).append((index, Write(fence, None)))
                 then.setdefault(today, []).append((index, write._replace(etag=None)))
         sent = 0
         for day, step in sorted(first.items()):
@@ -183,15 +188,21 @@ class DayTables:
                 sent += 1
                 for (index, _), etag in zip(step, self._submit(day, step, sent), strict=True):
                     etags[index] = f"{day:%Y%m%d}:{etag}"
-        except BatchConflictError:  # the fences stand: a retry must not insert them again (a 409 per key)
-            with self._lock:
-                self._fenced.update((day, partition_key, write.properties["RowKey"])
-                                    for day, step in first.items() for _, write in step if write.etag is None)
+        except BatchConflictError:  # the fences and tombstones stand: a retry must not send them again
+            with self._lock:  # (each would conflict on its own: one more round per key)
+                for day, step in first.items():
+                    for _, write in step:
+                        row = write.properties["RowKey"]
+                        if write.etag is None:
+                            self._fenced.add((day, partition_key, row))
+                        else:
+                            self._moved.add((day, partition_key, row, write.etag))
             raise
-        if self._fenced:
+        if self._fenced or self._moved:
+            rows = {write.properties["RowKey"] for write in writes}
             with self._lock:
-                self._fenced.difference_update((today - DAY, partition_key, write.properties["RowKey"])
-                                               for write in writes)
+                self._fenced = {entry for entry in self._fenced if entry[1] != partition_key or entry[2] not in rows}
+                self._moved = {entry for entry in self._moved if entry[1] != partition_key or entry[2] not in rows}
         return [etags[index] for index in range(len(writes))], sent
 
     def _submit(self, day: date, step: list[tuple[int, Write]], sent: int) -> list[str]:

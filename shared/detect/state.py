@@ -144,8 +144,8 @@ class EntityStore(Protocol):
         `rule_id` None: every entity of the table, rule markers included.
         """
 
-    def written_since(self, rule_id: str, moment: datetime) -> bool:
-        """Whether any key entity of the rule was written at or after `moment`."""
+    def written_since(self, rule_id: str, moment: datetime) -> tuple[bool, int]:
+        """Whether any key entity of the rule was written at or after `moment`; and the requests that took."""
 
     def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
         """Delete if still at `etag` (a concurrent update wins)."""
@@ -193,12 +193,17 @@ class TableEntityStore(OwnTable):
         for entity in self.table.query_entities(query, parameters=parameters, select=["PartitionKey", "RowKey"]):
             yield entity["PartitionKey"], entity["RowKey"], str(entity.metadata["etag"])
 
-    def written_since(self, rule_id: str, moment: datetime) -> bool:
+    def written_since(self, rule_id: str, moment: datetime) -> tuple[bool, int]:
         self.ensure_table()
-        found = self.table.query_entities(
+        pages = self.table.query_entities(
             "PartitionKey gt @low and PartitionKey lt @high and Timestamp ge @moment", select=["RowKey"],
-            parameters={"low": f"{rule_id}.", "high": f"{rule_id}/", "moment": moment}, results_per_page=1)
-        return next(iter(found), None) is not None
+            parameters={"low": f"{rule_id}.", "high": f"{rule_id}/", "moment": moment}, results_per_page=1).by_page()
+        sent = 0
+        for page in pages:  # the service may answer a page empty, with a continuation, at each partition
+            sent += 1
+            if next(iter(page), None) is not None:
+                return True, sent
+        return False, sent
 
     def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
         try:
@@ -289,10 +294,10 @@ class MemoryEntityStore:
                      if written < moment and (rule_id is None or pk.startswith(f"{rule_id}."))]
         yield from found
 
-    def written_since(self, rule_id: str, moment: datetime) -> bool:
+    def written_since(self, rule_id: str, moment: datetime) -> tuple[bool, int]:
         with self._lock:
             return any(written >= moment and pk.startswith(f"{rule_id}.")
-                       for (pk, _), (_, _, written) in self._entities.items())
+                       for (pk, _), (_, _, written) in self._entities.items()), 1
 
     def delete(self, partition_key: str, row_key: str, etag: str) -> bool:
         with self._lock:
@@ -404,8 +409,11 @@ class StateTable:
     _checking: threading.Lock = field(default_factory=threading.Lock)
 
     def daily_horizon(self, rule: Rule) -> timedelta | None:
-        """The rule's horizon when its keys live in the day tables, else None."""
-        return rule.horizon if self.days is not None and rule.horizon <= DAILY_HORIZON else None
+        """The rule's horizon when its keys live in the day tables, else None. first_seen rules stay in the
+        state table whatever their `forget`: their learning marker lives there, beside their keys."""
+        if self.days is None or rule.kind == "first_seen" or rule.horizon > DAILY_HORIZON:
+            return None
+        return rule.horizon
 
     def key_of(self, rule: Rule, group_hash: str) -> StateKey:
         return StateKey.of(rule.id, group_hash, daily=self.daily_horizon(rule) is not None)
@@ -418,13 +426,14 @@ class StateTable:
             stored, sent = self.store.read(*key), 1
         else:
             stored, sent = self.days.read(key, horizon)
-            if stored is None:
+            if stored is None or "state" not in stored.properties:  # absent, or only fenced
                 alive, checked = self._earlier_layout_alive(key, horizon)
-                if alive:
-                    earlier = self.store.read(*StateKey.of(key.rule_id, key.group_hash))
-                    found = None if earlier is None else (decode_state(earlier.properties, self.decode), None)
-                    return found, sent + checked + 1
                 sent += checked
+                if alive:
+                    earlier, sent = self.store.read(*StateKey.of(key.rule_id, key.group_hash)), sent + 1
+                    if earlier is not None:
+                        return (decode_state(earlier.properties, self.decode),
+                                None if stored is None else stored.etag), sent
         if stored is None:
             return None, sent
         state = decode_state(stored.properties, self.decode) if "state" in stored.properties else None
@@ -439,17 +448,17 @@ class StateTable:
 
     def _earlier_layout_alive(self, key: StateKey, horizon: timedelta) -> tuple[bool, int]:
         """Whether a key of a short-lived rule may still live where releases before 0.3 kept it (one entity
-        per key in the state table, written within the rule's horizon), and the requests the check took:
-        checked per rule every few minutes, so windows in flight survive the upgrade and cost nothing once
-        they have passed."""
+        per key in the state table, written within the rule's horizon), and the requests the check took.
+        Checked per rule every few minutes while some were found, so windows in flight survive the upgrade;
+        once none are, never again in this process (no release that writes them runs any more)."""
         rule_id = key.rule_id
         with self._checking:  # the partitions of a batch wait for one check, not each make their own
             known = self._earlier_layout.get(rule_id)
-            if known is not None and time.monotonic() - known[1] <= EARLIER_LAYOUT_RECHECK_SECONDS:
+            if known is not None and (not known[0] or time.monotonic() - known[1] <= EARLIER_LAYOUT_RECHECK_SECONDS):
                 return known[0], 0
-            alive = self.store.written_since(rule_id, datetime.now(UTC) - horizon)
+            alive, sent = self.store.written_since(rule_id, datetime.now(UTC) - horizon)
             self._earlier_layout[rule_id] = alive, time.monotonic()
-            return alive, 1
+            return alive, sent
 
     def _write_batch(self, writes: Sequence[Write]) -> tuple[list[str], int]:
         """The new ETags, and the requests the writes took."""
