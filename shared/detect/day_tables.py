@@ -198,11 +198,13 @@ class DayTables:
                         else:
                             self._moved.add((day, partition_key, row, write.etag))
             raise
-        if self._fenced or self._moved:
+        if self._fenced or self._moved:  # forget what was written now, and what a later turn made moot
             rows = {write.properties["RowKey"] for write in writes}
             with self._lock:
-                self._fenced = {entry for entry in self._fenced if entry[1] != partition_key or entry[2] not in rows}
-                self._moved = {entry for entry in self._moved if entry[1] != partition_key or entry[2] not in rows}
+                self._fenced = {entry for entry in self._fenced if entry[1] != partition_key
+                                or (entry[2] not in rows and entry[0] >= today - DAY)}
+                self._moved = {entry for entry in self._moved if entry[1] != partition_key
+                               or (entry[2] not in rows and entry[0] >= today - DAY)}
         return [etags[index] for index in range(len(writes))], sent
 
     def _submit(self, day: date, step: list[tuple[int, Write]], sent: int) -> list[str]:
