@@ -40,6 +40,7 @@ from shared.detect.state import (
     Stored,
     TableEntityStore,
     Write,
+    query_rows,
 )
 from shared.settings import SettingsError, env_name
 
@@ -147,6 +148,42 @@ class DayTables:
         if MOVED in earlier.properties:
             return _followed(today - DAY, earlier), 2
         return _located(today - DAY, earlier), 2
+
+    def read_many(self, keys: Sequence[StateKey], horizons: Sequence[timedelta]) -> tuple[list[Stored | None], int]:
+        """`read` for keys of one partition: one query per few keys in today's table, then in yesterday's for
+        those absent today that may still live there; and the requests that took."""
+        now = self.now()
+        partition_key = keys[0].partition_key
+        today = day_of(partition_key, now)
+        found, sent = self._get_many(today, partition_key, [key.row_key for key in keys])
+        answers: dict[StateKey, Stored | None] = {}
+        earlier: list[StateKey] = []
+        for key, horizon in zip(keys, horizons, strict=True):
+            stored = found.get(key.row_key)
+            if stored is not None and MOVED not in stored.properties:
+                answers[key] = _located(today, stored)
+            elif stored is not None:  # moved on by a writer whose clock is past the turn: rare, one by one
+                answers[key], more = self.read(key, horizon)
+                sent += more
+            elif _probing(partition_key, now, horizon):
+                earlier.append(key)
+            else:
+                answers[key] = None
+        if earlier:
+            before, more = self._get_many(today - DAY, partition_key, [key.row_key for key in earlier])
+            sent += more
+            for key in earlier:
+                stored = before.get(key.row_key)
+                answers[key] = None if stored is None else (
+                    _followed(today - DAY, stored) if MOVED in stored.properties else _located(today - DAY, stored))
+        return [answers[key] for key in keys], sent
+
+    def _get_many(self, day: date, partition_key: str, rows: Sequence[str]) -> tuple[dict[str, Stored], int]:
+        """Entities of one partition of that day's table by RowKey; none when the table is missing."""
+        try:
+            return query_rows(self._table(day).table, partition_key, rows)
+        except ResourceNotFoundError:
+            return {}, 1
 
     def write_batch(self, writes: Sequence[Write]) -> tuple[list[str], int]:
         """Write the keys of one PartitionKey: tombstones in yesterday's table first (one transaction), then

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import random
 import re
 import threading
@@ -48,7 +49,11 @@ from shared.detect.rules.rule import Rule
 from shared.values import format_time, parse_time
 
 if TYPE_CHECKING:
+    from azure.data.tables import TableClient
+
     from shared.detect.day_tables import DayTables
+
+log = logging.getLogger("stormwatch.detect")
 
 # A string property holds 64 KiB of UTF-16: 16,000 characters fit even if every one needs a surrogate pair.
 CHUNK_CHARS = 16_000
@@ -59,6 +64,7 @@ MAX_ATTEMPTS = 25
 # An entity-group transaction: at most 100 operations and 4 MiB; state text is kept well under the size.
 MAX_BATCH_WRITES = 100
 MAX_BATCH_CHARS = 1_000_000
+READ_MANY_KEYS = 14
 # Keys not cached are inserted without a read once this share of the last GUESS_NEW_WINDOW of them were new.
 GUESS_NEW_WINDOW = 200
 GUESS_NEW_SHARE = 0.9
@@ -132,6 +138,9 @@ class EntityStore(Protocol):
 
     def read(self, partition_key: str, row_key: str) -> Stored | None: ...
 
+    def read_many(self, partition_key: str, row_keys: Sequence[str]) -> tuple[dict[str, Stored], int]:
+        """The entities of one partition that exist, by RowKey; and the requests that took."""
+
     def insert(self, properties: dict[str, Any]) -> str:
         """Create; return the new ETag. StateConflictError when it already exists."""
 
@@ -160,6 +169,10 @@ class EntityStore(Protocol):
 
 
 class TableEntityStore(OwnTable):
+    def read_many(self, partition_key: str, row_keys: Sequence[str]) -> tuple[dict[str, Stored], int]:
+        self.ensure_table()
+        return query_rows(self.table, partition_key, row_keys)
+
     def read(self, partition_key: str, row_key: str) -> Stored | None:
         self.ensure_table()
         try:
@@ -249,6 +262,22 @@ class TableEntityStore(OwnTable):
         return deleted
 
 
+def query_rows(table: TableClient, partition_key: str, row_keys: Sequence[str]) -> tuple[dict[str, Stored], int]:
+    """Entities of one partition by RowKey, READ_MANY_KEYS to a query (a filter holds at most 15
+    comparisons): a fresh instance reads its first batch's keys in a few requests, not one each."""
+    found: dict[str, Stored] = {}
+    sent = 0
+    for first in range(0, len(row_keys), READ_MANY_KEYS):
+        names = {f"k{n}": row for n, row in enumerate(row_keys[first:first + READ_MANY_KEYS])}
+        # The SDK finds parameters between spaces: `( ... @k1 )`, not `(... @k1)`.
+        query = f"PartitionKey eq @partition and ( {' or '.join(f'RowKey eq @{name}' for name in names)} )"
+        for page in table.query_entities(query, parameters={"partition": partition_key, **names}).by_page():
+            sent += 1
+            for entity in page:
+                found[entity["RowKey"]] = Stored(dict(entity), str(entity.metadata["etag"]))
+    return found, sent
+
+
 def _text_properties(properties: dict[str, Any]) -> dict[str, str]:
     """A state row's properties, all strings (what `shared.clients.table_batch` writes)."""
     text = {name: value for name, value in properties.items()
@@ -271,6 +300,10 @@ class MemoryEntityStore:
         with self._lock:
             found = self._entities.get((partition_key, row_key))
         return None if found is None else Stored(dict(found[0]), str(found[1]))
+
+    def read_many(self, partition_key: str, row_keys: Sequence[str]) -> tuple[dict[str, Stored], int]:
+        found = {row: self.read(partition_key, row) for row in row_keys}
+        return {row: stored for row, stored in found.items() if stored is not None}, 1
 
     def _put(self, properties: dict[str, Any], expected: str | None) -> str:
         key = (properties["PartitionKey"], properties["RowKey"])
@@ -426,14 +459,30 @@ class StateTable:
             stored, sent = self.store.read(*key), 1
         else:
             stored, sent = self.days.read(key, horizon)
-            if stored is None or "state" not in stored.properties:  # absent, or only fenced
-                alive, checked = self._earlier_layout_alive(key, horizon)
-                sent += checked
-                if alive:
-                    earlier, sent = self.store.read(*StateKey.of(key.rule_id, key.group_hash)), sent + 1
-                    if earlier is not None:
-                        return (decode_state(earlier.properties, self.decode),
-                                None if stored is None else stored.etag), sent
+        return self._resolved(key, horizon, stored, sent)
+
+    def _fetched(self, changes: Sequence[Change]) -> list[tuple[Stored | None, int]]:
+        """What `_read` fetches, for many keys of one partition in a few queries (requests on the first)."""
+        keys = [change.key for change in changes]
+        if changes[0].horizon is None or self.days is None:
+            found, sent = self.store.read_many(keys[0].partition_key, [key.row_key for key in keys])
+            stored = [found.get(key.row_key) for key in keys]
+        else:
+            stored, sent = self.days.read_many(keys, [change.horizon or DAILY_HORIZON for change in changes])
+        return [(entity, sent if index == 0 else 0) for index, entity in enumerate(stored)]
+
+    def _resolved(self, key: StateKey, horizon: timedelta | None, stored: Stored | None,
+                  sent: int) -> tuple[tuple[KeyState | None, str | None] | None, int]:
+        """`_read`'s answer from what was fetched: an earlier release's copy of a key absent (or only fenced)
+        in the day tables, the state decoded."""
+        if horizon is not None and self.days is not None and (stored is None or "state" not in stored.properties):
+            alive, checked = self._earlier_layout_alive(key, horizon)  # absent, or only fenced
+            sent += checked
+            if alive:
+                earlier, sent = self.store.read(*StateKey.of(key.rule_id, key.group_hash)), sent + 1
+                if earlier is not None:
+                    return (decode_state(earlier.properties, self.decode),
+                            None if stored is None else stored.etag), sent
         if stored is None:
             return None, sent
         state = decode_state(stored.properties, self.decode) if "state" in stored.properties else None
@@ -548,12 +597,16 @@ class StateTable:
         wrong_guesses = 0
         for attempt in range(MAX_ATTEMPTS):
             writes: list[tuple[int, Write, KeyState]] = []
+            fetched = self._prefetched(changes, sorted(index for index in to_read if index not in outcomes))
             for index, change in enumerate(changes):
                 if index in outcomes:
                     continue
                 try:
                     if index in to_read:
-                        known[index], sent = self._read(change.key, change.horizon)
+                        if index in fetched:
+                            known[index], sent = self._resolved(change.key, change.horizon, *fetched[index])
+                        else:
+                            known[index], sent = self._read(change.key, change.horizon)
                         applied[index].reads += sent
                         if not guessing:
                             self._observe_new(known[index] is None)
@@ -616,6 +669,20 @@ class StateTable:
             raise StateConflictError(f"partition {changes[0].key.partition_key} still contended "
                                      f"after {MAX_ATTEMPTS} attempts")
         return [outcomes[index] for index in range(len(changes))]
+
+    def _prefetched(self, changes: Sequence[Change], reading: list[int]) -> dict[int, tuple[Stored | None, int]]:
+        """The keys to read, fetched together; a query storage refuses for what it asks leaves them to be
+        read one by one (only an outage raises)."""
+        if len(reading) < 2:
+            return {}
+        try:
+            return dict(zip(reading, self._fetched([changes[index] for index in reading]), strict=True))
+        except Exception as error:
+            if is_outage(error):
+                raise
+            log.warning("state keys of partition %s read one by one: %s", changes[reading[0]].key.partition_key,
+                        type(error).__name__)
+            return {}
 
     def _guessing_new(self) -> bool:
         """Skip the read of keys not cached when nearly all such keys lately were new (a flood of new IPs
