@@ -121,54 +121,40 @@ class DayTables:
                     del self._tables[old]
             return found
 
-    def _get(self, day: date, key: StateKey) -> Stored | None:
-        """The entity in that day's table; None when it or the table is missing (a read creates nothing)."""
-        try:
-            entity = self._table(day).table.get_entity(*key)
-        except ResourceNotFoundError:
-            return None
-        return Stored(dict(entity), str(entity.metadata["etag"]))
-
     def read(self, key: StateKey, horizon: timedelta) -> tuple[Stored | None, int]:
         """A key's state and where it is (properties without `state` for a key known absent but fenced),
         and the requests that took."""
-        now = self.now()
-        today = day_of(key.partition_key, now)
-        found = self._get(today, key)
-        if found is not None:
-            if MOVED not in found.properties:
-                return _located(today, found), 1
-            later = self._get(today + DAY, key)  # moved on by a writer whose clock is past the turn
-            return (_located(today + DAY, later) if later is not None else _followed(today, found)), 2
-        if not _probing(key.partition_key, now, horizon):
-            return None, 1
-        earlier = self._get(today - DAY, key)
-        if earlier is None:
-            return None, 2
-        if MOVED in earlier.properties:
-            return _followed(today - DAY, earlier), 2
-        return _located(today - DAY, earlier), 2
+        found, sent = self.read_many([key], [horizon])
+        return found[0], sent
 
     def read_many(self, keys: Sequence[StateKey], horizons: Sequence[timedelta]) -> tuple[list[Stored | None], int]:
-        """`read` for keys of one partition: one query per few keys in today's table, then in yesterday's for
-        those absent today that may still live there; and the requests that took."""
+        """`read` for keys of one partition: a query per few keys in today's table; for those a writer whose
+        clock is past the turn moved on, in tomorrow's; for those absent that may still live in yesterday's
+        table, there. And the requests that took."""
         now = self.now()
         partition_key = keys[0].partition_key
         today = day_of(partition_key, now)
         found, sent = self._get_many(today, partition_key, [key.row_key for key in keys])
         answers: dict[StateKey, Stored | None] = {}
+        moved_on: list[StateKey] = []
         earlier: list[StateKey] = []
         for key, horizon in zip(keys, horizons, strict=True):
             stored = found.get(key.row_key)
             if stored is not None and MOVED not in stored.properties:
                 answers[key] = _located(today, stored)
-            elif stored is not None:  # moved on by a writer whose clock is past the turn: rare, one by one
-                answers[key], more = self.read(key, horizon)
-                sent += more
+            elif stored is not None:
+                moved_on.append(key)
             elif _probing(partition_key, now, horizon):
                 earlier.append(key)
             else:
                 answers[key] = None
+        if moved_on:
+            later, more = self._get_many(today + DAY, partition_key, [key.row_key for key in moved_on])
+            sent += more
+            for key in moved_on:
+                stored = later.get(key.row_key)
+                answers[key] = _located(today + DAY, stored) if stored is not None else _followed(
+                    today, found[key.row_key])
         if earlier:
             before, more = self._get_many(today - DAY, partition_key, [key.row_key for key in earlier])
             sent += more

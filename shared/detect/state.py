@@ -536,14 +536,11 @@ class StateTable:
             properties = {"PartitionKey": key.partition_key, "RowKey": key.row_key, **describe, **encode_state(after)}
             try:
                 applied.writes += 1
-                if horizon is not None and self.days is not None:
-                    etags, sent = self.days.write_batch([Write(properties, etag, horizon)])
-                    new_etag = etags[0]
-                    applied.writes += sent - 1
-                else:
-                    new_etag = self.store.insert(properties) if etag is None else self.store.replace(properties, etag)
-            except StateConflictError as conflict:
-                applied.writes += conflict.sent - 1 if isinstance(conflict, BatchConflictError) else 0
+                etags, sent = self._write_batch([Write(properties, etag, horizon)])
+                new_etag = etags[0]
+                applied.writes += sent - 1
+            except BatchConflictError as conflict:
+                applied.writes += conflict.sent - 1
                 applied.conflicts += 1
                 self._forget(key)
                 cached = None
